@@ -1,0 +1,1 @@
+"""Qt-free core of SDE-SR Studio: models, sampling, faces, metrics, provenance."""

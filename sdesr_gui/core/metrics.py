@@ -1,0 +1,287 @@
+"""Image-quality and identity metrics with the project's exact definitions (see DESIGN.md).
+
+* PSNR / SSIM: SR vs HR, RGB in [0, 1], data range 1. SSIM uses an 11x11 Gaussian window
+  (sigma 1.5), K1 = 0.01, K2 = 0.03, population covariance, the mean over the map with a
+  (win-1)/2 border cropped, then the mean over RGB channels -- identical to scikit-image's
+  ``structural_similarity(..., channel_axis=-1, data_range=1, gaussian_weights=True,
+  sigma=1.5, use_sample_covariance=False)``.
+* Consistency: MSE in [0, 255] units between ``downsample(sr, lr_size)`` and the LR input.
+* CS: cosine similarity of face-recognition embeddings of SR and HR.
+* Rank-N identification and verification AUC (Mann-Whitney, ties count half).
+
+Image inputs may be float tensors ``[B, 3, H, W]`` / ``[3, H, W]`` in [0, 1], or numpy
+HxWx3 arrays (uint8, or float in [0, 1]) / BxHxWx3 stacks. Batched inputs give a tensor of
+per-image values ``[B]``; a single unbatched image gives a Python float. All functions are
+pure (no state, inputs untouched). Qt-free.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .faces import downsample
+
+__all__ = [
+    "as_image_batch",
+    "psnr",
+    "ssim",
+    "consistency",
+    "cosine_similarity",
+    "cs",
+    "identity_ranks",
+    "rank_n",
+    "verification_auc",
+]
+
+ImageInput = Union[torch.Tensor, np.ndarray]
+Result = Union[torch.Tensor, float]
+
+SSIM_WIN = 11
+SSIM_SIGMA = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+
+def as_image_batch(x: ImageInput) -> tuple[torch.Tensor, bool]:
+    """Convert an image or batch to a float tensor ``[B, C, H, W]`` in [0, 1].
+
+    Returns ``(batch, was_single)``. numpy arrays are channel-last (HxWxC or BxHxWxC);
+    uint8 arrays are divided by 255, float arrays are taken as [0, 1]. Tensors are
+    channel-first and must already be in [0, 1] (uint8 tensors are divided by 255).
+    """
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+        if t.dtype == torch.uint8:
+            t = t.float() / 255.0
+        elif not t.is_floating_point():
+            t = t.float()
+        if t.dim() == 3:
+            return t.unsqueeze(0), True
+        if t.dim() == 4:
+            return t, False
+        raise ValueError(f"expected a [B, C, H, W] or [C, H, W] tensor, got {tuple(t.shape)}")
+    if isinstance(x, (list, tuple)):
+        arrs = [np.asarray(a) for a in x]
+        if not arrs:
+            raise ValueError("empty image list")
+        batch, _ = as_image_batch(np.stack(arrs, axis=0))
+        return batch, False
+    arr = np.asarray(x)
+    single = arr.ndim == 3
+    if arr.ndim == 2:
+        arr, single = arr[:, :, None], True
+    if single:
+        arr = arr[None]
+    if arr.ndim != 4:
+        raise ValueError(f"expected an HxWxC image or BxHxWxC stack, got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        t = torch.from_numpy(np.ascontiguousarray(arr)).float() / 255.0
+    elif arr.dtype == np.uint16:
+        t = torch.from_numpy(arr.astype(np.float32) / 65535.0)
+    elif np.issubdtype(arr.dtype, np.floating):
+        t = torch.from_numpy(np.ascontiguousarray(arr)).float()
+    else:
+        raise TypeError(f"unsupported image dtype {arr.dtype}")
+    return t.permute(0, 3, 1, 2).contiguous(), single
+
+
+def _pair(sr: ImageInput, hr: ImageInput) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    a, single_a = as_image_batch(sr)
+    b, single_b = as_image_batch(hr)
+    b = b.to(a.device)
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return a, b, single_a and single_b
+
+
+def _out(values: torch.Tensor, single: bool) -> Result:
+    return float(values[0]) if single else values
+
+
+def psnr(sr: ImageInput, hr: ImageInput, data_range: float = 1.0) -> Result:
+    """Peak signal-to-noise ratio in dB per image (``inf`` for identical images)."""
+    a, b, single = _pair(sr, hr)
+    mse = (a.double() - b.double()).pow(2).flatten(1).mean(dim=1)
+    val = 10.0 * torch.log10((data_range ** 2) / mse)  # mse == 0 -> inf
+    return _out(val.to(a.dtype), single)
+
+
+def _gaussian_kernel_1d(win: int, sigma: float, dtype: torch.dtype,
+                        device: torch.device) -> torch.Tensor:
+    r = (win - 1) // 2
+    x = torch.arange(-r, r + 1, dtype=dtype, device=device)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def _filter_valid(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Separable 'valid' Gaussian filter, depthwise over channels of ``[B, C, H, W]``."""
+    c = x.shape[1]
+    kh = k.view(1, 1, -1, 1).expand(c, 1, -1, 1)
+    kw = k.view(1, 1, 1, -1).expand(c, 1, 1, -1)
+    return F.conv2d(F.conv2d(x, kh, groups=c), kw, groups=c)
+
+
+def ssim(sr: ImageInput, hr: ImageInput, data_range: float = 1.0) -> Result:
+    """Structural similarity per image, mean over the valid map and over channels.
+
+    Matches scikit-image's Gaussian-weighted SSIM (sigma 1.5, 11x11, population
+    covariance): scikit-image filters the whole image then crops 5 px from each border
+    before averaging, which is exactly the 'valid' region computed here. Images must be at
+    least 11x11. Computed in float64.
+    """
+    a, b, single = _pair(sr, hr)
+    if a.shape[-1] < SSIM_WIN or a.shape[-2] < SSIM_WIN:
+        raise ValueError(f"SSIM needs images of at least {SSIM_WIN}x{SSIM_WIN}")
+    x, y = a.double(), b.double()
+    k = _gaussian_kernel_1d(SSIM_WIN, SSIM_SIGMA, x.dtype, x.device)
+    ux, uy = _filter_valid(x, k), _filter_valid(y, k)
+    uxx, uyy, uxy = _filter_valid(x * x, k), _filter_valid(y * y, k), _filter_valid(x * y, k)
+    vx, vy, vxy = uxx - ux * ux, uyy - uy * uy, uxy - ux * uy
+    c1 = (SSIM_K1 * data_range) ** 2
+    c2 = (SSIM_K2 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    val = s.mean(dim=(2, 3)).mean(dim=1)
+    return _out(val.to(a.dtype), single)
+
+
+def consistency(sr: ImageInput, lr: ImageInput) -> Result:
+    """MSE in [0, 255] units between ``downsample(sr, lr_size)`` and ``lr`` (per image)."""
+    a, single_a = as_image_batch(sr)
+    b, single_b = as_image_batch(lr)
+    b = b.to(a.device)
+    if a.shape[:2] != b.shape[:2] or b.shape[-1] != b.shape[-2]:
+        raise ValueError(f"incompatible SR {tuple(a.shape)} and LR {tuple(b.shape)}")
+    d = downsample(a, b.shape[-1]).double()
+    val = ((d - b.double()) * 255.0).pow(2).flatten(1).mean(dim=1)
+    return _out(val.to(a.dtype), single_a and single_b)
+
+
+def cosine_similarity(a: Union[torch.Tensor, np.ndarray],
+                      b: Union[torch.Tensor, np.ndarray],
+                      eps: float = 1e-12) -> Union[torch.Tensor, np.ndarray, float]:
+    """Cosine similarity of embedding vectors along the last axis.
+
+    1-D inputs give a float; ``[B, D]`` inputs give ``[B]`` (a torch tensor if either input
+    is a tensor, else a numpy array). Zero vectors give 0.
+    """
+    is_torch = isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor)
+    ta = a.detach() if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
+    tb = b.detach() if isinstance(b, torch.Tensor) else torch.as_tensor(np.asarray(b))
+    ta, tb = ta.double(), tb.double().to(ta.device)
+    if ta.shape != tb.shape:
+        raise ValueError(f"shape mismatch: {tuple(ta.shape)} vs {tuple(tb.shape)}")
+    num = (ta * tb).sum(dim=-1)
+    den = ta.norm(dim=-1) * tb.norm(dim=-1)
+    val = num / den.clamp_min(eps)
+    if ta.dim() == 1:
+        return float(val)
+    if is_torch:
+        return val.float()
+    return val.cpu().numpy()
+
+
+def cs(embed_fn: Callable[[torch.Tensor], torch.Tensor], sr: ImageInput,
+       hr: ImageInput) -> Result:
+    """Identity similarity: cosine between ``embed_fn(sr)`` and ``embed_fn(hr)`` per image.
+
+    ``embed_fn`` maps a float batch ``[B, 3, H, W]`` in [0, 1] to embeddings ``[B, D]``.
+    """
+    a, b, single = _pair(sr, hr)
+    with torch.no_grad():
+        ea = torch.as_tensor(embed_fn(a)).reshape(a.shape[0], -1)
+        eb = torch.as_tensor(embed_fn(b)).reshape(b.shape[0], -1)
+    val = cosine_similarity(ea, eb)
+    return _out(torch.as_tensor(val), single)
+
+
+def identity_ranks(similarity: Union[np.ndarray, torch.Tensor], probe_ids: Sequence,
+                   gallery_ids: Sequence) -> np.ndarray:
+    """Rank (1 = best) of each probe's true identity among the gallery identities.
+
+    ``similarity`` is ``[P, G]`` (higher = more similar). Each gallery identity scores by
+    its best image. Ties are resolved pessimistically: an other identity with an equal score
+    is ranked ahead. Probes whose identity is not in the gallery get rank 0.
+    """
+    sim = similarity.detach().cpu().numpy() if isinstance(similarity, torch.Tensor) \
+        else np.asarray(similarity)
+    sim = sim.astype(np.float64)
+    probe_ids, gallery_ids = list(probe_ids), list(gallery_ids)
+    if sim.ndim != 2 or sim.shape != (len(probe_ids), len(gallery_ids)):
+        raise ValueError(
+            f"similarity shape {sim.shape} does not match {len(probe_ids)} probes x "
+            f"{len(gallery_ids)} gallery items")
+    uniq = list(dict.fromkeys(gallery_ids))
+    col = {g: i for i, g in enumerate(uniq)}
+    gidx = np.array([col[g] for g in gallery_ids], dtype=np.int64)
+    best = np.full((sim.shape[0], len(uniq)), -np.inf)
+    for j in range(len(uniq)):
+        best[:, j] = sim[:, gidx == j].max(axis=1)
+    ranks = np.zeros(len(probe_ids), dtype=np.int64)
+    for i, pid in enumerate(probe_ids):
+        j = col.get(pid)
+        if j is None:
+            continue
+        true_score = best[i, j]
+        others = np.delete(best[i], j)
+        ranks[i] = 1 + int(np.sum(others >= true_score))
+    return ranks
+
+
+def rank_n(similarity: Union[np.ndarray, torch.Tensor], probe_ids: Sequence,
+           gallery_ids: Sequence, n: int = 1, unmatched: str = "skip") -> float:
+    """Rank-N identification rate: share of probes whose identity is in the top ``n``.
+
+    ``unmatched`` says what to do with probes whose identity has no gallery image:
+    ``"skip"`` (closed-set protocol, default) or ``"miss"`` (count as failures).
+    Returns ``nan`` when no probe counts.
+    """
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    if unmatched not in ("skip", "miss"):
+        raise ValueError("unmatched must be 'skip' or 'miss'")
+    ranks = identity_ranks(similarity, probe_ids, gallery_ids)
+    if unmatched == "skip":
+        ranks = ranks[ranks > 0]
+    if ranks.size == 0:
+        return float("nan")
+    return float(np.mean((ranks > 0) & (ranks <= n)))
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties given their average rank (like scipy's rankdata)."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    ranks = np.empty(len(x), dtype=np.float64)
+    # boundaries of runs of equal values
+    starts = np.r_[0, np.flatnonzero(np.diff(xs) != 0) + 1]
+    ends = np.r_[starts[1:], len(xs)]
+    for s, e in zip(starts, ends):
+        ranks[order[s:e]] = 0.5 * (s + 1 + e)  # mean of ranks s+1 .. e
+    return ranks
+
+
+def verification_auc(scores: Union[Sequence[float], np.ndarray],
+                     same: Union[Sequence[bool], np.ndarray]) -> float:
+    """ROC AUC of 1:1 verification scores (higher = same person), Mann-Whitney formula.
+
+    ``same[i]`` is True for a genuine pair. Tied scores count half. Raises ValueError
+    if there is no genuine or no impostor pair.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(same).astype(bool).ravel()
+    if s.shape != y.shape:
+        raise ValueError("scores and labels differ in length")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores must be finite")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUC needs at least one genuine and one impostor pair")
+    r = _average_ranks(s)
+    u = r[y].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+

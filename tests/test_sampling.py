@@ -1,0 +1,239 @@
+"""Samplers checked against exact maths: Gaussian data have a known score, steps are hand-computed."""
+
+import math
+
+import pytest
+import torch
+
+from sdesr_gui.core import sampling as S
+from sdesr_gui.core.sde import SubVPSDE, VESDE, VPSDE
+
+MU, S0 = 0.4, 0.2  # target: every pixel ~ N(MU, S0^2) independently
+SHAPE = (1, 64, 64)
+K = 16
+
+
+def gaussian_score(sde):
+    """Exact score of p_t when x_0 ~ N(MU, S0^2): x_t ~ N(s MU, s^2 S0^2 + std^2)."""
+
+    def score(x, t):
+        s = S.bcast(sde.mean_coeff(t), x).to(x.dtype)
+        std = S.bcast(sde.marginal_std(t), x).to(x.dtype)
+        return -(x - s * MU) / (s**2 * S0**2 + std**2)
+
+    return score
+
+
+def assert_target(x, tol_mean=0.01, tol_std=0.05):
+    assert torch.isfinite(x).all()
+    assert float(x.mean()) == pytest.approx(MU, abs=tol_mean)
+    assert float(x.std()) == pytest.approx(S0, rel=tol_std)
+
+
+@pytest.mark.parametrize(
+    "sde,predictor,corrector,n",
+    [
+        (VESDE(), "reverse_diffusion", "langevin", 400),
+        (VESDE(), "euler_maruyama", "none", 1000),
+        (VESDE(), "none", "langevin", 200),
+        (VPSDE(), "reverse_diffusion", "langevin", 400),
+        (VPSDE(), "euler_maruyama", "langevin", 400),
+        (SubVPSDE(), "euler_maruyama", "none", 400),
+    ],
+    ids=lambda v: getattr(v, "name", str(v)),
+)
+def test_pc_sampler_recovers_gaussian(sde, predictor, corrector, n):
+    torch.manual_seed(0)
+    m = 0 if corrector == "none" else (1 if predictor != "none" else 5)  # annealed Langevin needs more
+    res = S.pc_sample(gaussian_score(sde), sde, SHAPE, S.NoiseSource(range(K)), n_steps=n,
+                      predictor=predictor, corrector=corrector, corrector_steps=m, snr=0.16)
+    assert res.samples.shape == (K, *SHAPE)
+    assert res.nfe == n * (m + (predictor != "none"))
+    assert_target(res.samples)
+
+
+@pytest.mark.parametrize("sde", [VESDE(), VPSDE(), SubVPSDE()], ids=lambda s: s.name)
+def test_fast_sampler_recovers_gaussian(sde):
+    res = S.fast_sample(gaussian_score(sde), sde, SHAPE, S.NoiseSource(range(K)), n_steps=40)
+    assert res.nfe == 40 <= S.FAST_MAX_NFE
+    assert_target(res.samples)
+
+
+def test_heun_sampler_recovers_gaussian():
+    """Heun's method within 40 evaluations is less accurate on this wide sigma range (~9 %)."""
+    sde = VESDE()
+    res = S.fast_sample(gaussian_score(sde), sde, SHAPE, S.NoiseSource(range(K)), n_steps=20, method="heun")
+    assert res.nfe == 39
+    assert_target(res.samples, tol_std=0.12)
+    # starting lower (a conditional model needs no sigma 348) is more accurate
+    res = S.fast_sample(gaussian_score(sde), sde, SHAPE, S.NoiseSource(range(K)), n_steps=20,
+                        method="heun", sigma_max=80.0)
+    assert_target(res.samples, tol_std=0.06)
+
+
+@pytest.mark.parametrize("method", S.FAST_METHODS)
+def test_fast_sampler_with_churn_recovers_gaussian(method):
+    sde = VESDE()
+    kw = {"n_steps": 40} if method == "dpmpp_2m" else {"n_steps": 20, "sigma_max": 80.0}
+    res = S.fast_sample(gaussian_score(sde), sde, SHAPE, S.NoiseSource(range(K)), churn=10,
+                        method=method, **kw)
+    # Heun's 20 steps overshoot the variance a little more with churn (measured ~11 %)
+    assert_target(res.samples, tol_std=0.03 if method == "dpmpp_2m" else 0.13)
+
+
+def test_fast_sampler_refuses_more_than_40_evaluations():
+    with pytest.raises(ValueError, match="at most 40 network evaluations"):
+        S.fast_sample(gaussian_score(VESDE()), VESDE(), SHAPE, S.NoiseSource([0]), n_steps=41)
+    with pytest.raises(ValueError, match="1 to 20 steps"):
+        S.fast_sample(gaussian_score(VESDE()), VESDE(), SHAPE, S.NoiseSource([0]), n_steps=21, method="heun")
+
+
+def test_langevin_step_size_follows_r_formula():
+    score = torch.full((2, 4), 2.0)  # ||score|| = 4
+    z = torch.ones(2, 4)  # ||z|| = 2
+    z[1] *= 3  # ||z|| = 6 for the second sample: sizes are per sample
+    eps = S.langevin_step_size(score, z, 0.16, torch.tensor([1.0, 0.5]))
+    assert eps[0].item() == pytest.approx(2 * 1.0 * (0.16 * 2 / 4) ** 2)
+    assert eps[1].item() == pytest.approx(2 * 0.5 * (0.16 * 6 / 4) ** 2)
+
+
+def test_hand_computed_steps():
+    torch.manual_seed(1)
+    x, score, z = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    t = torch.tensor([0.6, 0.6], dtype=torch.float32)
+    tn = torch.tensor([0.55, 0.55], dtype=torch.float32)
+    # reverse diffusion, VE: x' = x + (sigma_t^2 - sigma_next^2) s, + sqrt(.) z
+    ve = VESDE()
+    sig, sign = 0.01 * 34800**0.6, 0.01 * 34800**0.55
+    new, mean = S.reverse_diffusion_step(ve, x, t, tn, score, z)
+    assert torch.allclose(mean, x + (sig**2 - sign**2) * score, rtol=1e-5, atol=1e-4)
+    assert torch.allclose(new, mean + math.sqrt(sig**2 - sign**2) * z, rtol=1e-5, atol=1e-4)
+    # reverse diffusion, VP (ancestral DDPM form): x' = (2 - sqrt(1 - b)) x + b s, b = beta(t) dt
+    vp = VPSDE()
+    b = (0.1 + 0.6 * 19.9) * 0.05
+    new, mean = S.reverse_diffusion_step(vp, x, t, tn, score, z)
+    assert torch.allclose(mean, (2 - math.sqrt(1 - b)) * x + b * score, atol=1e-5)
+    assert torch.allclose(new, mean + math.sqrt(b) * z, atol=1e-5)
+    # Euler-Maruyama, VE: g^2 = sigma^2 2 log(smax/smin)
+    g2 = sig**2 * 2 * math.log(34800)
+    new, mean = S.euler_maruyama_step(ve, x, t, tn, score, z)
+    assert torch.allclose(mean, x + g2 * 0.05 * score, rtol=1e-5, atol=1e-3)
+    assert torch.allclose(new, mean + math.sqrt(g2 * 0.05) * z, rtol=1e-5, atol=1e-3)
+    # Euler-Maruyama, VP: x' = x - (-beta/2 x - beta s) dt
+    beta = 0.1 + 0.6 * 19.9
+    new, mean = S.euler_maruyama_step(vp, x, t, tn, score, z)
+    assert torch.allclose(mean, x + (0.5 * beta * x + beta * score) * 0.05, atol=1e-5)
+    # Langevin: x' = x + eps s + sqrt(2 eps) z with eps from the r formula
+    new, mean = S.langevin_step(x, score, z, 0.16, torch.ones(2))
+    for i in range(2):
+        e = 2 * (0.16 * z[i].norm() / score[i].norm()) ** 2
+        assert torch.allclose(mean[i], x[i] + e * score[i], atol=1e-6)
+        assert torch.allclose(new[i], mean[i] + torch.sqrt(2 * e) * z[i], atol=1e-6)
+
+
+def test_pc_sampler_one_step_by_hand():
+    """N=1, M=1 on the VE SDE: prior draw, one Langevin step at t=T, one predictor step to sigma 0."""
+    sde = VESDE()
+    score = gaussian_score(sde)
+    res = S.pc_sample(score, sde, (1, 2, 2), S.NoiseSource([7]), n_steps=1, corrector_steps=1, snr=0.2)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(1, 1, 2, 2, generator=g) * 348.0
+    t = torch.ones(1)
+    s = score(x, t)
+    z = torch.randn(1, 1, 2, 2, generator=g)
+    e = 2 * (0.2 * z.norm() / s.norm()) ** 2
+    x = x + e * s + torch.sqrt(2 * e) * z
+    x_mean = x + 348.0**2 * score(x, t)  # to noise level 0, noise-free mean returned
+    assert torch.allclose(res.samples, x_mean, rtol=1e-4, atol=1e-3)
+    assert res.nfe == 2
+
+
+def test_sample_k_reproduces_alone_and_seeds_differ():
+    sde = VESDE()
+    sc = gaussian_score(sde)
+    both = S.pc_sample(sc, sde, SHAPE, S.NoiseSource([11, 12]), n_steps=30, corrector_steps=1).samples
+    alone = S.pc_sample(sc, sde, SHAPE, S.NoiseSource([12]), n_steps=30, corrector_steps=1).samples
+    assert torch.allclose(both[1], alone[0], atol=1e-5)
+    assert not torch.allclose(both[0], both[1])
+    again = S.fast_sample(sc, sde, SHAPE, S.NoiseSource([3, 4]), n_steps=5, churn=5).samples
+    assert torch.equal(again, S.fast_sample(sc, sde, SHAPE, S.NoiseSource([3, 4]), n_steps=5, churn=5).samples)
+    assert not torch.equal(again[0], again[1])
+
+
+class LinearClassifier(torch.nn.Module):
+    """logit_a = w_a . x_hat + b_a: grad_x log sigmoid(+-logit) = +-(1 - sigmoid(+-logit)) w."""
+
+    attributes = ("male", "beard", "eyeglasses")
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.w = torch.randn(3, 4, generator=g) * 0.1
+        self.b = torch.tensor([0.2, -0.3, 0.1])
+        self.calls = 0
+
+    def forward(self, x, sigma):
+        self.calls += 1
+        return x.reshape(x.shape[0], -1) @ self.w.T + self.b
+
+
+def test_guidance_adds_h_times_classifier_gradient():
+    sde = VESDE()
+    base = gaussian_score(sde)
+    clf = LinearClassifier()
+    x = torch.randn(2, 1, 2, 2)
+    t = torch.full((2,), 0.3)
+    guided = S.guided_score_fn(base, clf, sde, {"male": 1, "beard": 0, "eyeglasses": None}, h=500.0)
+    got = guided(x, t)
+    logits = x.reshape(2, -1) @ clf.w.T + clf.b
+    grad = (1 - torch.sigmoid(logits[:, 0:1])) * clf.w[0] - (1 - torch.sigmoid(-logits[:, 1:2])) * clf.w[1]
+    assert torch.allclose(got, base(x, t) + 500.0 * grad.reshape(2, 1, 2, 2), atol=1e-4)
+    # unknown attributes add nothing, h=0 adds nothing
+    assert S.guided_score_fn(base, clf, sde, {"male": None}, h=500.0) is base
+    assert S.guided_score_fn(base, clf, sde, {"male": 1}, h=0.0) is base
+    with pytest.raises(ValueError, match="no attribute"):
+        S.guided_score_fn(base, clf, sde, {"hat": 1}, h=1.0)
+
+
+def test_guidance_used_in_predictor_and_corrector():
+    sde = VESDE()
+    clf = LinearClassifier()
+    guided = S.guided_score_fn(gaussian_score(sde), clf, sde, {"male": 1}, h=1.0)
+    res = S.pc_sample(guided, sde, (1, 2, 2), S.NoiseSource([0]), n_steps=5, corrector_steps=2)
+    assert clf.calls == res.nfe == 15  # every score evaluation (2 corrector + 1 predictor per step)
+
+
+def test_callback_and_cancel():
+    sde = VESDE()
+    seen = []
+    S.pc_sample(gaussian_score(sde), sde, SHAPE, S.NoiseSource([0]), n_steps=10, corrector_steps=1,
+                callback=seen.append)
+    assert [i.step for i in seen] == list(range(1, 11)) and seen[-1].total == 10
+    assert seen[-1].denoised.shape == (1, *SHAPE) and seen[0].sigma == pytest.approx(348.0)
+    # the Tweedie estimate at the end is close to the data mean region
+    assert abs(float(seen[-1].denoised.mean()) - MU) < 0.2
+    calls = []
+
+    def cancel_after_3():
+        return len(calls) >= 3
+
+    for fn, kw in [(S.pc_sample, {"n_steps": 10}), (S.fast_sample, {"n_steps": 10})]:
+        calls.clear()
+        with pytest.raises(S.SamplingCancelled):
+            fn(gaussian_score(sde), sde, SHAPE, S.NoiseSource([0]), callback=calls.append,
+               cancel=cancel_after_3, **kw)
+        assert len(calls) == 3  # stopped before the 4th step
+
+
+def test_pc_argument_errors():
+    sde = VESDE()
+    with pytest.raises(ValueError):
+        S.pc_sample(gaussian_score(sde), sde, SHAPE, S.NoiseSource([0]), predictor="ode")
+    with pytest.raises(ValueError):
+        S.pc_sample(gaussian_score(sde), sde, SHAPE, S.NoiseSource([0]), predictor="none", corrector="none")
+
+
+def test_karras_sigmas():
+    s = S.karras_sigmas(5, 0.01, 348.0, 7.0)
+    assert s[0].item() == pytest.approx(348.0) and s[4].item() == pytest.approx(0.01) and s[5] == 0
+    assert torch.all(s[:-1][1:] < s[:-1][:-1])
