@@ -123,9 +123,9 @@ def to_tensor(img: ImageLike) -> torch.Tensor:
         raise ValueError(f"expected an HxWx3 image, got shape {arr.shape}")
     arr = arr[:, :, :3]
     if arr.dtype == np.uint8:
-        t = torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255.0)
+        t = torch.tensor(arr, dtype=torch.float32).div_(255.0)
     elif np.issubdtype(arr.dtype, np.floating):
-        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        t = torch.tensor(arr, dtype=torch.float32)
     else:
         raise TypeError(f"unsupported image dtype {arr.dtype}; expected uint8 or float")
     return t.permute(2, 0, 1).unsqueeze(0).contiguous()

@@ -47,7 +47,7 @@ class ScoreNetConfig:
     attention stays at the same *level*.
     """
 
-    channels: tuple[int, ...] = (24, 48, 96, 128)
+    channels: tuple[int, ...] = (16, 32, 64, 96)
     blocks_per_level: int = 1
     attn_resolutions: tuple[int, ...] = (16,)
     emb_dim: int = 128

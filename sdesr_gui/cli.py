@@ -1,0 +1,354 @@
+"""The ``sdesr`` command: every job of the app, headless.
+
+Errors the user can fix (bad input, missing weights, impossible settings) print one line
+``sdesr: error: ...`` on stderr and exit with code 2; nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "UsageError"]
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A problem the user can fix; its message is one sentence."""
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------
+def _fail(msg: str) -> int:
+    print(f"sdesr: error: {msg}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _warn(msg: str) -> None:
+    print(f"sdesr: warning: {msg}", file=sys.stderr)
+
+
+def _check_out_dir(out: Path, input_dirs: list[Path]) -> None:
+    from .core.provenance import is_inside
+
+    for d in input_dirs:
+        if is_inside(out, d):
+            raise UsageError(f"the output folder {out} is inside the input folder {d}; inputs are evidence, "
+                             f"so choose an output folder elsewhere")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"the output path {out} exists and is not a folder")
+
+
+def _unique_stems(paths: list[Path]) -> list[str]:
+    seen: dict[str, int] = {}
+    stems = []
+    for p in paths:
+        stem = p.stem
+        n = seen.get(stem, 0) + 1
+        seen[stem] = n
+        stems.append(stem if n == 1 else f"{stem}-{n}")
+    return stems
+
+
+def _settings_from_args(args):
+    from .core.enhance import SamplerSettings, parse_attributes
+
+    try:
+        attrs = parse_attributes(args.attr)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    s = SamplerSettings(
+        sampler=args.sampler, steps=args.steps, corrector_steps=args.corrector_steps, snr=args.r,
+        predictor=args.predictor, corrector=args.corrector, fast_method=args.fast_method, churn=args.churn,
+        h=args.h, attributes=attrs, samples=args.samples, seed=args.seed)
+    try:
+        s.validate()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return s
+
+
+def _load_enhancer(args, need_classifier: bool):
+    from .core.enhance import CLASSIFIER_WEIGHTS_NAME, SCORE_WEIGHTS_NAME, Enhancer, find_default_weights, \
+        resolve_device, weights_dir
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    weights = Path(args.weights) if args.weights else find_default_weights(SCORE_WEIGHTS_NAME)
+    if weights is None:
+        raise UsageError(f"no score model is installed ({weights_dir() / SCORE_WEIGHTS_NAME} is missing); "
+                         f"pass --weights FILE or train one with `sdesr train score`")
+    clf = Path(args.classifier) if getattr(args, "classifier", None) else None
+    if clf is None and need_classifier:
+        clf = find_default_weights(CLASSIFIER_WEIGHTS_NAME)
+        if clf is None:
+            raise UsageError("attribute guidance needs the attribute classifier, which is not installed; "
+                             "pass --classifier FILE or leave the attributes unknown")
+    return Enhancer.from_files(weights, clf, device=device)
+
+
+# ------------------------------------------------------------------------------------------
+# enhance
+# ------------------------------------------------------------------------------------------
+def cmd_enhance(args) -> int:
+    from tqdm import tqdm
+
+    from .core import faces, metrics
+    from .core.enhance import prepare_face
+    from .core.provenance import atomic_save_png, make_run_record, sha256_file
+    from .core.video import iter_image_files, load_still
+
+    settings = _settings_from_args(args)
+    out = Path(args.out).expanduser()
+    files = iter_image_files(args.inputs)
+    input_dirs = sorted({p.resolve().parent for p in files} |
+                        {Path(i).resolve() for i in args.inputs if Path(i).is_dir()})
+    _check_out_dir(out, input_dirs)
+    stems = _unique_stems(files)
+    k = settings.samples
+    planned = {stem: [out / f"{stem}_sample{i + 1}.png" for i in range(k)]
+               + [out / f"{stem}_bicubic.png", out / f"{stem}.json"] for stem in stems}
+    if not args.overwrite:
+        for paths in planned.values():
+            for p in paths:
+                if p.exists():
+                    raise UsageError(f"{p} already exists; choose another output folder or pass --overwrite")
+
+    # read and check every input before anything is written
+    t0 = time.perf_counter()
+    images = [load_still(p) for p in files]
+    prepared = [prepare_face(img) for img in images]
+    input_hashes = [sha256_file(p) for p in files]
+    for p, prep in zip(files, prepared):
+        if prep.warning:
+            _warn(f"{p.name}: {prep.warning}")
+    active = any(v is not None for v in settings.attributes.values())
+    enh = _load_enhancer(args, need_classifier=active)
+    t_load = time.perf_counter() - t0
+    out.mkdir(parents=True, exist_ok=True)
+
+    for path, stem, img, prep, sha in zip(files, stems, images, prepared, input_hashes):
+        written: list[Path] = []
+        try:
+            total = settings.n_steps()
+            with tqdm(total=total, desc=stem, unit="step", file=sys.stderr, leave=True,
+                      disable=args.quiet) as bar:
+                def cb(info, bar=bar):
+                    bar.update(info.step - bar.n)
+
+                res = enh.run(prep.lr, settings, callback=cb)
+            rec = make_run_record("enhance", device=str(enh.device), seed=settings.seed,
+                                  model=enh.model_info, sampler=res.settings,
+                                  attributes=res.settings["attributes"])
+            rec.add_input(path, sha256=sha, mode=prep.mode, warning=prep.warning,
+                          size=[int(img.shape[1]), int(img.shape[0])])
+            if enh.classifier_info:
+                rec.extra["classifier"] = enh.classifier_info
+            samples_u8 = faces.to_uint8(res.samples)
+            cons = metrics.consistency(res.samples, res.lr.expand(k, -1, -1, -1))
+            quality = {}
+            if prep.hr is not None:
+                hr = prep.hr.expand(k, -1, -1, -1)
+                quality = {"psnr": metrics.psnr(res.samples, hr).tolist(),
+                           "ssim": metrics.ssim(res.samples, hr).tolist()}
+                bic_q = {"psnr": float(metrics.psnr(res.bicubic, prep.hr)[0]),
+                         "ssim": float(metrics.ssim(res.bicubic, prep.hr)[0])}
+            for i, (img, seed) in enumerate(zip(samples_u8, res.seeds)):
+                p = out / f"{stem}_sample{i + 1}.png"
+                digest = atomic_save_png(p, img)
+                written.append(p)
+                entry = {"kind": "sample", "index": i + 1, "seed": seed, "consistency": float(cons[i]),
+                         "generated": True}
+                for name, vals in quality.items():
+                    entry[name] = float(vals[i])
+                rec.add_output(p, digest, **entry)
+            p = out / f"{stem}_bicubic.png"
+            digest = atomic_save_png(p, faces.to_uint8(res.bicubic)[0])
+            written.append(p)
+            bic = {"kind": "bicubic", "consistency": float(metrics.consistency(res.bicubic, res.lr)[0])}
+            if prep.hr is not None:
+                bic.update(bic_q)
+            rec.add_output(p, digest, **bic)
+            rec.timings = {"load_seconds": round(t_load, 4), "sampling_seconds": round(res.seconds, 4),
+                           "seconds_per_sample": round(res.seconds / k, 4), "nfe": res.nfe}
+            rec.write(out / f"{stem}.json")
+            written.append(out / f"{stem}.json")
+            if not args.quiet:
+                print(f"{path} -> {out / stem}_sample*.png ({k} sample{'s' if k > 1 else ''}, "
+                      f"{res.nfe} evaluations, {res.seconds:.1f} s)")
+        except BaseException:
+            for p in written:  # nothing half-written: a stem's outputs appear together or not at all
+                p.unlink(missing_ok=True)
+            raise
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# bench
+# ------------------------------------------------------------------------------------------
+def cmd_bench(args) -> int:
+    import torch
+
+    from .core import faces
+    from .core.enhance import Enhancer, SamplerSettings, resolve_device
+    from .core.models import ScoreNetConfig, ScoreUNet
+    from .core.provenance import device_info
+    from .core.sde import VESDE
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.random_init:
+        try:
+            device = resolve_device(args.device)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        torch.manual_seed(0)
+        enh = Enhancer(ScoreUNet(ScoreNetConfig()), VESDE(), device=device,
+                       model_info={"name": "random-init default config"})
+    else:
+        enh = _load_enhancer(args, need_classifier=False)
+    dev = enh.device
+    model = enh.model
+    n_params = sum(p.numel() for p in model.parameters())
+    lr = torch.rand(1, 3, faces.LR_SIZE, faces.LR_SIZE)
+    y = faces.upsample(lr).to(dev)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    # per-NFE latency: one network evaluation at batch 1 (and at batch K)
+    def nfe_latency(batch: int) -> float:
+        x = torch.randn(batch, 3, 128, 128, device=dev)
+        yb = y.expand(batch, -1, -1, -1)
+        sig = torch.full((batch,), 1.0, device=dev)
+        times = []
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.float16, enabled=dev.type == "cuda"):
+            for i in range(args.repeats + 3):
+                sync()
+                t = time.perf_counter()
+                model.denoise(x, sig, yb)
+                sync()
+                if i >= 3:
+                    times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    lat1 = nfe_latency(1)
+    rows = []
+    fast = SamplerSettings(sampler="fast", samples=1)
+    res = enh.run(lr, fast)
+    rows.append({"sampler": "fast (DPM-Solver++ 2M, defaults)", "steps": fast.n_steps(), "nfe": res.nfe,
+                 "seconds_per_sample": res.seconds, "measured": "full run"})
+    pc = SamplerSettings(sampler="pc", samples=1)
+    n_meas = min(args.pc_steps, pc.n_steps())
+    meas = SamplerSettings(sampler="pc", steps=n_meas, samples=1)
+    r2 = enh.run(lr, meas)
+    per_step = r2.seconds / n_meas
+    nfe_pc = pc.n_steps() * (pc.corrector_steps + 1)
+    rows.append({"sampler": f"PC defaults (N={pc.n_steps()}, M={pc.corrector_steps})", "steps": pc.n_steps(),
+                 "nfe": nfe_pc, "seconds_per_sample": per_step * pc.n_steps(),
+                 "measured": f"{n_meas} steps timed, extrapolated"})
+    paper_nfe = 2000 * 3
+    paper_s = per_step * 2000
+    rows.append({"sampler": "paper PC (N=2000, M=2)", "steps": 2000, "nfe": paper_nfe,
+                 "seconds_per_sample": paper_s, "measured": f"{n_meas} steps timed, extrapolated"})
+    for r in rows:
+        r["vs_paper_time"] = r["seconds_per_sample"] / paper_s
+    report = {"device": device_info(str(dev)), "model": enh.model_info.get("name"), "parameters": n_params,
+              "threads": torch.get_num_threads(), "nfe_latency_ms_batch1": lat1 * 1000, "samplers": rows}
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    d = report["device"]
+    print(f"device: {d.get('device')} ({d.get('cpu_model') or d.get('gpu_name', '')}), "
+          f"torch threads {report['threads']}")
+    print(f"model: {report['model']} ({n_params / 1e6:.2f} M parameters)")
+    print(f"one network evaluation (batch 1, 128x128): {lat1 * 1000:.1f} ms")
+    print(f"{'sampler':38s} {'NFE':>6s} {'s/sample':>10s} {'x paper':>8s}  how")
+    for r in rows:
+        print(f"{r['sampler']:38s} {r['nfe']:6d} {r['seconds_per_sample']:10.2f} {r['vs_paper_time']:8.4f}  "
+              f"{r['measured']}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# parser
+# ------------------------------------------------------------------------------------------
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", metavar="FILE", help="score model (.safetensors); default: the shipped model")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="sdesr", description="SDE-SR Studio: score-based SDE face super-resolution "
+                                 "(16x16 -> 128x128). Generated faces are investigative leads, not identifications.")
+    from . import __version__
+
+    ap.add_argument("--version", action="version", version=f"sdesr {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    e = sub.add_parser("enhance", help="super-resolve face images",
+                       description="Super-resolve faces. A 128x128 input is the HR face frame (degraded to 16x16 "
+                       "first); a 16x16 input is the LR itself; other sizes are resized with a warning.")
+    e.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    e.add_argument("--out", required=True, metavar="DIR", help="output folder (never an input folder)")
+    e.add_argument("--sampler", choices=["fast", "pc"], default="fast",
+                   help="fast: DPM-Solver++(2M), <= 40 evaluations (default); pc: the paper's predictor-corrector")
+    e.add_argument("--steps", type=int, metavar="N", help="sampler steps (default: fast 40, pc 1000)")
+    e.add_argument("--corrector-steps", type=int, default=2, metavar="M", help="Langevin steps per PC step (2)")
+    e.add_argument("--r", type=float, default=0.16, help="Langevin signal-to-noise ratio r (0.16)")
+    e.add_argument("--predictor", choices=["reverse_diffusion", "euler_maruyama", "none"],
+                   default="reverse_diffusion")
+    e.add_argument("--corrector", choices=["langevin", "none"], default="langevin")
+    e.add_argument("--fast-method", choices=["dpmpp_2m", "heun"], default="dpmpp_2m")
+    e.add_argument("--churn", type=float, default=0.0, help="stochastic churn of the fast sampler (0)")
+    e.add_argument("--h", type=float, default=None, help="guidance scale (default: the classifier's model card)")
+    e.add_argument("--attr", metavar="LIST", help="known attributes, e.g. male=1,beard=0,eyeglasses=?")
+    e.add_argument("--classifier", metavar="FILE", help="attribute classifier (.safetensors)")
+    e.add_argument("--samples", type=int, default=1, metavar="K", help="samples per input (1)")
+    e.add_argument("--seed", type=int, default=0, help="seed of sample 1; sample k uses seed + k - 1 (0)")
+    e.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same name")
+    e.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    _add_model_args(e)
+    e.set_defaults(func=cmd_enhance)
+
+    b = sub.add_parser("bench", help="measure network and sampler speed on this machine")
+    _add_model_args(b)
+    b.add_argument("--random-init", action="store_true", help="benchmark the default architecture untrained")
+    b.add_argument("--repeats", type=int, default=20, help="timed network evaluations (20)")
+    b.add_argument("--pc-steps", type=int, default=30, help="PC steps to time before extrapolating (30)")
+    b.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not getattr(args, "command", None):
+        ap.print_help()
+        return EXIT_USAGE
+    from .core.models.checkpoint import CheckpointError
+    from .core.video import InputError
+
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, InputError, CheckpointError) as e:
+        return _fail(str(e).rstrip("."))
+    except KeyboardInterrupt:
+        print("sdesr: interrupted; unfinished outputs were removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

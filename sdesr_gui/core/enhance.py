@@ -1,0 +1,309 @@
+"""The enhancement job shared by the CLI and the GUI: face frame in, samples and a run record out.
+
+``Enhancer`` owns a loaded score model (and optionally the attribute classifier) and runs one
+of the two samplers on one LR face with K seeds.  Nothing here touches Qt or the file system
+except :func:`find_default_weights` and the loaders.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+from . import faces
+from .models.checkpoint import CheckpointError, file_sha256, load_checkpoint
+from .sampling import (
+    CORRECTORS,
+    FAST_METHODS,
+    PREDICTORS,
+    NoiseSource,
+    SampleResult,
+    StepInfo,
+    fast_sample,
+    guided_score_fn,
+    model_score_fn,
+    pc_sample,
+)
+from .sde import SDE, make_sde
+
+__all__ = [
+    "SCORE_WEIGHTS_NAME",
+    "CLASSIFIER_WEIGHTS_NAME",
+    "SamplerSettings",
+    "EnhanceResult",
+    "Enhancer",
+    "PreparedInput",
+    "prepare_face",
+    "parse_attributes",
+    "weights_dir",
+    "find_default_weights",
+    "resolve_device",
+]
+
+SCORE_WEIGHTS_NAME = "sdesr_ve_8x.safetensors"
+CLASSIFIER_WEIGHTS_NAME = "attributes_ve.safetensors"
+ATTRIBUTE_NAMES = ("male", "beard", "eyeglasses")
+DEFAULT_STEPS = {"fast": 40, "pc": 1000}
+
+
+# ------------------------------------------------------------------------------------------
+# settings
+# ------------------------------------------------------------------------------------------
+@dataclass
+class SamplerSettings:
+    """Everything that decides a run's samples (recorded in every run record)."""
+
+    sampler: str = "fast"  # "fast" | "pc"
+    steps: int | None = None  # N; default 40 (fast) or 1000 (pc)
+    corrector_steps: int = 2  # M (pc)
+    snr: float = 0.16  # r, the Langevin signal-to-noise ratio (pc)
+    predictor: str = "reverse_diffusion"
+    corrector: str = "langevin"
+    fast_method: str = "dpmpp_2m"
+    churn: float = 0.0
+    h: float | None = None  # guidance scale; None = the classifier's model-card default
+    attributes: dict[str, int | None] = field(default_factory=dict)
+    samples: int = 1
+    seed: int = 0
+
+    def n_steps(self) -> int:
+        return int(self.steps) if self.steps is not None else DEFAULT_STEPS[self.sampler]
+
+    def seeds(self) -> list[int]:
+        """Seed of sample k is seed + k: sample k can be re-run alone from its seed."""
+        return [int(self.seed) + k for k in range(int(self.samples))]
+
+    def validate(self) -> None:
+        """Raise ValueError with one clear sentence for an impossible setting."""
+        if self.sampler not in DEFAULT_STEPS:
+            raise ValueError(f"Unknown sampler {self.sampler!r}; choose 'fast' or 'pc'.")
+        if self.samples < 1 or self.samples > 64:
+            raise ValueError("The number of samples must be between 1 and 64.")
+        if self.n_steps() < 1:
+            raise ValueError("The number of steps must be at least 1.")
+        if self.sampler == "fast":
+            if self.fast_method not in FAST_METHODS:
+                raise ValueError(f"Unknown fast method {self.fast_method!r}; choose one of {FAST_METHODS}.")
+            limit = 40 if self.fast_method == "dpmpp_2m" else 20
+            if self.n_steps() > limit:
+                raise ValueError(f"The fast sampler ({self.fast_method}) allows at most {limit} steps.")
+        else:
+            if self.predictor not in PREDICTORS:
+                raise ValueError(f"Unknown predictor {self.predictor!r}; choose one of {PREDICTORS}.")
+            if self.corrector not in CORRECTORS:
+                raise ValueError(f"Unknown corrector {self.corrector!r}; choose one of {CORRECTORS}.")
+            if self.corrector_steps < 0:
+                raise ValueError("The number of corrector steps cannot be negative.")
+        if not 0.0 <= self.snr <= 10.0:
+            raise ValueError("The signal-to-noise ratio r must be between 0 and 10.")
+        if self.h is not None and self.h < 0:
+            raise ValueError("The guidance scale h cannot be negative.")
+        if self.churn < 0:
+            raise ValueError("Churn cannot be negative.")
+        for name, value in self.attributes.items():
+            if value not in (None, 0, 1):
+                raise ValueError(f"Attribute {name!r} must be 1, 0 or unknown.")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["steps"] = self.n_steps()
+        d["seeds"] = self.seeds()
+        if self.sampler == "fast":
+            for k in ("corrector_steps", "snr", "predictor", "corrector"):
+                d.pop(k)
+        else:
+            for k in ("fast_method", "churn"):
+                d.pop(k)
+        return d
+
+
+_TRUE = {"1", "yes", "y", "true", "present", "+"}
+_FALSE = {"0", "no", "n", "false", "absent", "-"}
+_UNKNOWN = {"?", "unknown", "none", ""}
+
+
+def parse_attributes(text: str | None, allowed=ATTRIBUTE_NAMES) -> dict[str, int | None]:
+    """Parse ``male=1,beard=0,eyeglasses=?`` into {name: 1 | 0 | None}."""
+    out: dict[str, int | None] = {}
+    if not text:
+        return out
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise ValueError(f"Attribute {part!r} needs a value, e.g. {part}=1, {part}=0 or {part}=?.")
+        name, value = (s.strip().lower() for s in part.split("=", 1))
+        if name not in allowed:
+            raise ValueError(f"Unknown attribute {name!r}; known attributes are {', '.join(allowed)}.")
+        if value in _TRUE:
+            out[name] = 1
+        elif value in _FALSE:
+            out[name] = 0
+        elif value in _UNKNOWN:
+            out[name] = None
+        else:
+            raise ValueError(f"Attribute {name} has value {value!r}; use 1 (present), 0 (absent) or ? (unknown).")
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# weights and devices
+# ------------------------------------------------------------------------------------------
+def weights_dir() -> Path:
+    """Where the shipped weights live: $SDESR_WEIGHTS_DIR, the frozen app's bundle, or the repo."""
+    env = os.environ.get("SDESR_WEIGHTS_DIR")
+    if env:
+        return Path(env)
+    if getattr(sys, "frozen", False) and hasattr(sys, "_MEIPASS"):
+        return Path(sys._MEIPASS) / "weights"  # type: ignore[attr-defined]
+    return Path(__file__).resolve().parents[2] / "weights"
+
+
+def find_default_weights(name: str = SCORE_WEIGHTS_NAME) -> Path | None:
+    p = weights_dir() / name
+    return p if p.is_file() else None
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """'cpu', 'cuda', 'cuda:N' or None/'auto' (CUDA when available); ValueError if unavailable."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"Unknown device {device!r}; use 'cpu' or 'cuda'.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA was requested but no CUDA GPU is available; use --device cpu.")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"Unsupported device {device!r}; use 'cpu' or 'cuda'.")
+    return dev
+
+
+# ------------------------------------------------------------------------------------------
+# inputs
+# ------------------------------------------------------------------------------------------
+@dataclass
+class PreparedInput:
+    lr: torch.Tensor  # [1, 3, 16, 16] on the uint8 grid
+    hr: torch.Tensor | None  # [1, 3, 128, 128] when the input was an HR face frame
+    mode: str  # "hr", "lr" or "resized"
+    warning: str | None = None
+
+
+def prepare_face(image: np.ndarray, frame: int = faces.FRAME_SIZE, lr_size: int = faces.LR_SIZE) -> PreparedInput:
+    """Turn an RGB uint8 face image into the model's LR input.
+
+    frame x frame -> treated as the HR face frame and degraded; lr_size x lr_size -> used as
+    the LR itself; anything else is resized to the face frame (with a warning) and degraded.
+    """
+    h, w = image.shape[:2]
+    x = faces.to_tensor(image)
+    if (h, w) == (lr_size, lr_size):
+        return PreparedInput(faces.quantize(x), None, "lr")
+    if (h, w) == (frame, frame):
+        return PreparedInput(faces.degrade(x, lr_size), x, "hr")
+    warn = (f"input is {w}x{h}, not the {frame}x{frame} face frame or a {lr_size}x{lr_size} LR face; "
+            f"it was resized to {frame}x{frame}" + (" (aspect ratio changed)" if h != w else "")
+            + " - align faces with `sdesr detect` for best results")
+    resized = torch.nn.functional.interpolate(
+        x, size=(frame, frame), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+    return PreparedInput(faces.degrade(resized, lr_size), None, "resized", warn)
+
+
+# ------------------------------------------------------------------------------------------
+# the job
+# ------------------------------------------------------------------------------------------
+@dataclass
+class EnhanceResult:
+    samples: torch.Tensor  # [K, 3, 128, 128] in [0, 1], on the CPU
+    bicubic: torch.Tensor  # [1, 3, 128, 128]
+    lr: torch.Tensor  # [1, 3, 16, 16]
+    seeds: list[int]
+    nfe: int
+    seconds: float
+    settings: dict
+
+
+class Enhancer:
+    """A loaded score model (+ optional attribute classifier) ready to sample."""
+
+    def __init__(self, model, sde: SDE, *, classifier=None, device: str | torch.device = "cpu",
+                 model_info: dict | None = None, classifier_info: dict | None = None):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.classifier = classifier.to(self.device).eval() if classifier is not None else None
+        self.sde = sde
+        self.model_info = model_info or {}
+        self.classifier_info = classifier_info or {}
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+
+    @classmethod
+    def from_files(cls, weights: str | Path, classifier: str | Path | None = None,
+                   device: str | torch.device = "cpu") -> "Enhancer":
+        """Load safetensors checkpoints (CheckpointError with one clear sentence on failure)."""
+        model, meta = load_checkpoint(weights, device="cpu")
+        if meta.get("kind") != "score":
+            raise CheckpointError(f"{Path(weights).name} is not a score model (it is a {meta.get('kind')!r}).")
+        info = {"path": str(weights), "sha256": file_sha256(weights), "kind": "score",
+                "sde": meta.get("sde"), "training_data": meta.get("training_data"),
+                "name": meta.get("name", Path(weights).stem)}
+        clf = None
+        cinfo = None
+        if classifier is not None:
+            clf, cmeta = load_checkpoint(classifier, device="cpu")
+            if cmeta.get("kind") != "classifier":
+                raise CheckpointError(f"{Path(classifier).name} is not an attribute classifier.")
+            cinfo = {"path": str(classifier), "sha256": file_sha256(classifier), "kind": "classifier",
+                     "attributes": list(getattr(clf, "attributes", [])),
+                     "default_h": cmeta.get("default_h")}
+        sde = make_sde(meta.get("sde") or "ve")
+        return cls(model, sde, classifier=clf, device=device, model_info=info, classifier_info=cinfo)
+
+    @property
+    def default_h(self) -> float:
+        v = (self.classifier_info or {}).get("default_h")
+        return float(v) if v is not None else 500.0
+
+    def run(self, lr: torch.Tensor, settings: SamplerSettings, *,
+            callback: Callable[[StepInfo], None] | None = None, cancel=None) -> EnhanceResult:
+        """Sample ``settings.samples`` super-resolutions of one LR face [1, 3, 16, 16]."""
+        settings.validate()
+        active = {k: v for k, v in settings.attributes.items() if v is not None}
+        if active and self.classifier is None:
+            raise ValueError("Attribute guidance needs the attribute classifier weights, which are not loaded.")
+        h = settings.h if settings.h is not None else (self.default_h if active else 0.0)
+        lr = lr.to(self.device, torch.float32)
+        y_up = faces.upsample(lr, faces.FRAME_SIZE)
+        k = settings.samples
+        score = model_score_fn(self.model, self.sde, y_up.expand(k, -1, -1, -1))
+        if active:
+            score = guided_score_fn(score, self.classifier, self.sde, active, h)
+        noise = NoiseSource(settings.seeds())
+        shape = (3, faces.FRAME_SIZE, faces.FRAME_SIZE)
+        start = time.perf_counter()
+        with torch.no_grad():
+            if settings.sampler == "fast":
+                res: SampleResult = fast_sample(
+                    score, self.sde, shape, noise, n_steps=settings.n_steps(), method=settings.fast_method,
+                    churn=settings.churn, device=self.device, callback=callback, cancel=cancel)
+            else:
+                res = pc_sample(
+                    score, self.sde, shape, noise, n_steps=settings.n_steps(), predictor=settings.predictor,
+                    corrector=settings.corrector, corrector_steps=settings.corrector_steps, snr=settings.snr,
+                    device=self.device, callback=callback, cancel=cancel)
+        seconds = time.perf_counter() - start
+        rec = settings.to_dict()
+        rec["h"] = h
+        rec["attributes"] = {n: settings.attributes.get(n) for n in ATTRIBUTE_NAMES}
+        return EnhanceResult(res.samples.clamp(0, 1).cpu(), y_up.cpu(), lr.cpu(), settings.seeds(),
+                             res.nfe, seconds, rec)

@@ -1,0 +1,322 @@
+"""Checkpoint I/O: ``.safetensors`` weights with a JSON metadata block.
+
+Nothing here ever unpickles a file: our own weights are safetensors, and a
+foreign ``.pth`` is read with ``torch.load(weights_only=True)`` only.
+
+The safetensors header metadata holds a single key ``"sdesr"`` whose value is a
+JSON object::
+
+    {"format": "sdesr-gui/1", "kind": "score" | "classifier", "config": {...},
+     "tensor_sha256": "<hex>", "stored_dtype": "float32", ...caller metadata...}
+
+``tensor_sha256`` is a hash over the tensors as stored (see :func:`tensor_sha256`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .classifier import AttributeClassifier, AttributeClassifierConfig
+from .score_net import ScoreNetConfig, ScoreUNet
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "METADATA_KEY",
+    "KINDS",
+    "CheckpointError",
+    "save_checkpoint",
+    "read_metadata",
+    "load_checkpoint",
+    "build_model",
+    "tensor_sha256",
+    "file_sha256",
+    "import_torch_state",
+]
+
+CHECKPOINT_FORMAT = "sdesr-gui/1"
+METADATA_KEY = "sdesr"
+KINDS = ("score", "classifier")
+
+PathLike = str | os.PathLike
+
+
+class CheckpointError(Exception):
+    """A checkpoint could not be written, read or verified (message: one sentence)."""
+
+
+# --------------------------------------------------------------------------- hashing
+def tensor_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """Deterministic sha256 over named tensors.
+
+    Keys are visited in sorted order; for each, the key name, dtype, shape and
+    the raw (little-endian, C-contiguous) bytes are hashed, each field length-
+    prefixed so that no two different tensor sets hash the same way.
+    """
+    h = hashlib.sha256()
+
+    def put(b: bytes) -> None:
+        h.update(struct.pack("<Q", len(b)))
+        h.update(b)
+
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        put(name.encode("utf-8"))
+        put(str(t.dtype).removeprefix("torch.").encode("ascii"))
+        put(json.dumps(list(t.shape)).encode("ascii"))
+        put(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_sha256(path: PathLike, chunk_size: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while True:
+                block = f.read(chunk_size)
+                if not block:
+                    break
+                h.update(block)
+    except FileNotFoundError:
+        raise CheckpointError(f"The file {os.fspath(path)!s} does not exist.") from None
+    except OSError as exc:
+        raise CheckpointError(f"The file {os.fspath(path)!s} could not be read ({exc.strerror or exc}).") from exc
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- models
+def build_model(kind: str, config: Mapping[str, Any]) -> nn.Module:
+    """Build a fresh model of ``kind`` ("score" or "classifier") from a config dict."""
+    try:
+        if kind == "score":
+            return ScoreUNet(ScoreNetConfig.from_dict(dict(config)))
+        if kind == "classifier":
+            return AttributeClassifier(AttributeClassifierConfig.from_dict(dict(config)))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"The {kind} model config is invalid ({exc}).") from exc
+    raise CheckpointError(f"Unknown model kind {kind!r} (expected one of {', '.join(KINDS)}).")
+
+
+def _infer_kind(model: nn.Module) -> str:
+    if isinstance(model, ScoreUNet):
+        return "score"
+    if isinstance(model, AttributeClassifier):
+        return "classifier"
+    raise ValueError("cannot infer the checkpoint kind of this model; pass kind=.")
+
+
+# --------------------------------------------------------------------------- saving
+def save_checkpoint(
+    path: PathLike,
+    model: nn.Module,
+    *,
+    kind: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+) -> dict[str, Any]:
+    """Write ``model``'s state dict to ``path`` as safetensors, atomically.
+
+    Args:
+        path: destination ``.safetensors`` file (its folder must exist).
+        model: the model; its ``state_dict()`` is saved (buffers included).
+        kind: "score" or "classifier" (inferred from the model class if omitted).
+        config: architecture config dict (``model.config.to_dict()`` if omitted).
+        metadata: extra JSON-serialisable entries (sde, data_range, metrics, ...);
+            the reserved keys format/kind/config/tensor_sha256/stored_dtype win.
+        dtype: if given (e.g. ``torch.float16``), floating *parameters* are cast to
+            it; buffers (e.g. Fourier frequencies) stay at full precision.
+
+    Returns:
+        The metadata dict that was written.
+    """
+    from safetensors.torch import save as st_save
+
+    kind = kind or _infer_kind(model)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
+    if config is None:
+        cfg = getattr(model, "config", None)
+        if cfg is None or not hasattr(cfg, "to_dict"):
+            raise ValueError("config is required for a model without a .config.to_dict().")
+        config = cfg.to_dict()
+    if dtype is not None and not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating dtype, got {dtype}.")
+
+    buffer_names = {name for name, _ in model.named_buffers()}
+    tensors: dict[str, torch.Tensor] = {}
+    for name, t in model.state_dict().items():
+        t = t.detach().to("cpu")
+        if dtype is not None and t.is_floating_point() and name not in buffer_names:
+            t = t.to(dtype)
+        tensors[name] = t.contiguous().clone()  # no shared storage, own memory
+
+    stored = sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()})
+    meta: dict[str, Any] = dict(metadata or {})
+    meta.update(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "kind": kind,
+            "config": dict(config),
+            "tensor_sha256": tensor_sha256(tensors),
+            "stored_dtype": stored[0] if len(stored) == 1 else stored,
+        }
+    )
+    try:
+        meta_json = json.dumps(meta, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"checkpoint metadata is not JSON-serialisable: {exc}") from exc
+
+    data = st_save(tensors, metadata={METADATA_KEY: meta_json})
+    dest = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as exc:
+        raise CheckpointError(f"The checkpoint could not be written to {dest} ({exc.strerror or exc}).") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"The checkpoint could not be written to {dest} ({exc.strerror or exc}).") from exc
+        raise
+    return json.loads(meta_json)
+
+
+# --------------------------------------------------------------------------- loading
+def _check_file(path: PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"The checkpoint file {p} does not exist.")
+    if not p.is_file():
+        raise CheckpointError(f"The checkpoint path {p} is not a file.")
+    return p
+
+
+def _parse_meta(raw: Mapping[str, str] | None, p: Path) -> dict[str, Any]:
+    if not raw or METADATA_KEY not in raw:
+        raise CheckpointError(f"The file {p.name} has no sdesr-gui metadata block, so it is not an SDE-SR Studio checkpoint.")
+    try:
+        meta = json.loads(raw[METADATA_KEY])
+    except (TypeError, ValueError):
+        raise CheckpointError(f"The metadata block of {p.name} is not valid JSON.") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"The metadata block of {p.name} is not a JSON object.")
+    fmt = meta.get("format")
+    if fmt != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"The checkpoint {p.name} has format {fmt!r}, but this version reads {CHECKPOINT_FORMAT!r}.")
+    if meta.get("kind") not in KINDS:
+        raise CheckpointError(f"The checkpoint {p.name} has unknown model kind {meta.get('kind')!r}.")
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"The checkpoint {p.name} has no architecture config.")
+    if not isinstance(meta.get("tensor_sha256"), str):
+        raise CheckpointError(f"The checkpoint {p.name} has no tensor hash to verify it against.")
+    return meta
+
+
+def _open(p: Path):
+    from safetensors import safe_open
+
+    try:
+        return safe_open(os.fspath(p), framework="pt", device="cpu")
+    except Exception as exc:  # safetensors raises its own error types, OSError, ...
+        raise CheckpointError(f"The file {p.name} is not a readable safetensors file.") from exc
+
+
+def read_metadata(path: PathLike) -> dict[str, Any]:
+    """Parse and validate the checkpoint's JSON metadata without loading tensors."""
+    p = _check_file(path)
+    with _open(p) as f:
+        try:
+            raw = f.metadata()
+        except Exception as exc:
+            raise CheckpointError(f"The header of {p.name} could not be read.") from exc
+    return _parse_meta(raw, p)
+
+
+def load_checkpoint(path: PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    Validates the format, verifies ``tensor_sha256`` against the tensors as
+    stored (before casting), builds the model from its config, loads the
+    weights as float32, moves it to ``device`` and puts it in eval mode.  The
+    metadata is attached as ``model.meta``.
+
+    Raises:
+        CheckpointError: for any problem, with a one-sentence message.
+    """
+    p = _check_file(path)
+    with _open(p) as f:
+        try:
+            meta = _parse_meta(f.metadata(), p)
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(f"The tensors in {p.name} could not be read; the file may be truncated or corrupt.") from exc
+
+    if tensor_sha256(tensors) != meta["tensor_sha256"]:
+        raise CheckpointError(f"The weights in {p.name} do not match their recorded hash; the file is corrupt or was modified.")
+
+    model = build_model(meta["kind"], meta["config"])
+    state = {k: (v.to(torch.float32) if v.is_floating_point() else v) for k, v in tensors.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"The weights in {p.name} do not fit the architecture in its config.") from exc
+    try:
+        model.to(device)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"The model could not be moved to device {device!s}.") from exc
+    model.eval()
+    model.meta = meta
+    return model, meta
+
+
+# --------------------------------------------------------------------------- foreign
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "ema", "net", "params")
+
+
+def import_torch_state(path_pth: PathLike) -> dict[str, torch.Tensor]:
+    """Read a foreign PyTorch ``.pth`` state dict safely (``weights_only=True``).
+
+    Unwraps common containers (``{"state_dict": ...}``, ``{"model": ...}``, ...)
+    and strips a ``module.`` prefix left by DataParallel.  Returns name -> tensor.
+    """
+    p = _check_file(path_pth)
+    try:
+        obj = torch.load(os.fspath(p), weights_only=True, map_location="cpu")
+    except Exception as exc:  # UnpicklingError for disallowed objects, zip errors, ...
+        raise CheckpointError(f"The file {p.name} is not a plain PyTorch weights file that can be read safely.") from exc
+
+    def is_state(d: Any) -> bool:
+        return isinstance(d, dict) and bool(d) and all(isinstance(v, torch.Tensor) for v in d.values())
+
+    state: Any = obj
+    if not is_state(state) and isinstance(state, dict):
+        for key in _WRAPPER_KEYS:
+            if is_state(state.get(key)):
+                state = state[key]
+                break
+    if not is_state(state):
+        raise CheckpointError(f"The file {p.name} does not contain a state dict of tensors.")
+    state = {str(k): v for k, v in state.items()}
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state

@@ -1,0 +1,196 @@
+"""`sdesr enhance` and `sdesr bench` end to end with a tiny model, and every bad-input path."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sdesr_gui.cli import main
+from sdesr_gui.core.provenance import sha256_file
+
+
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture()
+def inputs(tmp_path, astronaut_face):
+    d = tmp_path / "evidence"
+    d.mkdir()
+    Image.fromarray(astronaut_face).save(d / "face.png")
+    Image.fromarray(astronaut_face).resize((16, 16), Image.BICUBIC).save(d / "lr.png")
+    Image.fromarray(astronaut_face).resize((40, 30)).save(d / "odd.jpg")
+    return d
+
+
+def tree(d: Path) -> dict:
+    return {p.name: sha256_file(p) for p in sorted(d.iterdir())}
+
+
+def test_enhance_writes_samples_bicubic_and_record(tmp_path, inputs, tiny_weights, capsys):
+    before = tree(inputs)
+    out = tmp_path / "out"
+    code, _, err = run(["enhance", inputs / "face.png", inputs / "lr.png", "--out", out, "--weights",
+                        tiny_weights["score"], "--samples", "2", "--steps", "3", "--seed", "5"], capsys)
+    assert code == 0, err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["face.json", "face_bicubic.png", "face_sample1.png", "face_sample2.png",
+                     "lr.json", "lr_bicubic.png", "lr_sample1.png", "lr_sample2.png"]
+    assert tree(inputs) == before  # inputs untouched, nothing written next to them
+    rec = json.loads((out / "face.json").read_text())
+    assert rec["inputs"][0]["sha256"] == sha256_file(inputs / "face.png")
+    assert rec["inputs"][0]["mode"] == "hr" and json.loads((out / "lr.json").read_text())["inputs"][0]["mode"] == "lr"
+    assert rec["model"]["sha256"] == sha256_file(tiny_weights["score"])
+    assert rec["sampler"]["seeds"] == [5, 6] and rec["sampler"]["steps"] == 3
+    assert rec["device"]["device"] == "cpu" and "torch" in rec["versions"]
+    assert rec["timings"]["nfe"] == 3 and rec["timings"]["sampling_seconds"] > 0
+    for o in rec["outputs"]:
+        assert sha256_file(o["path"]) == o["sha256"]
+    samples = [o for o in rec["outputs"] if o["kind"] == "sample"]
+    assert [o["seed"] for o in samples] == [5, 6] and all("psnr" in o and "consistency" in o for o in samples)
+    assert Image.open(out / "face_sample1.png").size == (128, 128)
+    assert "investigative lead" in rec["notice"]
+
+
+def test_enhance_is_byte_identical_for_the_same_seed(tmp_path, inputs, tiny_weights, capsys):
+    hashes = []
+    for name in ("a", "b"):
+        code, _, err = run(["enhance", inputs / "face.png", "--out", tmp_path / name, "--weights",
+                            tiny_weights["score"], "--samples", "2", "--steps", "4", "--seed", "9",
+                            "--sampler", "pc", "--corrector-steps", "1"], capsys)
+        assert code == 0, err
+        hashes.append([sha256_file(tmp_path / name / f"face_sample{k}.png") for k in (1, 2)])
+    assert hashes[0] == hashes[1] and hashes[0][0] != hashes[0][1]
+
+
+def test_enhance_warns_on_other_sizes_and_reads_folders(tmp_path, inputs, tiny_weights, capsys):
+    code, _, err = run(["enhance", inputs, "--out", tmp_path / "o", "--weights", tiny_weights["score"],
+                        "--steps", "2", "--quiet"], capsys)
+    assert code == 0, err
+    assert "odd.jpg" in err and "resized" in err
+    assert (tmp_path / "o" / "odd_sample1.png").exists()
+
+
+def test_guidance_needs_and_uses_the_classifier(tmp_path, inputs, tiny_weights, capsys):
+    code, _, err = run(["enhance", inputs / "face.png", "--out", tmp_path / "g", "--weights", tiny_weights["score"],
+                        "--classifier", tiny_weights["classifier"], "--attr", "male=0,beard=0,eyeglasses=?",
+                        "--steps", "2", "--quiet"], capsys)
+    assert code == 0, err
+    rec = json.loads((tmp_path / "g" / "face.json").read_text())
+    assert rec["attributes"] == {"male": 0, "beard": 0, "eyeglasses": None}
+    assert rec["sampler"]["h"] == 50.0  # the classifier's default from its metadata
+
+
+def _write_bad_files(d: Path) -> dict:
+    d.mkdir()
+    (d / "empty.png").write_bytes(b"")
+    (d / "text.png").write_text("not an image")
+    Image.new("RGB", (1, 1)).save(d / "tiny.png")
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(d / "good.png")
+    data = (d / "good.png").read_bytes()
+    (d / "trunc.png").write_bytes(data[: len(data) // 2])
+    Image.new("1", (12000, 9000)).save(d / "bomb.png")  # 108 Mpx, tiny on disk
+    (d / "folder").mkdir()
+    return {"missing": d / "nope.png", "empty": d / "empty.png", "text": d / "text.png", "tiny": d / "tiny.png",
+            "truncated": d / "trunc.png", "bomb": d / "bomb.png", "empty folder": d / "folder"}
+
+
+def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, tiny_weights, capsys):
+    bad = _write_bad_files(tmp_path / "bad")
+    for what, path in bad.items():
+        out = tmp_path / f"out_{what.replace(' ', '_')}"
+        code, _, err = run(["enhance", path, "--out", out, "--weights", tiny_weights["score"], "--steps", "2"], capsys)
+        assert code == 2, what
+        lines = [ln for ln in err.strip().splitlines() if ln]
+        assert len(lines) == 1 and lines[0].startswith("sdesr: error:"), (what, err)
+        assert "Traceback" not in err
+        assert not out.exists() or not any(out.iterdir()), what
+
+
+def test_one_bad_input_among_good_ones_writes_nothing(tmp_path, inputs, tiny_weights, capsys):
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    out = tmp_path / "out"
+    code, _, err = run(["enhance", inputs, "--out", out, "--weights", tiny_weights["score"], "--steps", "2"], capsys)
+    assert code == 2 and "broken.png" in err
+    assert not out.exists()
+
+
+def test_conversions_are_accepted(tmp_path, astronaut_face, tiny_weights, capsys):
+    d = tmp_path / "modes"
+    d.mkdir()
+    im = Image.fromarray(astronaut_face)
+    im.convert("L").save(d / "gray.png")
+    im.convert("RGBA").save(d / "rgba.png")
+    im.convert("P").save(d / "pal.png")
+    im.convert("CMYK").save(d / "cmyk.jpg")
+    Image.fromarray((np.asarray(im.convert("L")).astype(np.uint16) * 257)).save(d / "g16.png")
+    code, _, err = run(["enhance", d, "--out", tmp_path / "o", "--weights", tiny_weights["score"], "--steps", "1",
+                        "--quiet"], capsys)
+    assert code == 0, err
+    assert len(list((tmp_path / "o").glob("*_sample1.png"))) == 5
+
+
+def test_refuses_to_write_into_the_input_folder_or_overwrite(tmp_path, inputs, tiny_weights, capsys):
+    before = tree(inputs)
+    for out in (inputs, inputs / "results"):
+        code, _, err = run(["enhance", inputs / "face.png", "--out", out, "--weights", tiny_weights["score"]], capsys)
+        assert code == 2 and "input folder" in err
+    assert tree(inputs) == before
+    out = tmp_path / "o"
+    assert run(["enhance", inputs / "face.png", "--out", out, "--weights", tiny_weights["score"], "--steps", "1",
+                "--quiet"], capsys)[0] == 0
+    code, _, err = run(["enhance", inputs / "face.png", "--out", out, "--weights", tiny_weights["score"],
+                        "--steps", "1"], capsys)
+    assert code == 2 and "already exists" in err
+    assert run(["enhance", inputs / "face.png", "--out", out, "--weights", tiny_weights["score"], "--steps", "1",
+                "--overwrite", "--quiet"], capsys)[0] == 0
+
+
+def test_usage_errors(tmp_path, inputs, tiny_weights, capsys, monkeypatch):
+    monkeypatch.setenv("SDESR_WEIGHTS_DIR", str(tmp_path / "no_weights_here"))
+    code, _, err = run(["enhance", inputs / "face.png", "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "no score model is installed" in err
+    cases = [
+        (["--attr", "hat=1"], "Unknown attribute"),
+        (["--attr", "male=maybe"], "use 1 (present)"),
+        (["--steps", "41"], "at most 40 steps"),
+        (["--samples", "0"], "between 1 and 64"),
+        (["--device", "cuda:0"] if not __import__("torch").cuda.is_available() else ["--device", "tpu"], "GPU"),
+        (["--attr", "male=1"], "classifier"),
+    ]
+    for extra, msg in cases:
+        code, _, err = run(["enhance", inputs / "face.png", "--out", tmp_path / "o2", "--weights",
+                            tiny_weights["score"], *extra], capsys)
+        assert code == 2 and msg in err, (extra, err)
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    code, _, err = run(["enhance", inputs / "face.png", "--out", tmp_path / "o3", "--weights",
+                        tmp_path / "junk.safetensors"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_bench_reports_latency_and_ratio(tiny_weights, capsys):
+    code, out, err = run(["bench", "--weights", tiny_weights["score"], "--repeats", "2", "--pc-steps", "2",
+                          "--json"], capsys)
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["nfe_latency_ms_batch1"] > 0
+    names = [r["sampler"] for r in rep["samplers"]]
+    assert names[0].startswith("fast") and names[-1].startswith("paper PC")
+    assert rep["samplers"][0]["nfe"] <= 40 and rep["samplers"][-1]["nfe"] == 6000
+    assert rep["samplers"][-1]["vs_paper_time"] == pytest.approx(1.0)
+    assert rep["samplers"][0]["vs_paper_time"] < 0.05
+
+
+def test_console_script_runs_without_traceback(tmp_path):
+    exe = Path(sys.executable).with_name("sdesr")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "sdesr_gui.cli"]
+    r = subprocess.run([*cmd, "enhance", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, env={**os.environ, "SDESR_WEIGHTS_DIR": str(tmp_path)})
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
