@@ -269,8 +269,8 @@ def cmd_bench(args) -> int:
         print(json.dumps(report, indent=2, default=str))
         return 0
     d = report["device"]
-    print(f"device: {d.get('device')} ({d.get('cpu_model') or d.get('gpu_name', '')}), "
-          f"torch threads {report['threads']}")
+    what = d.get("cuda_device") or f"{d.get('cpu')}, {d.get('cpu_count')} cores"
+    print(f"device: {d.get('device')} ({what}), torch threads {report['threads']}")
     print(f"model: {report['model']} ({n_params / 1e6:.2f} M parameters)")
     print(f"one network evaluation (batch 1, 128x128): {lat1 * 1000:.1f} ms")
     print(f"{'sampler':38s} {'NFE':>6s} {'s/sample':>10s} {'x paper':>8s}  how")
