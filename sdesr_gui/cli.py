@@ -281,6 +281,62 @@ def cmd_bench(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------
+# evaluate
+# ------------------------------------------------------------------------------------------
+def _hr_faces_from(paths: list[str], split: str | None) -> list[Path]:
+    """Image files from folders/files, or the ``split`` rows of a prepared dataset's manifest."""
+    import csv
+
+    from .core.video import iter_image_files
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        manifest = p / "manifest.csv"
+        if p.is_dir() and manifest.is_file():
+            with open(manifest, newline="") as fh:
+                for row in csv.DictReader(fh):
+                    if split is None or row.get("split") == split:
+                        out.append(p / "images" / row["file"])
+        else:
+            out += iter_image_files([p])
+    if not out:
+        raise UsageError("no faces to evaluate were found")
+    return out
+
+
+def cmd_evaluate(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .core.evaluation import evaluate, format_table
+    from .core.provenance import to_json, versions, device_info, atomic_write_text
+    from .core.video import load_still
+
+    settings = _settings_from_args(args)
+    files = _hr_faces_from(args.inputs, args.split)[: args.limit]
+    imgs = []
+    for p in files:
+        im = load_still(p)
+        if im.shape[:2] != (128, 128):
+            raise UsageError(f"{p.name} is {im.shape[1]}x{im.shape[0]}; evaluation needs aligned 128x128 faces")
+        imgs.append(im)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    enh = _load_enhancer(args, need_classifier=any(v is not None for v in settings.attributes.values()))
+    with tqdm(total=len(imgs), desc="evaluate", unit="face", file=sys.stderr, disable=args.quiet) as bar:
+        res = evaluate(enh, imgs, {args.name or settings.sampler: settings}, batch=args.batch,
+                       progress=lambda d, n: bar.update(d - bar.n))
+    summary = res.summary()
+    print(format_table(summary))
+    if args.json:
+        report = {"faces": len(imgs), "settings": settings.to_dict(), "model": enh.model_info,
+                  "summary": summary, "seconds": res.seconds, "per_face": res.per_face,
+                  "files": [str(p) for p in files], "versions": versions(), "device": device_info(str(enh.device))}
+        atomic_write_text(args.json, to_json(report))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
 # parser
 # ------------------------------------------------------------------------------------------
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -288,19 +344,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="sdesr", description="SDE-SR Studio: score-based SDE face super-resolution "
-                                 "(16x16 -> 128x128). Generated faces are investigative leads, not identifications.")
-    from . import __version__
-
-    ap.add_argument("--version", action="version", version=f"sdesr {__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
-
-    e = sub.add_parser("enhance", help="super-resolve face images",
-                       description="Super-resolve faces. A 128x128 input is the HR face frame (degraded to 16x16 "
-                       "first); a 16x16 input is the LR itself; other sizes are resized with a warning.")
-    e.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    e.add_argument("--out", required=True, metavar="DIR", help="output folder (never an input folder)")
+def _add_sampler_args(e: argparse.ArgumentParser) -> None:
     e.add_argument("--sampler", choices=["fast", "pc"], default="fast",
                    help="fast: DPM-Solver++(2M), <= 40 evaluations (default); pc: the paper's predictor-corrector")
     e.add_argument("--steps", type=int, metavar="N", help="sampler steps (default: fast 40, pc 1000)")
@@ -316,6 +360,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--classifier", metavar="FILE", help="attribute classifier (.safetensors)")
     e.add_argument("--samples", type=int, default=1, metavar="K", help="samples per input (1)")
     e.add_argument("--seed", type=int, default=0, help="seed of sample 1; sample k uses seed + k - 1 (0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="sdesr", description="SDE-SR Studio: score-based SDE face super-resolution "
+                                 "(16x16 -> 128x128). Generated faces are investigative leads, not identifications.")
+    from . import __version__
+
+    ap.add_argument("--version", action="version", version=f"sdesr {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    e = sub.add_parser("enhance", help="super-resolve face images",
+                       description="Super-resolve faces. A 128x128 input is the HR face frame (degraded to 16x16 "
+                       "first); a 16x16 input is the LR itself; other sizes are resized with a warning.")
+    e.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    e.add_argument("--out", required=True, metavar="DIR", help="output folder (never an input folder)")
+    _add_sampler_args(e)
     e.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same name")
     e.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     _add_model_args(e)
@@ -329,6 +389,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
+    v = sub.add_parser("evaluate", help="PSNR/SSIM/consistency of a model vs bicubic on aligned HR faces")
+    v.add_argument("inputs", nargs="+", metavar="INPUT", help="folders/files of 128x128 faces, or a prepared dataset")
+    v.add_argument("--split", default="val", help="dataset split to use when INPUT is a prepared dataset (val)")
+    v.add_argument("--limit", type=int, default=200, help="at most this many faces (200)")
+    v.add_argument("--batch", type=int, default=8, help="faces per sampler batch (8)")
+    v.add_argument("--name", help="label of this setting in the table")
+    v.add_argument("--json", metavar="FILE", help="write the full report (per-face values) here")
+    v.add_argument("--threads", type=int, default=0)
+    v.add_argument("--quiet", action="store_true")
+    _add_sampler_args(v)
+    _add_model_args(v)
+    v.set_defaults(func=cmd_evaluate)
     return ap
 
 

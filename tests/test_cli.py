@@ -194,3 +194,24 @@ def test_console_script_runs_without_traceback(tmp_path):
     r = subprocess.run([*cmd, "enhance", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, env={**os.environ, "SDESR_WEIGHTS_DIR": str(tmp_path)})
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_evaluate_reports_bicubic_and_sampler(tmp_path, astronaut_face, tiny_weights, capsys):
+    d = tmp_path / "hr"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(np.roll(astronaut_face, i * 5, axis=1)).save(d / f"f{i}.png")
+    Image.fromarray(astronaut_face[:64]).save(tmp_path / "small.png")
+    code, out, err = run(["evaluate", d, "--weights", tiny_weights["score"], "--steps", "2", "--batch", "2",
+                          "--json", tmp_path / "r.json", "--quiet"], capsys)
+    assert code == 0, err
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["faces"] == 3 and set(rep["summary"]) == {"bicubic", "fast"}
+    assert rep["summary"]["bicubic"]["psnr"]["n"] == 3 and "bicubic" in out
+    # the bicubic row equals the metric computed directly
+    from sdesr_gui.core import faces, metrics
+    hr = faces.to_tensor(np.asarray(Image.open(d / "f0.png")))
+    assert rep["per_face"]["bicubic"]["psnr"][0] == pytest.approx(
+        float(metrics.psnr(faces.upsample(faces.degrade(hr)), hr)[0]), rel=1e-5)
+    code, _, err = run(["evaluate", tmp_path / "small.png", "--weights", tiny_weights["score"]], capsys)
+    assert code == 2 and "128x128" in err
