@@ -296,7 +296,8 @@ def _hr_faces_from(paths: list[str], split: str | None) -> list[Path]:
             with open(manifest, newline="") as fh:
                 for row in csv.DictReader(fh):
                     if split is None or row.get("split") == split:
-                        out.append(p / "images" / row["file"])
+                        f = p / row["file"]  # manifest paths are relative to the dataset folder
+                        out.append(f if f.exists() else p / "images" / row["file"])
         else:
             out += iter_image_files([p])
     if not out:
