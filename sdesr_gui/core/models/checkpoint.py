@@ -18,13 +18,13 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from ..provenance import atomic_write_bytes
 from .classifier import AttributeClassifier, AttributeClassifierConfig
 from .score_net import ScoreNetConfig, ScoreUNet
 
@@ -179,23 +179,9 @@ def save_checkpoint(
     data = st_save(tensors, metadata={METADATA_KEY: meta_json})
     dest = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        atomic_write_bytes(dest, data)
     except OSError as exc:
         raise CheckpointError(f"The checkpoint could not be written to {dest} ({exc.strerror or exc}).") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"The checkpoint could not be written to {dest} ({exc.strerror or exc}).") from exc
-        raise
     return json.loads(meta_json)
 
 
