@@ -153,3 +153,238 @@ def frames_to_tensor(frames: Sequence[np.ndarray]) -> torch.Tensor:
     if len(frames) == 0:
         raise ValueError("no frames given")
     return torch.cat([to_tensor(f) for f in frames], dim=0)
+
+
+# ==========================================================================================
+# Detection (facenet-pytorch MTCNN) and alignment onto the canonical frame
+# ==========================================================================================
+
+import dataclasses as _dataclasses
+import threading as _threading
+from typing import Optional as _Optional
+
+__all__ += [
+    "Face",
+    "detect_faces",
+    "largest_face",
+    "similarity_transform",
+    "template_landmarks",
+    "align_face",
+    "detect_and_align",
+    "transform_points",
+]
+
+#: A smaller image than this (longer side, pixels) is re-scanned upscaled when no face is found.
+SMALL_IMAGE_SIDE: int = 640
+#: Upscaling factors tried, in order, for small images without a detected face.
+UPSCALE_FACTORS: tuple[int, ...] = (2, 4)
+#: Longest side an upscaled retry may have (bounds time and memory).
+MAX_UPSCALED_SIDE: int = 2048
+
+_MTCNN = None
+_MTCNN_LOCK = _threading.Lock()
+
+
+@_dataclasses.dataclass(frozen=True, eq=False)
+class Face:
+    """One detected face, in the pixel coordinates of the image it was found in.
+
+    ``box`` is (x0, y0, x1, y1); ``landmarks`` is a 5x2 float array (x, y) of left eye,
+    right eye, nose tip, left and right mouth corner (image left/right), the order of
+    :data:`TEMPLATE_LANDMARKS`; ``prob`` is MTCNN's face probability.
+    """
+
+    box: tuple[float, float, float, float]
+    prob: float
+    landmarks: np.ndarray
+
+    @property
+    def width(self) -> float:
+        return float(self.box[2] - self.box[0])
+
+    @property
+    def height(self) -> float:
+        return float(self.box[3] - self.box[1])
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+    @property
+    def eye_distance(self) -> float:
+        """Distance between the two eye landmarks (pixels)."""
+        return float(np.linalg.norm(self.landmarks[1] - self.landmarks[0]))
+
+    def to_dict(self) -> dict:
+        """JSON-ready description (for run records)."""
+        return {"box": [round(float(v), 2) for v in self.box], "prob": round(float(self.prob), 5),
+                "landmarks": [[round(float(v), 2) for v in p] for p in self.landmarks]}
+
+
+def _get_mtcnn():
+    """The process-wide MTCNN (CPU, keep_all), created on first use."""
+    global _MTCNN
+    if _MTCNN is None:
+        from facenet_pytorch import MTCNN  # heavy import, only when detection is needed
+
+        _MTCNN = MTCNN(keep_all=True, device="cpu", select_largest=True, post_process=False)
+    return _MTCNN
+
+
+def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"expected an HxWx3 RGB image, got shape {arr.shape}")
+    arr = arr[:, :, :3]
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating):
+            arr = np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
+        else:
+            raise TypeError(f"expected a uint8 image, got {arr.dtype}")
+    return np.ascontiguousarray(arr)
+
+
+def _run_mtcnn(rgb: np.ndarray, min_face: float) -> list[Face]:
+    det = _get_mtcnn()
+    with _MTCNN_LOCK:
+        det.min_face_size = max(int(round(min_face)), 12)
+        with torch.no_grad():
+            boxes, probs, points = det.detect(rgb, landmarks=True)
+    if boxes is None or points is None:
+        return []
+    # numpy 2: facenet-pytorch hands back object arrays; cast to float
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    points = np.asarray(points, dtype=np.float32).reshape(-1, 5, 2)
+    probs = np.asarray([np.nan if p is None else p for p in np.ravel(probs)], dtype=np.float32)
+    out = []
+    for b, p, lm in zip(boxes, probs, points):
+        if not np.all(np.isfinite(b)) or not np.all(np.isfinite(lm)) or not np.isfinite(p):
+            continue
+        out.append(Face(tuple(float(v) for v in b), float(p), lm.astype(np.float64)))
+    return out
+
+
+def _upscale(rgb: np.ndarray, factor: int) -> np.ndarray:
+    import cv2
+
+    h, w = rgb.shape[:2]
+    return cv2.resize(rgb, (w * factor, h * factor), interpolation=cv2.INTER_CUBIC)
+
+
+def _rescale_face(face: Face, factor: float) -> Face:
+    """Map a face found on a ``factor``x upscaled copy back to the original image.
+
+    cv2.resize maps pixel centres: x_up = (x + 0.5) * factor - 0.5.
+    """
+    def back(v):
+        return (np.asarray(v, dtype=np.float64) + 0.5) / factor - 0.5
+
+    return Face(tuple(float(v) for v in back(face.box)), face.prob, back(face.landmarks))
+
+
+def detect_faces(
+    image_uint8: np.ndarray,
+    min_face: float = 20,
+    upscale_small: bool = True,
+    min_prob: float = 0.0,
+) -> list[Face]:
+    """Detect faces with MTCNN; return them largest first (``[]`` when there is none).
+
+    ``image_uint8`` is an HxWx3 RGB array (gray and RGBA are accepted). ``min_face`` is the
+    smallest face side (pixels) MTCNN looks for; ``min_prob`` drops less certain faces.
+    With ``upscale_small``, an image whose longer side is below :data:`SMALL_IMAGE_SIDE`
+    and where nothing is found is scanned again 2x and then 4x bicubic-upscaled (tiny
+    faces in footage); coordinates are mapped back to the original image.
+    """
+    rgb = _as_rgb_uint8(image_uint8)
+    faces = [f for f in _run_mtcnn(rgb, min_face) if f.prob >= min_prob]
+    if not faces and upscale_small and max(rgb.shape[:2]) < SMALL_IMAGE_SIDE:
+        for factor in UPSCALE_FACTORS:
+            if max(rgb.shape[:2]) * factor > MAX_UPSCALED_SIDE:
+                break
+            found = _run_mtcnn(_upscale(rgb, factor), max(min_face * factor, 20))
+            faces = [_rescale_face(f, factor) for f in found if f.prob >= min_prob]
+            if faces:
+                break
+    faces.sort(key=lambda f: f.area, reverse=True)
+    return faces
+
+
+def largest_face(faces: Sequence[Face]) -> _Optional[Face]:
+    """The face with the largest box (``None`` for an empty list)."""
+    if not faces:
+        return None
+    return max(faces, key=lambda f: f.area)
+
+
+def similarity_transform(src_pts: np.ndarray, dst_pts: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation; no reflection).
+
+    Umeyama (1991): returns the 2x3 matrix ``M`` minimising
+    ``sum ||M @ [x, y, 1] - dst||^2`` over the point pairs.
+    """
+    src = np.asarray(src_pts, dtype=np.float64).reshape(-1, 2)
+    dst = np.asarray(dst_pts, dtype=np.float64).reshape(-1, 2)
+    if src.shape != dst.shape or src.shape[0] < 2:
+        raise ValueError("similarity_transform needs two equal-length lists of >= 2 points")
+    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    s_c, d_c = src - mu_s, dst - mu_d
+    var_s = (s_c ** 2).sum() / len(src)
+    if var_s <= 1e-12:
+        raise ValueError("the source points coincide; no similarity transform exists")
+    cov = d_c.T @ s_c / len(src)
+    u, d, vt = np.linalg.svd(cov)
+    sign = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[1, 1] = -1.0  # no reflection
+    r = u @ sign @ vt
+    scale = float(np.trace(np.diag(d) @ sign) / var_s)
+    m = np.zeros((2, 3), dtype=np.float64)
+    m[:, :2] = scale * r
+    m[:, 2] = mu_d - scale * r @ mu_s
+    return m
+
+
+def transform_points(matrix: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Apply a 2x3 affine matrix to Nx2 points."""
+    p = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+    m = np.asarray(matrix, dtype=np.float64)
+    return p @ m[:, :2].T + m[:, 2]
+
+
+def template_landmarks(size: int = FRAME_SIZE) -> np.ndarray:
+    """:data:`TEMPLATE_LANDMARKS` for a ``size x size`` frame (pixel-centre scaling)."""
+    if size == FRAME_SIZE:
+        return TEMPLATE_LANDMARKS.copy()
+    k = size / FRAME_SIZE
+    return (TEMPLATE_LANDMARKS + 0.5) * k - 0.5
+
+
+def align_face(image: np.ndarray, landmarks: np.ndarray,
+               size: int = FRAME_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Warp ``image`` so the 5 ``landmarks`` land on the template: ``(aligned, matrix)``.
+
+    ``aligned`` is a ``size x size x 3`` uint8 frame (bicubic, border replicated);
+    ``matrix`` is the 2x3 similarity from image to frame coordinates.
+    """
+    import cv2
+
+    rgb = _as_rgb_uint8(image)
+    m = similarity_transform(landmarks, template_landmarks(size))
+    out = cv2.warpAffine(rgb, m, (int(size), int(size)), flags=cv2.INTER_CUBIC,
+                         borderMode=cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(out), m
+
+
+def detect_and_align(image: np.ndarray, min_face: float = 20, min_prob: float = 0.0,
+                     size: int = FRAME_SIZE, upscale_small: bool = True
+                     ) -> _Optional[tuple[np.ndarray, np.ndarray, Face]]:
+    """Largest face of ``image`` aligned to the frame: ``(aligned, matrix, face)`` or ``None``."""
+    face = largest_face(detect_faces(image, min_face=min_face, upscale_small=upscale_small,
+                                     min_prob=min_prob))
+    if face is None:
+        return None
+    aligned, m = align_face(image, face.landmarks, size)
+    return aligned, m, face
