@@ -149,7 +149,7 @@ def run_classifier(enh, dataset, rows, args, report):
         out[f"{sigma:g}"] = per
         log(f"classifier sigma={sigma:g}: " + ", ".join(
             f"{a} {per[a]['all']['acc']:.3f}/{per[a]['all'].get('bacc', float('nan')):.3f}" for a in names))
-    report["classifier"] = {"faces": len(rows), "per_sigma": out}
+    report["classifier_accuracy"] = {"faces": len(rows), "per_sigma": out}
 
 
 def run_guidance(enh, dataset, rows, args, report):
@@ -196,12 +196,75 @@ def run_guidance(enh, dataset, rows, args, report):
     report["guidance"] = out
 
 
+def _ms(d: dict, k: str, fmt: str = "{:.2f}") -> str:
+    v = d.get(k)
+    if not v or not v.get("n"):
+        return "-"
+    return (fmt + " ± " + fmt).format(v["mean"], v["std"])
+
+
+def render_markdown(report: dict) -> str:
+    """The model card's result tables from a report (or several merged)."""
+    out = []
+    m = report.get("main")
+    if m:
+        out.append(f"| method | faces | PSNR (dB) | SSIM | consistency | CS |\n|---|---:|---:|---:|---:|---:|")
+        for name, s in m["summary"].items():
+            out.append(f"| {name} | {m['faces']} | {_ms(s, 'psnr')} | {_ms(s, 'ssim', '{:.3f}')} | "
+                       f"{_ms(s, 'consistency')} | {_ms(s, 'cs', '{:.3f}')} |")
+        if "pc" in m:
+            p = m["pc"]
+            for name, s in p["summary"].items():
+                label = "PC N=1000 M=2 r=0.16" if name == "pc" else f"{name} (same {p['faces']} faces)"
+                out.append(f"| {label} | {p['faces']} | {_ms(s, 'psnr')} | {_ms(s, 'ssim', '{:.3f}')} | "
+                           f"{_ms(s, 'consistency')} | {_ms(s, 'cs', '{:.3f}')} |")
+        out.append("")
+    sw = report.get("r_sweep")
+    if sw:
+        out.append(f"| r | CS | PSNR (dB) | SSIM | consistency |\n|---:|---:|---:|---:|---:|")
+        for r in sw["rows"]:
+            out.append(f"| {r['r']:g} | {_ms(r, 'cs', '{:.3f}')} | {_ms(r, 'psnr')} | {_ms(r, 'ssim', '{:.3f}')} | "
+                       f"{_ms(r, 'consistency')} |")
+        out.append("")
+    c = report.get("classifier_accuracy")
+    if c:
+        sig = list(c["per_sigma"])
+        attrs = list(c["per_sigma"][sig[0]])
+        out.append("| attribute | labels | " + " | ".join(f"sigma {x}" for x in sig) + " |")
+        out.append("|---|---|" + "---:|" * len(sig))
+        for a in attrs:
+            for which in ("all", "official"):
+                cells = []
+                for x in sig:
+                    d = c["per_sigma"][x][a][which]
+                    if not d.get("n"):
+                        cells.append("-")
+                        continue
+                    b = f" / {100 * d['bacc']:.1f}" if "bacc" in d else ""
+                    cells.append(f"{100 * d['acc']:.1f}{b}")
+                n = c["per_sigma"][sig[0]][a][which]
+                out.append(f"| {a} | {which} (n={n.get('n', 0)}, {n.get('pos', 0)} present) | " + " | ".join(cells) + " |")
+        out.append("")
+    g = report.get("guidance")
+    if g:
+        out.append("| attribute | requested | h | agreement, faces that have it as requested | "
+                   "agreement, faces that do not | consistency |\n|---|---|---:|---:|---:|---:|")
+        for a, d in g.items():
+            for r in d["rows"]:
+                f = lambda v: "-" if v is None else f"{100 * v:.0f} %"
+                out.append(f"| {a} | {'present' if r['target'] else 'absent'} | {r['h']:g} | "
+                           f"{f(r['agree_truth_matches_target'])} | {f(r['agree_truth_opposite'])} | "
+                           f"{_ms(r, 'consistency')} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", type=Path, required=True)
+    ap.add_argument("--dataset", type=Path)
     ap.add_argument("--weights", type=Path, default=None)
     ap.add_argument("--classifier", type=Path, default=None)
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path)
     ap.add_argument("--parts", default="main,classifier,guidance,sweep")
     ap.add_argument("--faces", type=int, default=200)
     ap.add_argument("--batch", type=int, default=8)
@@ -214,7 +277,15 @@ def main(argv=None) -> int:
     ap.add_argument("--h-values", type=float, nargs="+", default=[0, 250, 500, 1000])
     ap.add_argument("--embedder", default="dlib")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--render", type=Path, nargs="+", metavar="JSON",
+                    help="only print the markdown tables of these reports (merged)")
     args = ap.parse_args(argv)
+    if args.render:
+        merged: dict = {}
+        for p in args.render:
+            merged.update({k: v for k, v in json.loads(p.read_text()).items() if v is not None})
+        print(render_markdown(merged))
+        return 0
 
     torch.set_num_threads(args.threads)
     wd = weights_dir()
