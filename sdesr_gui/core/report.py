@@ -1,0 +1,424 @@
+"""Exporting a run: images, the JSON run record and a self-contained HTML report (Qt-free).
+
+An export is one new folder, created next to nothing else, holding
+
+* the evidence-derived images (the aligned face crop and its LR), marked *not generated*;
+* the bicubic baseline (an interpolation) and every exported sample, marked *generated*
+  in the file name, in a PNG text chunk, in the run record and in the report;
+* ``run.json``: the provenance record (:class:`~sdesr_gui.core.provenance.RunRecord`);
+* ``report.html``: one file with every image embedded as base64 PNG (the very bytes written
+  next to it), the settings, seeds, gallery candidates and the SHA-256 of every output;
+* ``SHA256SUMS``: ``sha256sum``-compatible hashes of all the files above.
+
+The folder is assembled under a hidden temporary name in the chosen parent folder and renamed
+into place at the end, so a failed export leaves nothing half-written behind. Exports refuse
+to go into an input or gallery folder: inputs are evidence.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import io
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .provenance import (
+    GENERATED_NOTICE,
+    atomic_write_bytes,
+    is_inside,
+    make_run_record,
+    sha256_bytes,
+    sha256_file,
+    to_json,
+    utc_now_iso,
+)
+
+__all__ = [
+    "ExportError",
+    "ExportImage",
+    "ExportJob",
+    "ExportResult",
+    "CANDIDATE_NOTICE",
+    "encode_png_marked",
+    "safe_stem",
+    "check_export_parent",
+    "export_run",
+    "build_run_record",
+    "build_html_report",
+    "read_sha256sums",
+    "verify_export",
+]
+
+#: Shown with every list of gallery candidates.
+CANDIDATE_NOTICE = ("Gallery candidates are investigative leads for a trained examiner, "
+                    "not identifications.")
+
+SUMS_NAME = "SHA256SUMS"
+RECORD_NAME = "run.json"
+REPORT_NAME = "report.html"
+
+
+class ExportError(Exception):
+    """An export the user asked for cannot be done; ``str(err)`` is one sentence."""
+
+
+@dataclasses.dataclass
+class ExportImage:
+    """One image of the export.
+
+    ``kind`` is ``crop`` (aligned face from the input), ``lr`` (its low-resolution version),
+    ``reference`` (a known high-resolution face), ``bicubic`` or ``sample``. ``info`` holds
+    per-image facts for the record (seed, metrics, sampler settings of a re-run ...).
+    """
+
+    key: str
+    image: np.ndarray
+    kind: str
+    generated: bool
+    caption: str = ""
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class ExportJob:
+    """Everything an export writes (built by the GUI from its state, or by any other caller)."""
+
+    images: list[ExportImage]
+    input: dict[str, Any] = dataclasses.field(default_factory=dict)  # path, sha256, size, ...
+    frame: dict[str, Any] = dataclasses.field(default_factory=dict)  # index, timestamp, count
+    face: dict[str, Any] = dataclasses.field(default_factory=dict)  # box, prob, landmarks, ...
+    model: dict[str, Any] = dataclasses.field(default_factory=dict)
+    classifier: Optional[dict[str, Any]] = None
+    sampler: dict[str, Any] = dataclasses.field(default_factory=dict)
+    device: str = "cpu"
+    candidates: Optional[dict[str, Any]] = None
+    timings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    title: str = "SDE-SR Studio run"
+
+
+@dataclasses.dataclass
+class ExportResult:
+    folder: Path
+    files: dict[str, str]  # file name -> sha256 (every file in the folder)
+    record: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------
+def encode_png_marked(image: np.ndarray, generated: bool) -> bytes:
+    """PNG bytes of a uint8 image with a text chunk saying whether it is generated.
+
+    Deterministic (no time stamps): the same image always gives the same bytes.
+    """
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    arr = np.ascontiguousarray(np.asarray(image))
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 uint8 image, got {arr.dtype} {arr.shape}")
+    info = PngInfo()
+    info.add_text("Software", "SDE-SR Studio")
+    info.add_text("Comment", GENERATED_NOTICE if generated
+                  else "Derived from the input by cropping/resampling; not generated.")
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", pnginfo=info, optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def safe_stem(text: str, limit: int = 60) -> str:
+    """A file-name-safe version of ``text`` (letters, digits, ``-_.``)."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")
+    return (s or "run")[:limit]
+
+
+def check_export_parent(parent: os.PathLike | str, forbidden: Iterable[os.PathLike | str]) -> Path:
+    """Refuse a destination inside any ``forbidden`` folder (inputs, galleries)."""
+    p = Path(parent).expanduser()
+    for f in forbidden:
+        if f is None:
+            continue
+        fp = Path(f).expanduser()
+        if fp.exists() and is_inside(p, fp):
+            raise ExportError(f"The folder {p} is inside {fp}, which holds inputs or gallery "
+                              "images (evidence); choose a folder elsewhere.")
+    if p.exists() and not p.is_dir():
+        raise ExportError(f"{p} exists and is not a folder.")
+    return p
+
+
+def _file_name(img: ExportImage, used: set[str]) -> str:
+    prefix = "GENERATED_" if img.generated else ""
+    base = f"{prefix}{safe_stem(img.key)}"
+    name, n = f"{base}.png", 2
+    while name in used:
+        name, n = f"{base}-{n}.png", n + 1
+    used.add(name)
+    return name
+
+
+# ------------------------------------------------------------------------------------------
+# run record
+# ------------------------------------------------------------------------------------------
+def build_run_record(job: ExportJob, outputs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON run record of an export (``outputs``: name, sha256 and facts per image)."""
+    seeds = [int(o["seed"]) for o in outputs if o.get("seed") is not None]
+    rec = make_run_record(
+        "gui-enhance", device=job.device, seed=(min(seeds) if seeds else job.sampler.get("seed")),
+        model=job.model, sampler=job.sampler, attributes=job.sampler.get("attributes") or {},
+        frame=job.frame)
+    entry = {k: v for k, v in job.input.items() if k not in ("path", "sha256")}
+    if job.input.get("path"):
+        rec.add_input(job.input["path"], sha256=job.input.get("sha256"), face=job.face, **entry)
+    for o in outputs:
+        facts = {k: v for k, v in o.items() if k not in ("file", "sha256")}
+        rec.add_output(o["file"], o["sha256"], **facts)
+    if job.classifier:
+        rec.extra["classifier"] = job.classifier
+    if job.candidates:
+        rec.extra["gallery_candidates"] = job.candidates
+        rec.extra["candidate_notice"] = CANDIDATE_NOTICE
+    if job.notes:
+        rec.extra["notes"] = list(job.notes)
+    rec.timings = {k: v for k, v in job.timings.items() if isinstance(v, (int, float))}
+    return rec.to_dict()
+
+
+# ------------------------------------------------------------------------------------------
+# HTML
+# ------------------------------------------------------------------------------------------
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1d2330;
+     background:#fafbfc;max-width:1200px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #d5d9e0}
+.banner{background:#fff4d6;border:1px solid #e0b84c;padding:10px 14px;border-radius:6px;margin:12px 0}
+table{border-collapse:collapse;font-size:13px;margin:6px 0}
+td,th{border:1px solid #d5d9e0;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#eef1f5} code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;
+     word-break:break-all}
+.grid{display:flex;flex-wrap:wrap;gap:14px}
+figure{margin:0;background:#fff;border:1px solid #d5d9e0;border-radius:6px;padding:8px;width:256px}
+figure img{width:256px;height:256px;image-rendering:pixelated;display:block}
+figcaption{font-size:12px;margin-top:6px}
+.tag{display:inline-block;font-size:11px;font-weight:600;padding:1px 6px;border-radius:4px}
+.gen{background:#b3261e;color:#fff} .real{background:#2e7d32;color:#fff} .interp{background:#5c6bc0;color:#fff}
+"""
+
+
+def _e(v: Any) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
+    return str(v)
+
+
+def _kv_table(d: Mapping[str, Any]) -> str:
+    rows = "".join(f"<tr><th>{_e(k)}</th><td class='mono'>{_e(_fmt(v))}</td></tr>"
+                   for k, v in d.items() if v is not None and v != {} and v != [])
+    return f"<table>{rows}</table>" if rows else "<p>(none)</p>"
+
+
+def _cand_table(cands: Sequence[Mapping[str, Any]], extra_cols: Sequence[str] = ()) -> str:
+    if not cands:
+        return "<p>(no candidates)</p>"
+    head = "<tr><th>rank</th><th>identity</th><th>score (cosine)</th>" + "".join(
+        f"<th>{_e(c)}</th>" for c in extra_cols) + "<th>gallery file</th></tr>"
+    rows = []
+    for i, c in enumerate(cands, 1):
+        extra = "".join(f"<td>{_e(_fmt(c.get(col)))}</td>" for col in extra_cols)
+        score = c.get("score", c.get("mean_score"))
+        rows.append(f"<tr><td>{i}</td><td>{_e(c.get('identity', ''))}</td>"
+                    f"<td>{_e(_fmt(score))}</td>{extra}<td class='mono'>{_e(c.get('file', ''))}</td></tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def build_html_report(job: ExportJob, outputs: Sequence[dict[str, Any]], pngs: Mapping[str, bytes],
+                      hashes: Mapping[str, str], created_utc: Optional[str] = None) -> str:
+    """A self-contained HTML report (no external resources).
+
+    ``outputs``: per image, its ``file`` name and facts; ``pngs``: file name -> the PNG bytes
+    written (embedded as base64); ``hashes``: file name -> sha256 of every other output file.
+    Every hash is listed in a table whose rows carry ``data-file`` / ``data-sha256``.
+    """
+    created = created_utc or utc_now_iso()
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+             f"<title>{_e(job.title)}</title><style>{_CSS}</style></head><body>",
+             f"<h1>{_e(job.title)}</h1><div>Created {_e(created)} by SDE-SR Studio</div>",
+             f"<div class='banner'><b>Contains generated images.</b> {_e(GENERATED_NOTICE)} "
+             f"Images tagged <span class='tag gen'>GENERATED</span> were produced by a diffusion "
+             f"model from the low-resolution input; they are plausible faces, not recovered "
+             f"detail.</div>"]
+
+    parts.append("<h2>Input</h2>")
+    parts.append(_kv_table({**{k: v for k, v in job.input.items()}, **{"frame " + k: v for k, v in job.frame.items()}}))
+    if job.face:
+        parts.append("<h3>Face</h3>" + _kv_table(job.face))
+
+    parts.append("<h2>Images</h2><div class='grid'>")
+    for o in outputs:
+        name = o["file"]
+        data = base64.b64encode(pngs[name]).decode("ascii")
+        kind = o.get("kind", "")
+        if o.get("generated"):
+            tag = "<span class='tag gen'>GENERATED</span>"
+        elif kind == "bicubic":
+            tag = "<span class='tag interp'>INTERPOLATED</span>"
+        else:
+            tag = "<span class='tag real'>FROM INPUT</span>"
+        facts = {k: v for k, v in o.items()
+                 if k not in ("file", "sha256", "generated", "kind", "caption", "sampler")}
+        fact_html = "<br>".join(f"{_e(k)}: {_e(_fmt(v))}" for k, v in facts.items())
+        parts.append(
+            f"<figure data-file='{_e(name)}'><img alt='{_e(name)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{tag} <b>{_e(o.get('caption') or name)}</b><br>{fact_html}"
+            f"<br><span class='mono'>{_e(name)}</span></figcaption></figure>")
+    parts.append("</div>")
+
+    parts.append("<h2>Sampler settings</h2>" + _kv_table(job.sampler))
+    seeds = [(o.get("caption") or o["file"], o["seed"]) for o in outputs if o.get("seed") is not None]
+    if seeds:
+        parts.append("<h3>Seeds</h3><table><tr><th>image</th><th>seed</th></tr>" + "".join(
+            f"<tr><td>{_e(c)}</td><td>{_e(s)}</td></tr>" for c, s in seeds) + "</table>")
+    reruns = [o for o in outputs if o.get("sampler")]
+    for o in reruns:
+        parts.append(f"<h3>Settings of {_e(o.get('caption') or o['file'])}</h3>" + _kv_table(o["sampler"]))
+    parts.append("<h2>Model</h2>" + _kv_table(job.model))
+    if job.classifier:
+        parts.append("<h3>Attribute classifier</h3>" + _kv_table(job.classifier))
+    parts.append("<h2>Device and timings</h2>" + _kv_table({"device": job.device, **job.timings}))
+
+    parts.append("<h2>Gallery candidates</h2>")
+    parts.append(f"<div class='banner'><b>Candidates, not identifications.</b> {_e(CANDIDATE_NOTICE)}"
+                 f" A generated image can resemble someone it is not.</div>")
+    c = job.candidates
+    if not c:
+        parts.append("<p>No gallery search was run for this export.</p>")
+    else:
+        parts.append(_kv_table({k: c.get(k) for k in ("gallery", "embedder", "top_k", "stability")}))
+        for label, cands in (c.get("per_sample") or {}).items():
+            parts.append(f"<h3>{_e(label)}</h3>" + _cand_table(cands))
+        if c.get("consensus"):
+            parts.append("<h3>Consensus over all samples</h3>" + _cand_table(
+                c["consensus"], ("rank1_frequency", "in_top_k", "ranks")))
+        if c.get("bicubic") is not None:
+            parts.append("<h3>Bicubic baseline</h3>" + _cand_table(c["bicubic"]))
+
+    if job.notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in job.notes) + "</ul>")
+
+    parts.append("<h2>Output files and SHA-256</h2><table id='hashes'><tr><th>file</th><th>sha256</th></tr>")
+    for name in sorted(hashes):
+        parts.append(f"<tr class='hash' data-file='{_e(name)}' data-sha256='{_e(hashes[name])}'>"
+                     f"<td class='mono'>{_e(name)}</td><td class='mono'>{_e(hashes[name])}</td></tr>")
+    parts.append(f"</table><p>The hash of this report itself is in <code>{SUMS_NAME}</code>.</p>")
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+# ------------------------------------------------------------------------------------------
+# export
+# ------------------------------------------------------------------------------------------
+def _normal_permissions(folder: Path) -> None:
+    """Temp files and folders are private (0600 / 0700); give the export the usual modes."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in folder.iterdir():
+        os.chmod(f, 0o666 & ~mask)
+    os.chmod(folder, 0o777 & ~mask)
+
+
+def export_run(job: ExportJob, parent: os.PathLike | str, *, folder_name: str = "sdesr_run",
+               forbidden: Iterable[os.PathLike | str] = ()) -> ExportResult:
+    """Write the export into a new folder ``parent/folder_name`` (suffixed if it exists).
+
+    Raises :class:`ExportError` for a forbidden or impossible destination. On any error the
+    partial folder is removed; the result appears complete or not at all.
+    """
+    parent_p = check_export_parent(parent, forbidden)
+    if not job.images:
+        raise ExportError("There is nothing to export.")
+    try:
+        parent_p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"The folder {parent_p} cannot be created ({e.strerror or e}).") from None
+    stem = safe_stem(folder_name)
+    final = parent_p / stem
+    n = 2
+    while final.exists():
+        final = parent_p / f"{stem}-{n}"
+        n += 1
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=parent_p))
+    except OSError as e:
+        raise ExportError(f"The folder {parent_p} is not writable ({e.strerror or e}).") from None
+    try:
+        used: set[str] = set()
+        outputs: list[dict[str, Any]] = []
+        pngs: dict[str, bytes] = {}
+        hashes: dict[str, str] = {}
+        for img in job.images:
+            name = _file_name(img, used)
+            data = encode_png_marked(img.image, img.generated)
+            atomic_write_bytes(tmp / name, data)
+            digest = sha256_bytes(data)
+            pngs[name], hashes[name] = data, digest
+            entry = {"file": name, "sha256": digest, "kind": img.kind, "generated": bool(img.generated),
+                     "caption": img.caption,
+                     "size": [int(img.image.shape[1]), int(img.image.shape[0])]}
+            entry.update(img.info)
+            outputs.append(entry)
+        record = build_run_record(job, outputs)
+        record_bytes = to_json(record).encode("utf-8")
+        atomic_write_bytes(tmp / RECORD_NAME, record_bytes)
+        hashes[RECORD_NAME] = sha256_bytes(record_bytes)
+        page = build_html_report(job, outputs, pngs, hashes, created_utc=record.get("created_utc"))
+        page_bytes = page.encode("utf-8")
+        atomic_write_bytes(tmp / REPORT_NAME, page_bytes)
+        hashes[REPORT_NAME] = sha256_bytes(page_bytes)
+        sums = "".join(f"{hashes[k]}  {k}\n" for k in sorted(hashes))
+        atomic_write_bytes(tmp / SUMS_NAME, sums.encode("utf-8"))
+        _normal_permissions(tmp)
+        os.rename(tmp, final)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise ExportError(f"The export to {parent_p} failed ({e.strerror or e}); "
+                              "nothing was left behind.") from None
+        raise
+    return ExportResult(final, dict(hashes), record)
+
+
+def read_sha256sums(folder: os.PathLike | str) -> dict[str, str]:
+    """``SHA256SUMS`` of an export as {file name: sha256}."""
+    out: dict[str, str] = {}
+    for line in (Path(folder) / SUMS_NAME).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            digest, name = line.split(None, 1)
+            out[name.strip().lstrip("*")] = digest
+    return out
+
+
+def verify_export(folder: os.PathLike | str) -> list[str]:
+    """Names of files whose content no longer matches ``SHA256SUMS`` (or that are missing)."""
+    bad = []
+    for name, digest in read_sha256sums(folder).items():
+        p = Path(folder) / name
+        if not p.is_file() or sha256_file(p) != digest:
+            bad.append(name)
+    return bad
