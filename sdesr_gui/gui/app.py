@@ -1,37 +1,95 @@
-"""Entry point of the desktop app (``sdesr-gui``).
+"""Entry point of the desktop app: ``sdesr-gui [INPUT] [--screenshot PNG]``.
 
-The full analyst workspace arrives with the desktop-app issue; this is the plain main window.
+``--screenshot PNG`` opens the window at 1400x900 with INPUT loaded and its first face
+selected, saves the window as PNG and exits (exit code 2 with one sentence on stderr if the
+input cannot be opened). It uses fresh settings, so the picture does not depend on (or change)
+the analyst's saved layout.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QApplication, QLabel, QMainWindow
+from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtWidgets import QApplication
 
 from .. import __version__
+from .main_window import MainWindow
+
+__all__ = ["MainWindow", "main", "make_app"]
+
+SCREENSHOT_SIZE = (1400, 900)
+SCREENSHOT_TIMEOUT_MS = 120_000
 
 
-class MainWindow(QMainWindow):
-    def __init__(self) -> None:
-        super().__init__()
-        self.setWindowTitle(f"SDE-SR Studio {__version__}")
-        label = QLabel("SDE-SR Studio\n\nScore-based SDE face super-resolution.\n"
-                       "Use the `sdesr` command for enhancement until the workspace lands.")
-        label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.setCentralWidget(label)
-        self.resize(1000, 700)
+def make_app(argv=None) -> QApplication:
+    from .theme import apply_theme
+
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(list(argv or sys.argv[:1]))
+    app.setOrganizationName("SDE-SR Studio")
+    app.setApplicationName("sdesr-gui")
+    app.setApplicationVersion(__version__)
+    apply_theme(app)
+    return app
+
+
+def take_screenshot(win: MainWindow, out: Path, input_path: str | None, app: QApplication) -> int:
+    """Show ``win`` at the screenshot size, wait for the first face, save ``out``; exit code."""
+    state = {"done": False, "rc": 1}
+    win.resize(*SCREENSHOT_SIZE)
+    win.show()
+
+    def snap() -> None:
+        if state["done"]:
+            return
+        state["done"] = True
+        app.processEvents()
+        win.resize(*SCREENSHOT_SIZE)
+        app.processEvents()
+        pm = win.grab()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        state["rc"] = 0 if pm.save(str(out), "PNG") else 1
+        if state["rc"]:
+            print(f"sdesr-gui: error: the screenshot could not be written to {out}", file=sys.stderr)
+        app.quit()
+
+    if input_path:
+        win.source_panel.detectionFinished.connect(lambda *_: QTimer.singleShot(400, snap))
+        if not win.open_path(input_path):
+            print(f"sdesr-gui: error: {win.last_error}", file=sys.stderr)
+            return 2
+        QTimer.singleShot(SCREENSHOT_TIMEOUT_MS, snap)
+    else:
+        QTimer.singleShot(500, snap)
+    app.exec()
+    win.shutdown()
+    return state["rc"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="sdesr-gui", description="SDE-SR Studio desktop app")
-    ap.add_argument("input", nargs="?", help="image or video to open")
+    ap = argparse.ArgumentParser(prog="sdesr-gui", description="SDE-SR Studio: face super-resolution for analysts")
+    ap.add_argument("input", nargs="?", help="an image or video to open")
+    ap.add_argument("--screenshot", metavar="PNG",
+                    help="open the window (1400x900) with INPUT and its first face selected, save it as PNG, exit")
+    ap.add_argument("--version", action="version", version=f"sdesr-gui {__version__}")
     args = ap.parse_args(argv)
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app = make_app()
+    if args.screenshot:
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = QSettings(str(Path(tmp) / "screenshot.ini"), QSettings.Format.IniFormat)
+            win = MainWindow(settings=settings, restore=False)
+            rc = take_screenshot(win, Path(args.screenshot), args.input, app)
+            win.deleteLater()
+            return rc
     win = MainWindow()
     win.show()
+    if args.input:
+        QTimer.singleShot(0, lambda: win.open_path(args.input))
     return app.exec()
 
 

@@ -1,0 +1,520 @@
+"""Controls: model, sampler preset, r and h, attributes, samples, seed, device, Run / Cancel,
+plus the run's progress and the live intermediate frames."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .imaging import pixmap_from_rgb
+
+ATTRIBUTES = (("male", "Male"), ("beard", "Beard"), ("eyeglasses", "Eyeglasses"))
+PRESETS = (("fast", "Fast (DPM-Solver++ 2M)"), ("pc", "Paper PC (predictor-corrector)"))
+PRESET_DEFAULTS = {"fast": {"steps": 40, "max": 40}, "pc": {"steps": 2000, "max": 10000}}
+DEFAULT_R = 0.16
+DEFAULT_H = 500
+CHOOSE = "__choose__"
+MAX_SEED = 2**31 - 1
+
+
+def read_meta(path) -> dict:
+    """The checkpoint's metadata (header only; {} when unreadable)."""
+    try:
+        from ..core.models.checkpoint import read_metadata
+
+        return dict(read_metadata(path))
+    except Exception:  # noqa: BLE001 - an unreadable file is simply not offered
+        return {}
+
+
+def find_weights(kind: str) -> list[Path]:
+    """Checkpoints of ``kind`` ('score' or 'classifier') in the weights folder, default first."""
+    from ..core.enhance import CLASSIFIER_WEIGHTS_NAME, SCORE_WEIGHTS_NAME, weights_dir
+
+    d = weights_dir()
+    if not d.is_dir():
+        return []
+    default = SCORE_WEIGHTS_NAME if kind == "score" else CLASSIFIER_WEIGHTS_NAME
+    found = [p for p in sorted(d.glob("*.safetensors")) if read_meta(p).get("kind") == kind]
+    found.sort(key=lambda p: p.name != default)
+    return found
+
+
+def list_devices() -> list[tuple[str, str]]:
+    """(label, device string): the CPU and every CUDA GPU by name."""
+    out = [("CPU", "cpu")]
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            for i in range(torch.cuda.device_count()):
+                out.append((f"GPU {i}: {torch.cuda.get_device_name(i)}", f"cuda:{i}"))
+    except Exception:  # noqa: BLE001 - a broken driver leaves the CPU
+        pass
+    return out
+
+
+class TriStateAttribute(QCheckBox):
+    """present (checked) / absent (unchecked) / unknown (partial, the default)."""
+
+    STATES = {Qt.CheckState.Checked: 1, Qt.CheckState.Unchecked: 0, Qt.CheckState.PartiallyChecked: None}
+
+    def __init__(self, name: str, label: str, parent=None):
+        super().__init__(parent)
+        self.name, self.base = name, label
+        self.setTristate(True)
+        self.setCheckState(Qt.CheckState.PartiallyChecked)
+        self.checkStateChanged.connect(self._relabel)
+        self._relabel()
+        self.setToolTip(f"{label}: ■ present · □ absent · ▣ unknown (no guidance). "
+                        "Only attributes you set steer the sampler.")
+
+    def value(self) -> Optional[int]:
+        return self.STATES[self.checkState()]
+
+    def set_value(self, v: Optional[int]) -> None:
+        self.setCheckState({1: Qt.CheckState.Checked, 0: Qt.CheckState.Unchecked}.get(
+            v, Qt.CheckState.PartiallyChecked))
+
+    def _relabel(self, *_) -> None:
+        v = self.value()
+        self.setText(f"{self.base}: {'present' if v == 1 else 'absent' if v == 0 else 'unknown'}")
+
+
+class ControlsPanel(QWidget):
+    runRequested = Signal()
+    cancelRequested = Signal()
+    modelChanged = Signal()
+    previewSampleChanged = Signal(int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._steps = {k: v["steps"] for k, v in PRESET_DEFAULTS.items()}
+        self._model_prev = 0
+        self._cls_prev = 0
+
+        # model
+        self.model_combo = QComboBox()
+        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setMinimumContentsLength(14)
+        self.cls_combo = QComboBox()
+        self.cls_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.cls_combo.setMinimumContentsLength(14)
+        self.no_model_label = QLabel()
+        self.no_model_label.setWordWrap(True)
+        self.no_model_label.setObjectName("warning")
+        self.no_model_label.setStyleSheet("QLabel#warning{background:#fff1c2;color:#3a2c00;border:1px solid #d9a400;"
+                                          "border-radius:4px;padding:6px}")
+        self.model_info = QLabel()
+        self.model_info.setWordWrap(True)
+        self.model_info.setStyleSheet("color: palette(placeholder-text)")
+        mform = QFormLayout()
+        mform.addRow("Model", self.model_combo)
+        mform.addRow("Attributes", self.cls_combo)
+        mbox = QGroupBox("Model")
+        mlay = QVBoxLayout(mbox)
+        mlay.addLayout(mform)
+        mlay.addWidget(self.model_info)
+        mlay.addWidget(self.no_model_label)
+
+        # sampler
+        self.preset = QComboBox()
+        for key, label in PRESETS:
+            self.preset.addItem(label, key)
+        self.steps = QSpinBox()
+        self.steps.setToolTip("N: sampler steps")
+        self.corrector = QSpinBox()
+        self.corrector.setRange(0, 10)
+        self.corrector.setValue(2)
+        self.corrector.setToolTip("M: Langevin corrector steps per predictor step (Paper PC)")
+        self.r_slider = QSlider(Qt.Orientation.Horizontal)
+        self.r_slider.setRange(0, 100)
+        self.r_slider.setValue(int(round(DEFAULT_R * 100)))
+        self.r_slider.setToolTip("r: the Langevin corrector's signal-to-noise ratio (Paper PC). Higher r gives "
+                                 "smoother images and higher PSNR; identity similarity peaks near 0.16.")
+        self.r_label = QLabel()
+        self.r_label.setMinimumWidth(36)
+        self.h_slider = QSlider(Qt.Orientation.Horizontal)
+        self.h_slider.setRange(0, 1000)
+        self.h_slider.setValue(DEFAULT_H)
+        self.h_slider.setToolTip("h: attribute guidance scale (used only for attributes set below)")
+        self.h_label = QLabel()
+        self.h_label.setMinimumWidth(36)
+        sform = QFormLayout()
+        sform.addRow("Preset", self.preset)
+        sform.addRow("Steps N", self.steps)
+        sform.addRow("Corrector M", self.corrector)
+        sform.addRow("r (SNR)", self._pair(self.r_slider, self.r_label))
+        sform.addRow("h (guidance)", self._pair(self.h_slider, self.h_label))
+        sbox = QGroupBox("Sampler")
+        sbox.setLayout(sform)
+
+        # attributes
+        self.attr_boxes = {name: TriStateAttribute(name, label) for name, label in ATTRIBUTES}
+        abox = QGroupBox("What you know (soft biometrics)")
+        alay = QVBoxLayout(abox)
+        for cb in self.attr_boxes.values():
+            alay.addWidget(cb)
+
+        # samples, seed, device
+        self.samples = QSpinBox()
+        self.samples.setRange(1, 64)
+        self.samples.setValue(4)
+        self.samples.setToolTip("Number of samples: each is a different plausible face (seed, seed+1, …)")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, MAX_SEED)
+        self.seed.setValue(0)
+        self.seed.setToolTip("Seed of the first sample; sample k uses seed + k")
+        self.random_seed = QCheckBox("random")
+        self.random_seed.setToolTip("Draw a new seed for every run (the seed used is shown)")
+        self.device = QComboBox()
+        for label, dev in list_devices():
+            self.device.addItem(label, dev)
+        rform = QFormLayout()
+        rform.addRow("Samples", self.samples)
+        rform.addRow("Seed", self._pair(self.seed, self.random_seed))
+        rform.addRow("Device", self.device)
+        rbox = QGroupBox("Run")
+        rlay = QVBoxLayout(rbox)
+        rlay.addLayout(rform)
+        self.run_btn = QPushButton("Run")
+        self.run_btn.setDefault(True)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.run_btn.clicked.connect(self.runRequested)
+        self.cancel_btn.clicked.connect(self.cancelRequested)
+        btns = QHBoxLayout()
+        btns.addWidget(self.run_btn)
+        btns.addWidget(self.cancel_btn)
+        rlay.addLayout(btns)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(True)
+        self.eta_label = QLabel("")
+        rlay.addWidget(self.progress)
+        rlay.addWidget(self.eta_label)
+
+        # live preview
+        self.live_x = QLabel()
+        self.live_d = QLabel()
+        for lab in (self.live_x, self.live_d):
+            lab.setFixedSize(128, 128)
+            lab.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            lab.setStyleSheet("background: palette(base)")
+        self.live_sample = QSpinBox()
+        self.live_sample.setRange(1, 1)
+        self.live_sample.setPrefix("sample ")
+        self.live_sample.valueChanged.connect(lambda v: self.previewSampleChanged.emit(v - 1))
+        self.live_step = QLabel("")
+        lbox = QGroupBox("Live")
+        lgrid = QGridLayout(lbox)
+        lgrid.addWidget(QLabel("x_t"), 0, 0)
+        lgrid.addWidget(QLabel("denoised estimate"), 0, 1)
+        lgrid.addWidget(self.live_x, 1, 0)
+        lgrid.addWidget(self.live_d, 1, 1)
+        lgrid.addWidget(self.live_sample, 2, 0)
+        lgrid.addWidget(self.live_step, 2, 1)
+        self.live_x.setToolTip("The noisy state x_t (scaled by 1/(1+2σ) around mid-grey to stay visible)")
+        self.live_d.setToolTip("The model's current estimate of the clean face (Tweedie's formula)")
+
+        lay = QVBoxLayout(self)
+        for w in (mbox, sbox, abox, rbox, lbox):
+            lay.addWidget(w)
+        lay.addStretch(1)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+
+        self.preset.currentIndexChanged.connect(self._on_preset)
+        self.steps.valueChanged.connect(self._remember_steps)
+        self.r_slider.valueChanged.connect(self._update_labels)
+        self.h_slider.valueChanged.connect(self._update_labels)
+        self.model_combo.activated.connect(self._on_model_activated)
+        self.cls_combo.activated.connect(self._on_cls_activated)
+        self.refresh_models()
+        self._on_preset()
+        self._update_labels()
+
+    @staticmethod
+    def _pair(a: QWidget, b: QWidget) -> QWidget:
+        w = QWidget()
+        h = QHBoxLayout(w)
+        h.setContentsMargins(0, 0, 0, 0)
+        h.addWidget(a, 1)
+        h.addWidget(b)
+        return w
+
+    # ---------------------------------------------------------------- models
+    def refresh_models(self, keep: bool = True) -> None:
+        cur_m, cur_c = (self.weights_path(), self.classifier_path()) if keep and self.model_combo.count() else (None, None)
+        self.model_combo.blockSignals(True)
+        self.cls_combo.blockSignals(True)
+        self.model_combo.clear()
+        self.cls_combo.clear()
+        for p in find_weights("score"):
+            self.model_combo.addItem(p.name, str(p))
+        if self.model_combo.count() == 0:
+            self.model_combo.addItem("(no model installed)", None)
+        self.model_combo.addItem("Choose file…", CHOOSE)
+        self.cls_combo.addItem("None (no attribute guidance)", None)
+        for p in find_weights("classifier"):
+            self.cls_combo.addItem(p.name, str(p))
+        self.cls_combo.addItem("Choose file…", CHOOSE)
+        if self.cls_combo.count() > 2:
+            self.cls_combo.setCurrentIndex(1)
+        self.model_combo.blockSignals(False)
+        self.cls_combo.blockSignals(False)
+        if cur_m:
+            self.add_model_file(cur_m, "score")
+        if cur_c:
+            self.add_model_file(cur_c, "classifier")
+        self._model_prev = self.model_combo.currentIndex()
+        self._cls_prev = self.cls_combo.currentIndex()
+        self._on_models_changed(reset_h=not cur_c)
+
+    def weights_path(self) -> Optional[str]:
+        d = self.model_combo.currentData()
+        return d if d not in (None, CHOOSE) else None
+
+    def classifier_path(self) -> Optional[str]:
+        d = self.cls_combo.currentData()
+        return d if d not in (None, CHOOSE) else None
+
+    def add_model_file(self, path, kind: str = "score") -> bool:
+        """Offer and select a checkpoint file; False (with the info label saying why) if unusable."""
+        combo = self.model_combo if kind == "score" else self.cls_combo
+        p = str(Path(path))
+        meta = read_meta(p)
+        if meta.get("kind") != kind:
+            what = "score model" if kind == "score" else "attribute classifier"
+            self.model_info.setText(f"{Path(p).name} is not a {what} checkpoint (.safetensors from `sdesr train`).")
+            return False
+        idx = combo.findData(p)
+        if idx < 0:
+            if kind == "score" and combo.itemData(0) is None:
+                combo.removeItem(0)
+            idx = combo.count() - 1  # before "Choose file…"
+            combo.insertItem(idx, Path(p).name, p)
+            combo.setItemData(idx, p, Qt.ItemDataRole.ToolTipRole)
+        combo.setCurrentIndex(idx)
+        if kind == "score":
+            self._model_prev = idx
+        else:
+            self._cls_prev = idx
+        self._on_models_changed(reset_h=(kind == "classifier"))
+        return True
+
+    def _on_model_activated(self, idx: int) -> None:
+        if self.model_combo.itemData(idx) == CHOOSE:
+            path, _ = QFileDialog.getOpenFileName(self, "Choose a score model", "",
+                                                  "SDE-SR weights (*.safetensors)")
+            if not path or not self.add_model_file(path, "score"):
+                self.model_combo.setCurrentIndex(self._model_prev)
+            return
+        self._model_prev = idx
+        self._on_models_changed()
+
+    def _on_cls_activated(self, idx: int) -> None:
+        if self.cls_combo.itemData(idx) == CHOOSE:
+            path, _ = QFileDialog.getOpenFileName(self, "Choose an attribute classifier", "",
+                                                  "SDE-SR weights (*.safetensors)")
+            if not path or not self.add_model_file(path, "classifier"):
+                self.cls_combo.setCurrentIndex(self._cls_prev)
+            return
+        self._cls_prev = idx
+        self._on_models_changed(reset_h=True)
+
+    def _on_models_changed(self, reset_h: bool = False) -> None:
+        from ..core.enhance import SCORE_WEIGHTS_NAME, weights_dir
+
+        w = self.weights_path()
+        if w is None:
+            self.no_model_label.setText(
+                f"<b>No trained model is installed</b> ({weights_dir() / SCORE_WEIGHTS_NAME} is missing). "
+                "Choose a model file in the Model list, or train one with <code>sdesr train score</code>.")
+            self.no_model_label.show()
+            self.model_info.setText("")
+        else:
+            self.no_model_label.hide()
+            meta = read_meta(w)
+            bits = [meta.get("name") or Path(w).stem]
+            sde = meta.get("sde")
+            if isinstance(sde, dict):
+                bits.append(f"{str(sde.get('type', '?')).upper()} SDE")
+            if meta.get("scale_factor"):
+                bits.append(f"{meta['scale_factor']}×")
+            if meta.get("training_data"):
+                bits.append(f"trained on {meta['training_data']}")
+            self.model_info.setText(" · ".join(str(b) for b in bits))
+        c = self.classifier_path()
+        for cb in self.attr_boxes.values():
+            cb.setEnabled(c is not None)
+            if c is None:
+                cb.set_value(None)
+        self.h_slider.setEnabled(c is not None)
+        if c is not None:
+            names = read_meta(c).get("config", {}).get("attributes")
+            for name, cb in self.attr_boxes.items():
+                if names and name not in names:
+                    cb.set_value(None)
+                    cb.setEnabled(False)
+            if reset_h:
+                self.h_slider.setValue(int(round(self.default_h())))
+        self.modelChanged.emit()
+
+    def default_h(self) -> float:
+        """The classifier's model-card guidance scale (500, as in SRDG, when it does not say)."""
+        c = self.classifier_path()
+        v = read_meta(c).get("default_h") if c else None
+        try:
+            return float(v) if v is not None else float(DEFAULT_H)
+        except (TypeError, ValueError):
+            return float(DEFAULT_H)
+
+    # ---------------------------------------------------------------- sampler
+    def sampler_key(self) -> str:
+        return self.preset.currentData()
+
+    def _on_preset(self, *_) -> None:
+        key = self.sampler_key()
+        self.steps.blockSignals(True)
+        self.steps.setRange(1, PRESET_DEFAULTS[key]["max"])
+        self.steps.setValue(self._steps[key])
+        self.steps.blockSignals(False)
+        pc = key == "pc"
+        self.corrector.setEnabled(pc)
+        self.r_slider.setEnabled(pc)
+        self._update_labels()
+
+    def _remember_steps(self, v: int) -> None:
+        self._steps[self.sampler_key()] = int(v)
+
+    def _update_labels(self, *_) -> None:
+        self.r_label.setText(f"{self.r_value():.2f}")
+        self.h_label.setText(f"{self.h_slider.value():d}")
+
+    def r_value(self) -> float:
+        return self.r_slider.value() / 100.0
+
+    def attributes(self) -> dict:
+        return {n: cb.value() for n, cb in self.attr_boxes.items()}
+
+    def take_settings(self):
+        """The SamplerSettings for a run; draws (and shows) a new seed when 'random' is on."""
+        from ..core.enhance import SamplerSettings
+
+        if self.random_seed.isChecked():
+            self.seed.setValue(random.SystemRandom().randrange(0, MAX_SEED - 64))
+        key = self.sampler_key()
+        return SamplerSettings(
+            sampler=key, steps=int(self.steps.value()), corrector_steps=int(self.corrector.value()),
+            snr=self.r_value(), h=float(self.h_slider.value()), attributes=self.attributes(),
+            samples=int(self.samples.value()), seed=int(self.seed.value()))
+
+    def device_name(self) -> str:
+        return self.device.currentData() or "cpu"
+
+    # ---------------------------------------------------------------- running
+    def set_running(self, running: bool) -> None:
+        self.run_btn.setEnabled(not running)
+        self.cancel_btn.setEnabled(running)
+        for w in (self.model_combo, self.cls_combo, self.device):
+            w.setEnabled(not running)
+        if running:
+            self.progress.setRange(0, 0)  # busy until the first step
+            self.eta_label.setText("Starting…")
+
+    def show_progress(self, step: int, total: int, elapsed: float, eta: float) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(step)
+        self.progress.setFormat(f"step {step}/{total}")
+        if step > 0 and eta >= 0:
+            self.eta_label.setText(f"{elapsed:.1f} s elapsed · about {eta:.1f} s left")
+        else:
+            self.eta_label.setText(f"{elapsed:.1f} s elapsed")
+
+    def show_preview(self, x: np.ndarray, d: np.ndarray, step: int, total: int, sigma: float, count: int) -> None:
+        self.live_sample.setRange(1, max(1, count))
+        self.live_x.setPixmap(pixmap_from_rgb(x))
+        self.live_d.setPixmap(pixmap_from_rgb(d))
+        self.live_step.setText(f"step {step}/{total}\nσ = {sigma:.3g}")
+
+    def finish_progress(self, text: str) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if text.startswith("Done") else 0)
+        self.progress.setFormat(text)
+        self.eta_label.setText(text)
+
+    # ---------------------------------------------------------------- settings
+    def save(self, s) -> None:
+        s.setValue("controls/preset", self.sampler_key())
+        s.setValue("controls/steps_fast", self._steps["fast"])
+        s.setValue("controls/steps_pc", self._steps["pc"])
+        s.setValue("controls/corrector", self.corrector.value())
+        s.setValue("controls/r", self.r_slider.value())
+        s.setValue("controls/h", self.h_slider.value())
+        s.setValue("controls/samples", self.samples.value())
+        s.setValue("controls/seed", self.seed.value())
+        s.setValue("controls/random_seed", self.random_seed.isChecked())
+        s.setValue("controls/device", self.device_name())
+        s.setValue("controls/model", self.weights_path() or "")
+        s.setValue("controls/classifier", self.classifier_path() or "")
+        for n, cb in self.attr_boxes.items():
+            v = cb.value()
+            s.setValue(f"controls/attr_{n}", "" if v is None else str(v))
+
+    def restore(self, s) -> None:
+        def get_int(key, default):
+            try:
+                return int(s.value(key, default))
+            except (TypeError, ValueError):
+                return default
+
+        model = s.value("controls/model", "")
+        if model and Path(model).is_file():
+            self.add_model_file(model, "score")
+        cls = s.value("controls/classifier", None)
+        if cls and Path(cls).is_file():
+            self.add_model_file(cls, "classifier")
+        elif cls == "":
+            self.cls_combo.setCurrentIndex(0)
+            self._cls_prev = 0
+            self._on_models_changed()
+        self._steps["fast"] = min(max(get_int("controls/steps_fast", self._steps["fast"]), 1), 40)
+        self._steps["pc"] = max(get_int("controls/steps_pc", self._steps["pc"]), 1)
+        idx = self.preset.findData(s.value("controls/preset", "fast"))
+        self.preset.setCurrentIndex(max(idx, 0))
+        self._on_preset()
+        self.corrector.setValue(get_int("controls/corrector", 2))
+        self.r_slider.setValue(get_int("controls/r", int(DEFAULT_R * 100)))
+        self.h_slider.setValue(get_int("controls/h", self.h_slider.value()))
+        self.samples.setValue(get_int("controls/samples", 4))
+        self.seed.setValue(get_int("controls/seed", 0))
+        self.random_seed.setChecked(str(s.value("controls/random_seed", "false")).lower() == "true")
+        dev = self.device.findData(s.value("controls/device", "cpu"))
+        if dev >= 0:
+            self.device.setCurrentIndex(dev)
+        for n, cb in self.attr_boxes.items():
+            v = s.value(f"controls/attr_{n}", "")
+            if cb.isEnabled():
+                cb.set_value(int(v) if v in ("0", "1") else None)

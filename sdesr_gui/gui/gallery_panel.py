@@ -1,0 +1,394 @@
+"""Gallery panel: index a folder of known faces (incrementally, with progress) and list the
+candidates for the selected sample, the consensus over all samples and the bicubic baseline.
+
+Candidates are investigative leads for a trained examiner, never identifications; the panel
+says so wherever candidates are shown. The gallery folder is only read: the index cache lives
+in the application's data folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+from PySide6.QtCore import QSize, QStandardPaths, Qt, Signal
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.report import CANDIDATE_NOTICE
+from .imaging import pixmap_from_rgb
+from .matching import MatchResult, run_match
+from .worker import FunctionJob
+
+THUMB = 48
+
+
+def default_cache_dir() -> Path:
+    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppLocalDataLocation)
+    return Path(base or Path.home() / ".sdesr-gui") / "gallery-index"
+
+
+def summarize_report(rep: Any) -> str:
+    """'added 3 · updated 0 · …' from an IndexReport (fields may be counts or lists)."""
+    parts = []
+    for name in ("added", "updated", "removed", "unchanged", "skipped"):
+        v = getattr(rep, name, None) if not isinstance(rep, dict) else rep.get(name)
+        if v is None:
+            continue
+        n = v if isinstance(v, int) else len(v)
+        parts.append(f"{name} {n}")
+    return " · ".join(parts) if parts else str(rep)
+
+
+class CandidateTable(QTableWidget):
+    def __init__(self, columns: list[str], parent=None):
+        super().__init__(0, len(columns) + 1, parent)
+        self.setHorizontalHeaderLabels([""] + columns)
+        self.verticalHeader().setVisible(True)
+        self.setIconSize(QSize(THUMB, THUMB))
+        self.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.verticalHeader().setDefaultSectionSize(THUMB + 4)
+        hh = self.horizontalHeader()
+        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Fixed)
+        self.setColumnWidth(0, THUMB + 8)
+        hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        for c in range(2, len(columns) + 1):
+            hh.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+
+    def fill(self, rows: list[dict], keys: list[str], thumbs: dict) -> None:
+        self.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            thumb = thumbs.get(row.get("file"))
+            icon_item = QTableWidgetItem()
+            if thumb is not None:
+                icon_item.setIcon(QIcon(pixmap_from_rgb(thumb, THUMB, smooth=True)))
+            icon_item.setToolTip(row.get("file", ""))
+            self.setItem(r, 0, icon_item)
+            for c, k in enumerate(keys, 1):
+                v = row.get(k)
+                if isinstance(v, float):
+                    text = f"{v:.3f}" if k != "rank1_frequency" else f"{v:.0%}"
+                elif isinstance(v, list):
+                    text = " ".join("–" if x is None else str(x) for x in v)
+                else:
+                    text = "" if v is None else str(v)
+                item = QTableWidgetItem(text)
+                item.setToolTip(row.get("file", ""))
+                self.setItem(r, c, item)
+
+    def identities(self) -> list[str]:
+        return [self.item(r, 1).text() for r in range(self.rowCount()) if self.item(r, 1)]
+
+
+class GalleryPanel(QWidget):
+    indexed = Signal(object)  # the IndexReport
+    matched = Signal(object)  # MatchResult
+    errorOccurred = Signal(str)
+    statusMessage = Signal(str)
+
+    def __init__(self, embedder: Any = None, index_factory: Optional[Callable] = None,
+                 cache_dir: Optional[Path] = None, parent=None):
+        super().__init__(parent)
+        self._embedder = embedder
+        self._index_factory = index_factory
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.folder: Optional[Path] = None
+        self.index = None
+        self.result: Optional[MatchResult] = None
+        self.selected_key: Optional[str] = None
+        self._probes: Optional[tuple] = None
+        self._job: Optional[FunctionJob] = None
+        self._match_job: Optional[FunctionJob] = None
+        self._rematch = False
+        self._jobs: set = set()
+
+        self.folder_label = QLabel("No gallery folder chosen.")
+        self.folder_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.choose_btn = QPushButton("Choose gallery folder…")
+        self.index_btn = QPushButton("Index")
+        self.index_btn.setToolTip("Scan the folder for new, changed and removed faces (only those are embedded)")
+        self.cancel_btn = QPushButton("Cancel")
+        self.match_btn = QPushButton("Match samples")
+        self.top_k = QSpinBox()
+        self.top_k.setRange(1, 50)
+        self.top_k.setValue(10)
+        self.top_k.setPrefix("top ")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status = QLabel("")
+        self.choose_btn.clicked.connect(self.choose_folder)
+        self.index_btn.clicked.connect(self.start_index)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.match_btn.clicked.connect(self.match)
+        self.top_k.valueChanged.connect(lambda _: self.match() if self.result is not None else None)
+        row = QHBoxLayout()
+        for w in (self.choose_btn, self.folder_label):
+            row.addWidget(w)
+        row.addStretch(1)
+        for w in (self.index_btn, self.cancel_btn, self.progress, self.top_k, self.match_btn):
+            row.addWidget(w)
+
+        self.notice = QLabel(f"⚠ {CANDIDATE_NOTICE} A generated face can resemble someone it is not.")
+        self.notice.setWordWrap(True)
+        self.notice.setStyleSheet("QLabel{background:#fde7e4;color:#5a1410;border:1px solid #d9534f;"
+                                  "border-radius:4px;padding:4px 8px;font-weight:600}")
+
+        self.sample_title = QLabel("Selected sample: candidates")
+        self.sample_table = CandidateTable(["identity", "cosine"])
+        self.consensus_title = QLabel("Consensus over all samples")
+        self.consensus_table = CandidateTable(["identity", "mean cos", "rank-1", "in top-K", "ranks"])
+        self.stability_label = QLabel("")
+        self.stability_label.setWordWrap(True)
+        self.bicubic_title = QLabel("Bicubic baseline: candidates")
+        self.bicubic_table = CandidateTable(["identity", "cosine"])
+        split = QSplitter(Qt.Orientation.Horizontal)
+        for title, table, extra in ((self.sample_title, self.sample_table, None),
+                                    (self.consensus_title, self.consensus_table, self.stability_label),
+                                    (self.bicubic_title, self.bicubic_table, None)):
+            host = QWidget()
+            v = QVBoxLayout(host)
+            v.setContentsMargins(0, 0, 0, 0)
+            v.addWidget(title)
+            v.addWidget(table, 1)
+            if extra is not None:
+                v.addWidget(extra)
+            split.addWidget(host)
+        split.setSizes([300, 420, 300])
+
+        lay = QVBoxLayout(self)
+        lay.addLayout(row)
+        lay.addWidget(self.status)
+        lay.addWidget(self.notice)
+        lay.addWidget(split, 1)
+        self._update_buttons()
+
+    # ---------------------------------------------------------------- pieces
+    def embedder(self):
+        """The face embedder (the real one from core.gallery unless one was injected)."""
+        if self._embedder is None:
+            from ..core.gallery import get_embedder  # heavy: called from a worker thread
+
+            self._embedder = get_embedder()
+        return self._embedder
+
+    def _make_index(self, folder: Path):
+        if self._index_factory is not None:
+            return self._index_factory(folder, self.embedder(), self.cache_dir)
+        from ..core.gallery import GalleryIndex
+
+        return GalleryIndex(folder, self.embedder(), cache_dir=self.cache_dir)
+
+    def _busy(self) -> bool:
+        return any(j.isRunning() for j in self._jobs)
+
+    def _update_buttons(self) -> None:
+        busy = self._job is not None
+        self.index_btn.setEnabled(self.folder is not None and not busy)
+        self.choose_btn.setEnabled(not busy)
+        self.cancel_btn.setEnabled(busy or self._match_job is not None)
+        self.match_btn.setEnabled(self.index is not None and self._probes is not None and not busy)
+
+    def _track(self, job: FunctionJob, attr: str) -> None:
+        self._jobs.add(job)
+        setattr(self, attr, job)
+
+        def done(j=job, a=attr):
+            self._jobs.discard(j)
+            if getattr(self, a) is j:
+                setattr(self, a, None)
+            j.deleteLater()
+            self._update_buttons()
+            if a == "_match_job" and self._rematch:
+                self._rematch = False
+                self.match()
+
+        job.finished.connect(done)
+        self._update_buttons()
+        job.start()
+
+    # ---------------------------------------------------------------- folder and index
+    def choose_folder(self) -> None:
+        start = str(self.folder) if self.folder else ""
+        path = QFileDialog.getExistingDirectory(self, "Choose a gallery folder of known faces", start)
+        if path:
+            self.set_folder(path, index=True)
+
+    def set_folder(self, path, index: bool = True) -> None:
+        p = Path(path).expanduser()
+        if not p.is_dir():
+            self.errorOccurred.emit(f"The gallery folder {p} does not exist.")
+            return
+        self.folder = p
+        self.index = None
+        self.result = None
+        self.folder_label.setText(str(p))
+        self.folder_label.setToolTip(str(p))
+        self._clear_tables()
+        self._update_buttons()
+        if index:
+            self.start_index()
+
+    def start_index(self) -> None:
+        if self.folder is None or self._job is not None:
+            return
+        folder = self.folder
+        self.progress.setRange(0, 0)
+        self.status.setText(f"Indexing {folder.name}…")
+
+        def work(report, cancel):
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            idx = self.index if (self.index is not None and Path(getattr(self.index, "folder", folder)) == folder) \
+                else self._make_index(folder)
+            rep = idx.update(progress=report, cancel=cancel)
+            return idx, rep
+
+        job = FunctionJob(work, "Indexing the gallery", self)
+        job.progressed.connect(self._on_index_progress)
+        job.succeeded.connect(self._on_indexed)
+        job.failed.connect(self._on_failed)
+        job.cancelled.connect(self._on_index_cancelled)
+        self._track(job, "_job")
+
+    def _on_index_progress(self, args) -> None:
+        if len(args) >= 2 and isinstance(args[0], int) and isinstance(args[1], int) and args[1] > 0:
+            self.progress.setRange(0, args[1])
+            self.progress.setValue(args[0])
+            self.status.setText(f"Indexing: {args[0]}/{args[1]} files")
+
+    def _on_indexed(self, result) -> None:
+        idx, rep = result
+        self.index = idx
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        n = len(idx) if hasattr(idx, "__len__") else None
+        self.status.setText(f"Indexed {self.folder.name}: {summarize_report(rep)}"
+                            + (f" · {n} faces in the index" if n is not None else ""))
+        self.statusMessage.emit("Gallery indexed.")
+        self.indexed.emit(rep)
+        self._update_buttons()
+        if self._probes is not None:
+            self.match()
+
+    def _on_index_cancelled(self) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status.setText("Indexing cancelled; what was indexed so far is kept for next time.")
+
+    def _on_failed(self, msg: str) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status.setText(msg)
+        self.errorOccurred.emit(msg)
+
+    def cancel(self) -> None:
+        for j in list(self._jobs):
+            j.cancel()
+
+    # ---------------------------------------------------------------- matching
+    def set_probes(self, probes: list[tuple[str, str, np.ndarray]], bicubic: Optional[np.ndarray],
+                   reference: Optional[np.ndarray], auto: bool = True) -> None:
+        """Samples to match: (key, label, 128x128 uint8) each, plus the bicubic and the reference."""
+        self._probes = (list(probes), bicubic, reference) if probes and bicubic is not None else None
+        self.result = None
+        self._clear_tables()
+        self._update_buttons()
+        if auto and self._probes is not None and self.index is not None:
+            self.match()
+
+    def match(self) -> None:
+        if self.index is None or self._probes is None:
+            return
+        if self._match_job is not None:
+            self._rematch = True  # run again with the latest probes when this one ends
+            self._match_job.cancel()
+            return
+        probes, bicubic, reference = self._probes
+        index, k, gallery = self.index, int(self.top_k.value()), str(self.folder)
+        self.status.setText(f"Matching {len(probes)} sample(s) against the gallery…")
+
+        def work(report, cancel):
+            return run_match(index, self.embedder(), probes, bicubic, reference, k, report, cancel, gallery)
+
+        job = FunctionJob(work, "Matching", self)
+        job.succeeded.connect(self._on_matched)
+        job.failed.connect(self._on_failed)
+        self._track(job, "_match_job")
+
+    def _on_matched(self, res: MatchResult) -> None:
+        if self._rematch:
+            return
+        self.result = res
+        st = res.stability
+        self.consensus_title.setText(f"Consensus over {len(res.per_sample)} sample(s)")
+        self.consensus_table.fill(res.consensus, ["identity", "mean_score", "rank1_frequency", "in_top_k", "ranks"],
+                                  res.thumbs)
+        if st.get("consensus_rank1") is not None:
+            self.stability_label.setText(
+                f"Rank stability: the consensus lead is rank 1 for {st['rank1_agreement']:.0%} of samples; "
+                f"on average {st['top_k_overlap']:.0%} of the consensus top-{res.top_k} is in each sample's "
+                f"top-{res.top_k}.")
+        self.bicubic_table.fill(res.bicubic, ["identity", "score"], res.thumbs)
+        self.show_sample(self.selected_key)
+        self.status.setText(f"Matched {len(res.per_sample)} sample(s) against {Path(res.gallery).name}.")
+        self.matched.emit(res)
+
+    def show_sample(self, key: Optional[str]) -> None:
+        self.selected_key = key
+        res = self.result
+        if res is None:
+            return
+        if key not in res.per_sample:
+            key = next(iter(res.per_sample), None)
+        if key is None:
+            self.sample_table.setRowCount(0)
+            return
+        self.sample_title.setText(f"{res.labels.get(key, key)}: top-{res.top_k} candidates")
+        self.sample_table.fill(res.per_sample[key], ["identity", "score"], res.thumbs)
+
+    def _clear_tables(self) -> None:
+        for t in (self.sample_table, self.consensus_table, self.bicubic_table):
+            t.setRowCount(0)
+        self.stability_label.setText("")
+
+    def candidates_for_export(self, keys=None) -> Optional[dict]:
+        return self.result.to_export(keys) if self.result is not None else None
+
+    def save(self, s) -> None:
+        s.setValue("gallery/folder", str(self.folder) if self.folder else "")
+        s.setValue("gallery/top_k", self.top_k.value())
+
+    def restore(self, s) -> None:
+        try:
+            self.top_k.setValue(int(s.value("gallery/top_k", 10)))
+        except (TypeError, ValueError):
+            pass
+        folder = s.value("gallery/folder", "")
+        if folder and Path(folder).is_dir():
+            # remember the folder; index only when the analyst asks (it may be large)
+            self.folder = Path(folder)
+            self.folder_label.setText(str(folder))
+            self.status.setText("Press Index to (re)scan the gallery; unchanged files are not embedded again.")
+            self._update_buttons()
+
+    def shutdown(self) -> None:
+        for j in list(self._jobs):
+            j.cancel()
+        for j in list(self._jobs):
+            j.wait(15000)

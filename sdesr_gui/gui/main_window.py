@@ -1,0 +1,684 @@
+"""The main window: the analyst's loop of open, pick a face, set what is known, run, watch,
+compare, match and export.
+
+Layout: the source (footage, scrubber, faces, crop) docks left, the controls (and the live
+sampler frames) dock right, the comparison view is central, the gallery docks at the bottom.
+Docks, sizes, sliders, last folders and recent files persist in QSettings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QScrollArea,
+)
+
+from .. import __version__
+from .compare_view import CompareItem, CompareView
+from .controls import ControlsPanel
+from .gallery_panel import GalleryPanel
+from .source_panel import SourcePanel
+from .worker import FunctionJob, SamplerJob, SamplerRequest
+
+MAX_RECENT = 10
+OPEN_FILTER = ("Images and videos (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp *.gif *.ppm *.pgm "
+               "*.mp4 *.avi *.mov *.mkv *.m4v *.webm *.mpg *.mpeg *.wmv *.ts);;All files (*)")
+
+
+@dataclasses.dataclass
+class RunSnapshot:
+    """What a set of samples was produced from (the selection may change afterwards)."""
+
+    selection: Any  # FaceSelection
+    input_path: Optional[Path]
+    input_kind: str
+    frame: dict
+    settings: dict
+    model: dict
+    classifier: Optional[dict]
+    device: str
+    timings: dict
+    bicubic: np.ndarray
+    bicubic_metrics: dict
+
+
+class MainWindow(QMainWindow):
+    runFinished = Signal()  # samples arrived
+    runCancelled = Signal()
+    runFailed = Signal(str)
+    exported = Signal(str)
+
+    def __init__(self, settings: Optional[QSettings] = None, gallery_embedder=None, gallery_index_factory=None,
+                 gallery_cache_dir=None, restore: bool = True):
+        super().__init__()
+        self.settings = settings if settings is not None else QSettings()
+        self.setWindowTitle(f"SDE-SR Studio {__version__}")
+        self.setAcceptDrops(True)
+        self.setDockNestingEnabled(True)
+        self.last_error: Optional[str] = None
+        self._dialogs: list = []
+        self._enhancers: dict[tuple, Any] = {}
+        self._job: Optional[SamplerJob] = None
+        self._jobs: set = set()
+        self._last_preview = None
+        self._preview_index = 0
+        self.preview_steps: list[int] = []  # steps of the live frames shown in the current run
+        self.run: Optional[RunSnapshot] = None
+        self._sample_counter = 0
+        self.input_hashes: dict[str, str] = {}
+        self.reference_override: Optional[np.ndarray] = None
+        self.last_export: Optional[Path] = None
+
+        self.source_panel = SourcePanel()
+        self.controls = ControlsPanel()
+        self.compare = CompareView()
+        self.gallery = GalleryPanel(embedder=gallery_embedder, index_factory=gallery_index_factory,
+                                    cache_dir=gallery_cache_dir)
+        self.setCentralWidget(self.compare)
+        self.source_dock = self._dock("Source", "source", self.source_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.controls)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(self.controls.sizeHint().width() + 20)
+        self.controls_dock = self._dock("Controls", "controls", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.gallery_dock = self._dock("Gallery", "gallery", self.gallery, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.resizeDocks([self.source_dock, self.controls_dock], [470, 330], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.gallery_dock], [250], Qt.Orientation.Vertical)
+
+        self.status_label = QLabel("")
+        self.statusBar().addWidget(self.status_label, 1)
+
+        self._build_actions()
+        self._wire()
+        if restore:
+            self._restore()
+        self._update_actions()
+        if self.settings.value("window/geometry") is None:
+            self.resize(1400, 900)
+
+    # ---------------------------------------------------------------- construction
+    def _dock(self, title: str, name: str, widget, area) -> QDockWidget:
+        d = QDockWidget(title, self)
+        d.setObjectName(f"dock_{name}")
+        d.setWidget(widget)
+        d.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                      | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+                      | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.addDockWidget(area, d)
+        return d
+
+    def _action(self, text: str, slot, shortcut=None, tip: str = "") -> QAction:
+        a = QAction(text, self)
+        if shortcut is not None:
+            seqs = shortcut if isinstance(shortcut, list) else [shortcut]
+            a.setShortcuts([QKeySequence(s) for s in seqs])
+        a.setStatusTip(tip or text)
+        a.triggered.connect(slot)
+        self.addAction(a)
+        return a
+
+    def _build_actions(self) -> None:
+        self.act_open = self._action("&Open…", self.open_dialog, QKeySequence.StandardKey.Open,
+                                     "Open a still image or a video")
+        self.act_reference = self._action("Load &reference HR…", self.load_reference_dialog, None,
+                                          "A known 128×128 aligned face for PSNR / SSIM / CS")
+        self.act_export = self._action("&Export…", self.export_dialog, "Ctrl+E",
+                                       "Export samples, the run record and an HTML report")
+        self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.act_run = self._action("&Run", self.run_clicked, ["Ctrl+R", "Ctrl+Return"], "Run the sampler")
+        self.act_cancel = self._action("&Cancel", self.cancel_run, "Esc", "Cancel the running sampler")
+        self.act_prev = self._action("&Previous frame", self.source_panel.step_back, [",", "Alt+Left"])
+        self.act_next = self._action("&Next frame", self.source_panel.step_forward, [".", "Alt+Right"])
+        self.act_play = self._action("&Play / pause", lambda: self.source_panel.play_btn.toggle(), "Ctrl+P")
+        self.act_about = self._action("&About SDE-SR Studio", lambda: self.show_about(0), QKeySequence.StandardKey.HelpContents)
+        self.act_card = self._action("&Model card", lambda: self.show_about(1))
+        self.act_reset = self._action("&Reset layout", self.reset_layout)
+
+        mb = self.menuBar()
+        m = mb.addMenu("&File")
+        m.addAction(self.act_open)
+        self.recent_menu = m.addMenu("Open &recent")
+        m.addAction(self.act_reference)
+        m.addSeparator()
+        m.addAction(self.act_export)
+        m.addSeparator()
+        m.addAction(self.act_quit)
+        m = mb.addMenu("&Run")
+        for a in (self.act_run, self.act_cancel):
+            m.addAction(a)
+        m.addSeparator()
+        for a in (self.act_prev, self.act_next, self.act_play):
+            m.addAction(a)
+        m = mb.addMenu("&View")
+        for d in (self.source_dock, self.controls_dock, self.gallery_dock):
+            m.addAction(d.toggleViewAction())
+        m.addSeparator()
+        m.addAction(self.act_reset)
+        m = mb.addMenu("&Help")
+        m.addAction(self.act_about)
+        m.addAction(self.act_card)
+
+        tb = self.addToolBar("Main")
+        tb.setObjectName("toolbar_main")
+        for a in (self.act_open, self.act_run, self.act_cancel, self.act_export):
+            tb.addAction(a)
+        self._default_state = self.saveState()
+
+    def _wire(self) -> None:
+        sp = self.source_panel
+        sp.opened.connect(self._on_opened)
+        sp.selectionChanged.connect(self._on_selection)
+        sp.errorOccurred.connect(lambda m: self.show_error("Input", m))
+        sp.statusMessage.connect(self.set_status)
+        sp.frameChanged.connect(lambda _: self._update_actions())
+        c = self.controls
+        c.runRequested.connect(self.run_clicked)
+        c.cancelRequested.connect(self.cancel_run)
+        c.modelChanged.connect(self._update_actions)
+        c.previewSampleChanged.connect(self._on_preview_sample)
+        cv = self.compare
+        cv.sampleSelected.connect(self.gallery.show_sample)
+        cv.rerunRequested.connect(self.rerun_sample)
+        g = self.gallery
+        g.errorOccurred.connect(lambda m: self.show_error("Gallery", m))
+        g.statusMessage.connect(self.set_status)
+        g.matched.connect(self._on_matched)
+
+    # ---------------------------------------------------------------- messages
+    def set_status(self, text: str) -> None:
+        self.status_label.setText(text)
+
+    def show_error(self, title: str, message: str) -> None:
+        """A non-blocking warning dialog (and the status bar) with one sentence."""
+        self.last_error = message
+        self.set_status(message)
+        box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.finished.connect(lambda _=None, b=box: self._dialogs.remove(b) if b in self._dialogs else None)
+        self._dialogs.append(box)
+        box.open()
+
+    def show_about(self, tab: int = 0) -> None:
+        from .about import AboutDialog
+
+        dlg = AboutDialog(self, tab)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.open()
+
+    # ---------------------------------------------------------------- opening
+    def open_dialog(self) -> None:
+        start = str(self.settings.value("paths/open_dir", ""))
+        path, _ = QFileDialog.getOpenFileName(self, "Open an image or video", start, OPEN_FILTER)
+        if path:
+            self.open_path(path)
+
+    def open_path(self, path) -> bool:
+        return self.source_panel.open_path(path)
+
+    def _on_opened(self, path: str) -> None:
+        p = Path(path)
+        self.setWindowTitle(f"{p.name} — SDE-SR Studio {__version__}")
+        self.settings.setValue("paths/open_dir", str(p.parent))
+        self._add_recent(str(p))
+        self.reference_override = None
+        self._set_items_for_selection(None)
+        self._hash_input(p)
+        kind = self.source_panel.kind
+        n = self.source_panel.frame_count
+        self.set_status(f"Opened {p.name} ({'video, %d frames' % n if kind == 'video' else 'still image'}).")
+        self._update_actions()
+
+    def _hash_input(self, p: Path) -> None:
+        key = str(p.resolve())
+        if key in self.input_hashes:
+            return
+
+        def work(report, cancel):
+            from ..core.provenance import sha256_file
+
+            return key, sha256_file(p)
+
+        job = FunctionJob(work, "Hashing the input", self)
+        job.succeeded.connect(lambda r: self.input_hashes.__setitem__(r[0], r[1]))
+        self._start_job(job)
+
+    def _start_job(self, job) -> None:
+        self._jobs.add(job)
+        job.finished.connect(lambda j=job: (self._jobs.discard(j), j.deleteLater()))
+        job.start()
+
+    def input_sha256(self, path: Path) -> str:
+        key = str(Path(path).resolve())
+        if key not in self.input_hashes:
+            from ..core.provenance import sha256_file
+
+            self.input_hashes[key] = sha256_file(path)
+        return self.input_hashes[key]
+
+    def _recent(self) -> list[str]:
+        v = self.settings.value("paths/recent", [])
+        if isinstance(v, str):
+            v = [v] if v else []
+        return [str(x) for x in (v or [])]
+
+    def _add_recent(self, path: str) -> None:
+        items = [path] + [r for r in self._recent() if r != path]
+        self.settings.setValue("paths/recent", items[:MAX_RECENT])
+        self._fill_recent()
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        items = self._recent()
+        for i, p in enumerate(items):
+            a = self.recent_menu.addAction(f"&{i + 1} {Path(p).name}")
+            a.setToolTip(p)
+            a.setStatusTip(p)
+            a.triggered.connect(lambda _=False, p=p: self.open_path(p))
+        if not items:
+            a = self.recent_menu.addAction("(none)")
+            a.setEnabled(False)
+        else:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear list", lambda: (self.settings.setValue("paths/recent", []),
+                                                              self._fill_recent()))
+
+    def dragEnterEvent(self, e) -> None:
+        if e.mimeData().hasUrls() and any(u.isLocalFile() for u in e.mimeData().urls()):
+            e.acceptProposedAction()
+
+    def dropEvent(self, e) -> None:
+        files = [u.toLocalFile() for u in e.mimeData().urls() if u.isLocalFile()]
+        if files:
+            e.acceptProposedAction()
+            if Path(files[0]).is_dir():
+                self.gallery.set_folder(files[0])
+            else:
+                self.open_path(files[0])
+
+    def load_reference_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load a reference HR face (128×128, aligned)",
+                                              str(self.settings.value("paths/open_dir", "")),
+                                              "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp)")
+        if path:
+            self.load_reference(path)
+
+    def load_reference(self, path) -> bool:
+        from ..core.video import InputError, load_still
+
+        try:
+            img = load_still(path)
+        except InputError as e:
+            self.show_error("Reference", str(e))
+            return False
+        if img.shape[:2] != (128, 128):
+            self.show_error("Reference", f"The reference must be an aligned 128×128 face frame; "
+                                         f"{Path(path).name} is {img.shape[1]}×{img.shape[0]}.")
+            return False
+        self.reference_override = img
+        self._recompute_reference_metrics()
+        self.set_status(f"Reference HR: {Path(path).name}")
+        return True
+
+    def current_reference(self) -> Optional[np.ndarray]:
+        if self.reference_override is not None:
+            return self.reference_override
+        sel = self.run.selection if self.run is not None else self.source_panel.selection
+        return sel.reference if sel is not None else None
+
+    # ---------------------------------------------------------------- selection
+    def _on_selection(self, sel) -> None:
+        if self._job is not None:
+            return  # the running job keeps its snapshot; the view updates when it ends
+        self.run = None
+        self._set_items_for_selection(sel)
+        self.gallery.set_probes([], None, None)
+        self._update_actions()
+
+    def _base_items(self, sel, bicubic_metrics: Optional[dict] = None) -> list[CompareItem]:
+        if sel is None:
+            return []
+        items = [CompareItem("lr", "LR input (nearest)", sel.lr, "lr", note="16×16, shown ×8"),
+                 CompareItem("bicubic", "Bicubic", sel.bicubic, "bicubic", metrics=dict(bicubic_metrics or {}))]
+        ref = self.reference_override if self.reference_override is not None else sel.reference
+        if ref is not None:
+            items.append(CompareItem("reference", "Reference HR", ref, "reference",
+                                     note="from the input" if self.reference_override is None else "loaded"))
+        return items
+
+    def _set_items_for_selection(self, sel) -> None:
+        self.compare.set_items(self._base_items(sel))
+
+    # ---------------------------------------------------------------- running
+    def _update_actions(self) -> None:
+        running = self._job is not None
+        self.act_run.setEnabled(not running)
+        self.act_cancel.setEnabled(running)
+        self.act_export.setEnabled(self.run is not None and bool(self.compare.samples()) and not running)
+        video = self.source_panel.kind == "video"
+        for a in (self.act_prev, self.act_next, self.act_play):
+            a.setEnabled(video)
+
+    def _enhancer_key(self, weights, classifier, device) -> tuple:
+        return (str(weights), str(classifier or ""), str(device))
+
+    def run_clicked(self) -> None:
+        self.start_run()
+
+    def start_run(self, rerun_key: Optional[str] = None) -> bool:
+        """Start the sampler on the selected face (or re-run one sample); False with a message if not possible."""
+        if self._job is not None:
+            return False
+        sel = self.source_panel.selection if rerun_key is None else (self.run.selection if self.run else None)
+        if sel is None:
+            self.show_error("Run", "Select a face first: open an image or video, then click a detected face "
+                                   "or draw a box around one.")
+            return False
+        weights = self.controls.weights_path()
+        if weights is None:
+            from ..core.enhance import SCORE_WEIGHTS_NAME, weights_dir
+
+            self.show_error("No model", f"No trained model is installed ({weights_dir() / SCORE_WEIGHTS_NAME} "
+                                        "is missing); choose a model file in the Controls panel or train one "
+                                        "with `sdesr train score`.")
+            return False
+        settings = self.controls.take_settings()
+        tag = None
+        if rerun_key is not None:
+            item = self.compare.item(rerun_key)
+            if item is None or item.seed is None:
+                return False
+            settings.seed, settings.samples = int(item.seed), 1
+            tag = ("rerun", rerun_key)
+        try:
+            settings.validate()
+        except ValueError as e:
+            self.show_error("Settings", str(e))
+            return False
+        classifier = self.controls.classifier_path()
+        device = self.controls.device_name()
+        key = self._enhancer_key(weights, classifier, device)
+        req = SamplerRequest(weights, classifier, device, sel.lr, settings,
+                             reference=(self.reference_override if self.reference_override is not None
+                                        else sel.reference),
+                             enhancer=self._enhancers.get(key), tag=tag)
+        job = SamplerJob(req, self)
+        job.status.connect(self.set_status)
+        job.progress.connect(self.controls.show_progress)
+        job.preview.connect(self._on_preview)
+        job.enhancerReady.connect(lambda enh, k=key: self._enhancers.__setitem__(k, enh))
+        job.done.connect(lambda out, s=sel, k=key: self._on_done(out, s, k))
+        job.failed.connect(self._on_failed)
+        job.cancelled.connect(self._on_cancelled)
+        self._job = job
+        self._start_job_tracking(job)
+        self._run_started = time.perf_counter()
+        self._preview_index = 0
+        self.preview_steps = []
+        self.controls.live_sample.setValue(1)
+        self.controls.set_running(True)
+        self._update_actions()
+        job.start()
+        return True
+
+    def _start_job_tracking(self, job) -> None:
+        self._jobs.add(job)
+        job.finished.connect(lambda j=job: (self._jobs.discard(j), j.deleteLater()))
+
+    def rerun_sample(self, key: str) -> None:
+        self.start_run(rerun_key=key)
+
+    def cancel_run(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            self.set_status("Cancelling…")
+
+    def _on_preview(self, frame, record: bool = True) -> None:
+        self._last_preview = frame
+        if record:
+            self.preview_steps.append(frame.step)
+        i = min(self._preview_index, len(frame.x) - 1)
+        self.controls.show_preview(frame.x[i], frame.denoised[i], frame.step, frame.total, frame.sigma, len(frame.x))
+
+    def _on_preview_sample(self, i: int) -> None:
+        self._preview_index = max(i, 0)
+        if self._last_preview is not None:
+            self._on_preview(self._last_preview, record=False)
+
+    def _end_run(self) -> None:
+        """The run is over for the user (its thread may still be returning)."""
+        self._job = None
+        self.controls.set_running(False)
+        self._update_actions()
+
+    def _on_failed(self, msg: str) -> None:
+        self._end_run()
+        self.controls.finish_progress("Failed")
+        self.show_error("Sampling failed", msg)
+        self.runFailed.emit(msg)
+
+    def _on_cancelled(self) -> None:
+        self._end_run()
+        self.controls.finish_progress("Cancelled")
+        self.set_status("Sampling cancelled; nothing was changed.")
+        self.runCancelled.emit()
+
+    def _on_done(self, out, sel, key) -> None:
+        self._end_run()
+        rerun = isinstance(out.tag, tuple) and out.tag[0] == "rerun"
+        enh = self._enhancers.get(key)
+        model = dict(enh.model_info) if enh is not None else {"path": key[0]}
+        classifier = dict(enh.classifier_info) if enh is not None and enh.classifier_info else None
+        if not rerun or self.run is None:
+            self.run = RunSnapshot(
+                selection=sel, input_path=self.source_panel.path, input_kind=self.source_panel.kind,
+                frame=self.source_panel.frame_info(), settings=out.settings, model=model, classifier=classifier,
+                device=out.device, timings={"load_seconds": round(out.load_seconds, 4),
+                                            "sampling_seconds": round(out.seconds, 4), "nfe": out.nfe},
+                bicubic=out.bicubic, bicubic_metrics=out.bicubic_metrics)
+            self._sample_counter = 0
+            items = self._base_items(sel, out.bicubic_metrics)
+            for img, seed, m in zip(out.samples, out.seeds, out.metrics):
+                self._sample_counter += 1
+                items.append(CompareItem(f"s{self._sample_counter}", f"Sample {self._sample_counter}", img,
+                                         "sample", seed=int(seed), metrics=dict(m), generated=True))
+            self.compare.set_items(items)
+        else:
+            src = self.compare.item(out.tag[1])
+            self._sample_counter += 1
+            differs = {k: v for k, v in out.settings.items()
+                       if k not in ("seed", "seeds", "samples") and self.run.settings.get(k) != v}
+            note = (f"re-run of {src.title if src else out.tag[1]}"
+                    + (": " + ", ".join(f"{k}={v}" for k, v in differs.items()) if differs else ", same settings"))
+            items = list(self.compare.items)
+            items.append(CompareItem(f"s{self._sample_counter}", f"Sample {self._sample_counter}", out.samples[0],
+                                     "sample", seed=int(out.seeds[0]), metrics=dict(out.metrics[0]), generated=True,
+                                     note=note, settings=dict(out.settings)))
+            self.compare.set_items(items)
+            self.compare.select(f"s{self._sample_counter}")
+        self.controls.finish_progress(f"Done: {len(out.samples)} sample(s) in {out.seconds:.1f} s")
+        self.set_status(f"{len(out.samples)} sample(s), {out.nfe} network evaluations, {out.seconds:.1f} s "
+                        f"on {out.device}. Generated faces are leads, not identifications.")
+        self._send_probes()
+        self._update_actions()
+        self.runFinished.emit()
+
+    def _send_probes(self) -> None:
+        if self.run is None:
+            return
+        probes = [(it.key, it.title, it.image) for it in self.compare.samples()]
+        self.gallery.set_probes(probes, self.run.bicubic, self.current_reference())
+
+    def _on_matched(self, res) -> None:
+        if res.cs:
+            for it in self.compare.items:
+                if it.key in res.cs:
+                    it.metrics["cs"] = res.cs[it.key]
+                    self.compare.refresh_item(it.key)
+
+    def _recompute_reference_metrics(self) -> None:
+        from ..core import faces, metrics
+
+        ref = self.current_reference()
+        items = [it for it in self.compare.items if it.kind in ("sample", "bicubic")]
+        if self.run is None:
+            self._set_items_for_selection(self.source_panel.selection)
+            return
+        for it in items:
+            if ref is None:
+                for k in ("psnr", "ssim", "cs"):
+                    it.metrics.pop(k, None)
+            else:
+                a, b = faces.to_tensor(it.image), faces.to_tensor(ref)
+                it.metrics["psnr"] = float(metrics.psnr(a, b)[0])
+                it.metrics["ssim"] = float(metrics.ssim(a, b)[0])
+        base = self._base_items(self.run.selection, self.run.bicubic_metrics)
+        keep = [it for it in self.compare.items if it.kind == "sample"]
+        bic = next((it for it in self.compare.items if it.kind == "bicubic"), None)
+        if bic is not None:
+            base[1].metrics = bic.metrics
+        self.compare.set_items(base + keep)
+        self._send_probes()
+
+    # ---------------------------------------------------------------- export
+    def export_dialog(self) -> None:
+        from .export import ExportDialog, forbidden_folders
+
+        if self.run is None or not self.compare.samples():
+            self.show_error("Export", "There is nothing to export yet; run the sampler first.")
+            return
+        forbidden = forbidden_folders(self.run.input_path, self.gallery.folder)
+        start = str(self.settings.value("paths/export_dir", "") or Path.home())
+        dlg = ExportDialog(self.compare.samples(), start, forbidden, self.gallery.result is not None, self)
+        if dlg.exec() != ExportDialog.DialogCode.Accepted:
+            return
+        self.export_to(dlg.folder.text().strip(), dlg.keys(), with_candidates=dlg.with_candidates.isChecked())
+
+    def build_export_job(self, keys: list[str], with_candidates: bool = True):
+        from ..core.report import ExportImage, ExportJob
+
+        run = self.run
+        sel = run.selection
+        images = []
+        if sel.crop is not None:
+            images.append(ExportImage("input_crop", sel.crop, "crop", False, "Aligned face crop from the input"))
+        images.append(ExportImage("input_lr_16x16", sel.lr, "lr", False, "LR input (16×16) given to the model"))
+        ref = self.current_reference()
+        if self.reference_override is not None and ref is not None:
+            images.append(ExportImage("reference_hr", ref, "reference", False, "Reference HR (loaded by the user)"))
+        bic = next((it for it in self.compare.items if it.kind == "bicubic"), None)
+        images.append(ExportImage("bicubic", run.bicubic, "bicubic", False, "Bicubic baseline (interpolation)",
+                                  info={k: round(float(v), 6) for k, v in (bic.metrics if bic else {}).items()}))
+        chosen = [it for it in self.compare.samples() if it.key in keys]
+        for it in chosen:
+            info: dict[str, Any] = {"seed": it.seed, "favourite": it.favourite, "sample": it.title}
+            info.update({k: round(float(v), 6) for k, v in it.metrics.items()})
+            if it.settings is not None:
+                info["sampler"] = it.settings
+            if it.note:
+                info["note"] = it.note
+            images.append(ExportImage(f"{it.key}_seed{it.seed}", it.image, "sample", True, it.title, info))
+        inp: dict[str, Any] = {}
+        if run.input_path is not None:
+            inp = {"path": str(run.input_path), "sha256": self.input_sha256(run.input_path), "kind": run.input_kind}
+        notes = [sel.note] if sel.note else []
+        if self.reference_override is not None:
+            notes.append("PSNR / SSIM / CS are measured against a reference HR loaded by the user.")
+        cands = self.gallery.candidates_for_export(keys) if with_candidates else None
+        title = f"SDE-SR Studio run — {run.input_path.name if run.input_path else 'face'}"
+        return ExportJob(images=images, input=inp, frame=run.frame, face=sel.to_dict(), model=run.model,
+                         classifier=run.classifier, sampler=run.settings, device=run.device, candidates=cands,
+                         timings=run.timings, notes=notes, title=title)
+
+    def export_to(self, folder, keys: Optional[list[str]] = None, with_candidates: bool = True) -> Optional[Path]:
+        """Export without a dialog (the dialog's OK calls this); returns the new folder or None."""
+        from ..core.report import ExportError, export_run
+        from .export import forbidden_folders
+
+        if self.run is None or not self.compare.samples():
+            self.show_error("Export", "There is nothing to export yet; run the sampler first.")
+            return None
+        if keys is None:
+            favs = [it.key for it in self.compare.samples() if it.favourite]
+            keys = favs or [it.key for it in self.compare.samples()]
+        forbidden = forbidden_folders(self.run.input_path, self.gallery.folder)
+        stem = self.run.input_path.stem if self.run.input_path else "face"
+        name = f"{stem}_f{self.run.frame.get('index', 0)}_{time.strftime('%Y%m%d-%H%M%S')}"
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            job = self.build_export_job(keys, with_candidates)
+            res = export_run(job, folder, folder_name=name, forbidden=forbidden)
+        except ExportError as e:
+            self.show_error("Export", str(e))
+            return None
+        except Exception as e:  # noqa: BLE001
+            from .worker import user_message
+
+            self.show_error("Export", user_message(e, "The export"))
+            return None
+        finally:
+            QApplication.restoreOverrideCursor()
+        self.settings.setValue("paths/export_dir", str(Path(folder)))
+        self.last_export = res.folder
+        self.set_status(f"Exported {len(keys)} sample(s) to {res.folder}.")
+        self.exported.emit(str(res.folder))
+        return res.folder
+
+    # ---------------------------------------------------------------- settings and lifecycle
+    def _restore(self) -> None:
+        s = self.settings
+        geo = s.value("window/geometry")
+        if geo is not None:
+            self.restoreGeometry(geo)
+        state = s.value("window/state")
+        if state is not None:
+            self.restoreState(state)
+        self.controls.restore(s)
+        self.gallery.restore(s)
+        try:
+            self.compare.set_zoom(int(s.value("compare/zoom", self.compare.zoom)))
+            self.compare.zoom_combo.setCurrentIndex(max(self.compare.zoom_combo.findData(self.compare.zoom), 0))
+        except (TypeError, ValueError):
+            pass
+        self._fill_recent()
+
+    def save_settings(self) -> None:
+        s = self.settings
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState())
+        s.setValue("compare/zoom", self.compare.zoom)
+        self.controls.save(s)
+        self.gallery.save(s)
+        s.sync()
+
+    def reset_layout(self) -> None:
+        self.restoreState(self._default_state)
+        for d in (self.source_dock, self.controls_dock, self.gallery_dock):
+            d.show()
+
+    def shutdown(self) -> None:
+        """Cancel and join every worker (closing the window, or tests)."""
+        if self._job is not None:
+            self._job.cancel()
+        for j in list(self._jobs):
+            j.wait(30000)
+        self.source_panel.shutdown()
+        self.gallery.shutdown()
+
+    def closeEvent(self, e) -> None:
+        self.save_settings()
+        self.shutdown()
+        super().closeEvent(e)

@@ -1,0 +1,152 @@
+"""Gallery matching for the window: probe embeddings -> ranked candidates, consensus and rank
+stability over all samples. Qt-free; runs inside a worker thread.
+
+Every sample is a different plausible face, so a candidate that ranks high for *all* samples
+is a stronger lead than one that tops a single sample. For each identity found in any
+sample's top-K the consensus gives
+
+* ``mean_score``: the mean cosine similarity over the samples. Where an identity is missing
+  from a sample's top-K, that sample's K-th score stands in (an upper bound), so identities
+  seen by few samples are not favoured; ``in_top_k`` says for how many samples it was listed;
+* ``rank1_frequency``: the fraction of samples for which it is the best candidate;
+* ``ranks``: its rank (1-based) per sample, ``None`` where it is not in the top-K.
+
+``stability`` summarises agreement: how often a sample's rank-1 equals the consensus rank-1,
+and the mean share of the consensus top-K found in each sample's top-K.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+
+def as_candidate(c: Any) -> dict[str, Any]:
+    """A gallery Candidate (object or mapping) as {identity, file, score}."""
+    get = c.get if isinstance(c, dict) else (lambda k, d=None: getattr(c, k, d))
+    return {"identity": str(get("identity", "")), "file": str(get("file", "")),
+            "score": float(get("score", 0.0))}
+
+
+def best_per_identity(cands: Sequence[Any], top_k: int) -> list[dict[str, Any]]:
+    """Highest-scoring entry per identity, best first, at most ``top_k``."""
+    seen: dict[str, dict] = {}
+    for c in map(as_candidate, cands):
+        if c["identity"] not in seen or c["score"] > seen[c["identity"]]["score"]:
+            seen[c["identity"]] = c
+    return sorted(seen.values(), key=lambda c: -c["score"])[:top_k]
+
+
+def consensus(per_sample: dict[str, list[dict[str, Any]]], top_k: int) -> tuple[list[dict], dict]:
+    """Consensus rows (best first) and a stability summary over the samples' ranked lists."""
+    labels = list(per_sample)
+    s = len(labels)
+    if s == 0:
+        return [], {"samples": 0}
+    floor = {lab: (lst[-1]["score"] if lst else 0.0) for lab, lst in per_sample.items()}
+    ids: dict[str, dict] = {}
+    for lab in labels:
+        for rank, c in enumerate(per_sample[lab], 1):
+            row = ids.setdefault(c["identity"], {"identity": c["identity"], "file": c["file"],
+                                                 "scores": {}, "ranks": {}, "best": -2.0})
+            row["scores"][lab] = c["score"]
+            row["ranks"][lab] = rank
+            if c["score"] > row["best"]:
+                row["best"], row["file"] = c["score"], c["file"]
+    rows = []
+    for r in ids.values():
+        scores = [r["scores"].get(lab, floor[lab]) for lab in labels]
+        rows.append({
+            "identity": r["identity"], "file": r["file"],
+            "mean_score": float(np.mean(scores)),
+            "rank1_frequency": sum(1 for lab in labels if r["ranks"].get(lab) == 1) / s,
+            "in_top_k": f"{len(r['ranks'])}/{s}",
+            "ranks": [r["ranks"].get(lab) for lab in labels],
+        })
+    rows.sort(key=lambda r: (-r["mean_score"], -r["rank1_frequency"], r["identity"]))
+    rows = rows[:top_k]
+    top_ids = {r["identity"] for r in rows}
+    stability = {"samples": s}
+    if rows:
+        lead = rows[0]["identity"]
+        stability["consensus_rank1"] = lead
+        stability["rank1_agreement"] = round(
+            sum(1 for lab in labels if per_sample[lab] and per_sample[lab][0]["identity"] == lead) / s, 4)
+        overlaps = [len(top_ids & {c["identity"] for c in per_sample[lab]}) / max(len(top_ids), 1)
+                    for lab in labels]
+        stability["top_k_overlap"] = round(float(np.mean(overlaps)), 4)
+    return rows, stability
+
+
+@dataclasses.dataclass
+class MatchResult:
+    top_k: int
+    labels: dict[str, str]  # sample key -> display label
+    per_sample: dict[str, list[dict]]  # sample key -> ranked candidates
+    bicubic: list[dict]
+    consensus: list[dict]
+    stability: dict
+    cs: dict[str, float]  # key -> CS against the reference (when one is known)
+    thumbs: dict[str, Optional[np.ndarray]]  # gallery file -> 64x64 thumbnail
+    embedder: str = ""
+    gallery: str = ""
+
+    def to_export(self, keys: Optional[Sequence[str]] = None) -> dict[str, Any]:
+        keys = list(self.per_sample) if keys is None else [k for k in keys if k in self.per_sample]
+        return {"gallery": self.gallery, "embedder": self.embedder, "top_k": self.top_k,
+                "per_sample": {self.labels.get(k, k): self.per_sample[k] for k in keys},
+                "consensus": self.consensus, "stability": self.stability, "bicubic": self.bicubic}
+
+
+def thumbnail(path: str, size: int = 64) -> Optional[np.ndarray]:
+    """A small RGB thumbnail of a gallery file (read-only), or None when unreadable."""
+    try:
+        from PIL import Image
+
+        from ..core.video import load_still
+
+        img = Image.fromarray(load_still(path))
+        img.thumbnail((size, size), Image.Resampling.BILINEAR)
+        canvas = Image.new("RGB", (size, size), (30, 30, 30))
+        canvas.paste(img, ((size - img.width) // 2, (size - img.height) // 2))
+        return np.asarray(canvas)
+    except Exception:  # noqa: BLE001 - a missing thumbnail is not an error
+        return None
+
+
+def _resolve(file: str, gallery: str) -> str:
+    from pathlib import Path
+
+    p = Path(file)
+    return str(p if p.is_absolute() or not gallery else Path(gallery) / p)
+
+
+def run_match(index, embedder, probes: Sequence[tuple[str, str, np.ndarray]], bicubic: np.ndarray,
+              reference: Optional[np.ndarray], top_k: int, report=None, cancel=None,
+              gallery: str = "") -> MatchResult:
+    """Embed the probes (key, label, 128x128 uint8), the bicubic baseline and the reference; rank."""
+    images = [img for _, _, img in probes] + [bicubic] + ([reference] if reference is not None else [])
+    emb = np.asarray(embedder.embed_aligned(images), dtype=np.float64)
+    n = len(probes)
+    deep = max(top_k * 3, top_k + 5)
+    per_sample: dict[str, list[dict]] = {}
+    for i, (key, _, _) in enumerate(probes):
+        if cancel is not None and cancel.is_set():
+            raise RuntimeError("cancelled")
+        per_sample[key] = best_per_identity(index.query(emb[i], top_k=deep), top_k)
+        if report is not None:
+            report(i + 1, n + 1)
+    bic = best_per_identity(index.query(emb[n], top_k=deep), top_k)
+    rows, stability = consensus(per_sample, top_k)
+    cs: dict[str, float] = {}
+    if reference is not None:
+        ref = emb[n + 1]
+        for i, (key, _, _) in enumerate(probes):
+            cs[key] = float(np.dot(emb[i], ref) / max(np.linalg.norm(emb[i]) * np.linalg.norm(ref), 1e-12))
+        cs["bicubic"] = float(np.dot(emb[n], ref) / max(np.linalg.norm(emb[n]) * np.linalg.norm(ref), 1e-12))
+    files = {c["file"] for lst in [*per_sample.values(), bic, rows] for c in lst}
+    thumbs = {f: thumbnail(_resolve(f, gallery)) for f in sorted(files)}
+    return MatchResult(top_k, {k: lab for k, lab, _ in probes}, per_sample, bic, rows, stability, cs, thumbs,
+                       embedder=str(getattr(embedder, "name", "")), gallery=gallery)

@@ -1,0 +1,428 @@
+"""Source panel: the footage, a frame scrubber, detected faces and the selected aligned crop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QSizePolicy,
+    QSlider,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import selection as sel_mod
+from .frame_view import FrameView
+from .imaging import nearest_upscale, pixmap_from_rgb
+from .media import open_media, source_kind
+from .worker import FunctionJob
+
+DETECT_DELAY_MS = 180  # scrubbing settles this long before faces are detected
+
+
+def _fmt_time(t: float) -> str:
+    m, s = divmod(max(t, 0.0), 60.0)
+    return f"{int(m):02d}:{s:05.2f}"
+
+
+class SourcePanel(QWidget):
+    opened = Signal(str)
+    frameChanged = Signal(int)
+    selectionChanged = Signal(object)  # FaceSelection or None
+    detectionFinished = Signal(int, int)  # frame, number of faces
+    errorOccurred = Signal(str)
+    statusMessage = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.source = None
+        self.path: Optional[Path] = None
+        self.frame_index = 0
+        self.image: Optional[np.ndarray] = None
+        self.faces: list = []
+        self.detected_frame: Optional[int] = None
+        self.manual_box: Optional[tuple] = None
+        self.selection: Optional[sel_mod.FaceSelection] = None
+        self._sel_key: Optional[tuple] = None
+        self._prev_box: Optional[tuple] = None
+        self._detect_job: Optional[FunctionJob] = None
+        self._detect_pending: Optional[int] = None
+        self._jobs: set = set()
+
+        self.view = FrameView()
+        self.view.faceClicked.connect(self._on_view_click)
+        self.view.boxDrawn.connect(self.set_manual_box)
+
+        # scrubber
+        self.prev_btn = QToolButton(text="◀", toolTip="Previous frame (,)")
+        self.play_btn = QToolButton(text="▶", toolTip="Play / pause", checkable=True)
+        self.next_btn = QToolButton(text="▶|", toolTip="Next frame (.)")
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setToolTip("Frame")
+        self.spin = QSpinBox()
+        self.spin.setToolTip("Frame number (0-based)")
+        self.spin.setKeyboardTracking(False)
+        self.time_label = QLabel("")
+        self.time_label.setMinimumWidth(120)
+        self.prev_btn.clicked.connect(self.step_back)
+        self.next_btn.clicked.connect(self.step_forward)
+        self.play_btn.toggled.connect(self._on_play_toggled)
+        self.slider.valueChanged.connect(self.set_frame)
+        self.spin.valueChanged.connect(self.set_frame)
+        scrub = QHBoxLayout()
+        for w in (self.prev_btn, self.play_btn, self.next_btn):
+            scrub.addWidget(w)
+        scrub.addWidget(self.slider, 1)
+        scrub.addWidget(self.spin)
+        scrub.addWidget(self.time_label)
+        self.scrubber = QWidget()
+        self.scrubber.setLayout(scrub)
+        scrub.setContentsMargins(0, 0, 0, 0)
+
+        self.play_timer = QTimer(self)
+        self.play_timer.timeout.connect(self._play_tick)
+        self.detect_timer = QTimer(self, singleShot=True, interval=DETECT_DELAY_MS)
+        self.detect_timer.timeout.connect(self._detect_now)
+
+        # faces and crop
+        self.face_list = QListWidget()
+        self.face_list.setMaximumHeight(96)
+        self.face_list.setToolTip("Faces in this frame: detected, hand-drawn, or the whole image")
+        self.face_list.currentRowChanged.connect(self._on_list_row)
+        self.crop_label = QLabel()
+        self.lr_label = QLabel()
+        for lab in (self.crop_label, self.lr_label):
+            lab.setFixedSize(128, 128)
+            lab.setFrameShape(QFrame.Shape.StyledPanel)
+            lab.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.crop_caption = QLabel("Aligned crop 128×128")
+        self.lr_caption = QLabel("LR input 16×16 (nearest ×8)")
+        self.note_label = QLabel("")
+        self.note_label.setWordWrap(True)
+        self.note_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        crops = QGridLayout()
+        crops.addWidget(self.crop_caption, 0, 0)
+        crops.addWidget(self.lr_caption, 0, 1)
+        crops.addWidget(self.crop_label, 1, 0)
+        crops.addWidget(self.lr_label, 1, 1)
+        crops.addWidget(self.note_label, 2, 0, 1, 2)
+        crops.setColumnStretch(2, 1)
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.view, 1)
+        lay.addWidget(self.scrubber)
+        lay.addWidget(QLabel("Faces"))
+        lay.addWidget(self.face_list)
+        lay.addLayout(crops)
+        self._set_scrub_enabled(False)
+        self._show_selection(None)
+
+    # ---------------------------------------------------------------- opening
+    def open_path(self, path) -> bool:
+        """Open a still or video; on failure emit ``errorOccurred`` with one sentence."""
+        try:
+            src = open_media(path)
+        except Exception as e:  # noqa: BLE001 - shown as a dialog
+            from .worker import user_message
+
+            self.errorOccurred.emit(user_message(e, "Opening the file"))
+            return False
+        self.stop()
+        old = self.source
+        if old is not None and hasattr(old, "close"):
+            try:
+                old.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self.source = src
+        self.path = Path(getattr(src, "path", path)).expanduser().absolute()
+        n = int(src.frame_count)
+        for w in (self.slider, self.spin):
+            w.blockSignals(True)
+            w.setRange(0, max(n - 1, 0))
+            w.setValue(0)
+            w.blockSignals(False)
+        self._set_scrub_enabled(n > 1)
+        self.frame_index = -1
+        self._prev_box = None
+        self._clear_faces()
+        self.opened.emit(str(self.path))
+        self.set_frame(0)
+        return True
+
+    @property
+    def frame_count(self) -> int:
+        return int(self.source.frame_count) if self.source is not None else 0
+
+    @property
+    def kind(self) -> str:
+        return source_kind(self.source) if self.source is not None else ""
+
+    def frame_info(self) -> dict:
+        if self.source is None:
+            return {}
+        d = {"index": int(self.frame_index), "count": self.frame_count}
+        if self.kind == "video":
+            d["timestamp_s"] = round(float(self.source.timestamp(self.frame_index)), 4)
+            d["fps"] = float(getattr(self.source, "fps", 0.0) or 0.0)
+        return d
+
+    # ---------------------------------------------------------------- frames
+    def _set_scrub_enabled(self, on: bool) -> None:
+        for w in (self.prev_btn, self.play_btn, self.next_btn, self.slider, self.spin):
+            w.setEnabled(on)
+        self.scrubber.setVisible(on or self.source is None)
+
+    def set_frame(self, i: int) -> None:
+        if self.source is None:
+            return
+        i = int(min(max(i, 0), self.frame_count - 1))
+        if i == self.frame_index:
+            return
+        try:
+            img = self.source.frame(i)
+        except Exception as e:  # noqa: BLE001
+            from .worker import user_message
+
+            self.stop()
+            self.errorOccurred.emit(user_message(e, "Reading the frame"))
+            return
+        self.frame_index = i
+        self.image = img
+        for w in (self.slider, self.spin):
+            if w.value() != i:
+                w.blockSignals(True)
+                w.setValue(i)
+                w.blockSignals(False)
+        if self.kind == "video":
+            total = self.source.timestamp(self.frame_count - 1) if self.frame_count else 0.0
+            self.time_label.setText(f"{_fmt_time(self.source.timestamp(i))} / {_fmt_time(total)}")
+        else:
+            self.time_label.setText("still image")
+        self.view.set_image(img, keep_view=True)
+        if self.selection is not None and self.selection.box is not None:
+            self._prev_box = self.selection.box
+        self._clear_faces()
+        self.frameChanged.emit(i)
+        if self.play_timer.isActive():
+            return  # detect when playback stops
+        self.detect_timer.start()
+
+    def step_back(self) -> None:
+        self.set_frame(self.frame_index - 1)
+
+    def step_forward(self) -> None:
+        self.set_frame(self.frame_index + 1)
+
+    def play(self) -> None:
+        if self.frame_count > 1:
+            self.play_btn.setChecked(True)
+
+    def stop(self) -> None:
+        self.play_btn.setChecked(False)
+
+    def _on_play_toggled(self, on: bool) -> None:
+        self.play_btn.setText("⏸" if on else "▶")
+        if on:
+            fps = float(getattr(self.source, "fps", 0.0) or 25.0)
+            if self.frame_index >= self.frame_count - 1:
+                self.set_frame(0)
+            self.play_timer.start(int(max(15, 1000.0 / min(max(fps, 1.0), 60.0))))
+        else:
+            self.play_timer.stop()
+            if self.source is not None and self.detected_frame != self.frame_index:
+                self.detect_timer.start()
+
+    def _play_tick(self) -> None:
+        if self.frame_index >= self.frame_count - 1:
+            self.stop()
+            return
+        self.set_frame(self.frame_index + 1)
+
+    # ---------------------------------------------------------------- detection
+    def _detect_now(self) -> None:
+        if self.image is None:
+            return
+        if self._detect_job is not None and self._detect_job.isRunning():
+            self._detect_pending = self.frame_index
+            return
+        frame, image = self.frame_index, self.image
+        self.statusMessage.emit(f"Detecting faces in frame {frame}…")
+
+        def work(report, cancel):
+            from ..core.faces import detect_faces
+
+            return frame, detect_faces(image)
+
+        job = FunctionJob(work, "Face detection", self)
+        job.succeeded.connect(self._on_detected)
+        job.failed.connect(self._on_detect_failed)
+        job.finished.connect(lambda j=job: self._on_detect_job_finished(j))
+        self._detect_job = job
+        self._jobs.add(job)
+        job.start()
+
+    def _on_detect_job_finished(self, job) -> None:
+        self._jobs.discard(job)
+        if job is self._detect_job:
+            self._detect_job = None
+        job.deleteLater()
+        if self._detect_pending is not None:
+            self._detect_pending = None
+            if self.detected_frame != self.frame_index:
+                self._detect_now()
+
+    def _on_detect_failed(self, msg: str) -> None:
+        self.errorOccurred.emit(msg)
+
+    def _on_detected(self, result) -> None:
+        frame, found = result
+        if frame != self.frame_index or self.image is None:
+            return  # stale: the user moved on
+        self.faces = list(found)
+        self.detected_frame = frame
+        self.view.set_boxes([(f.box, f"{f.prob:.3f}") for f in self.faces])
+        self._fill_list()
+        n = len(self.faces)
+        self.statusMessage.emit(f"Frame {frame}: {n} face{'s' if n != 1 else ''} detected"
+                                + ("" if n else " — draw a box by hand around the face"))
+        if self.selection is None or self.selection.frame_index != frame:
+            self._auto_select()
+        self.detectionFinished.emit(frame, n)
+
+    def _auto_select(self) -> None:
+        if self.faces:
+            idx = 0
+            if self._prev_box is not None:  # follow the face the analyst had selected
+                px = (self._prev_box[0] + self._prev_box[2]) / 2
+                py = (self._prev_box[1] + self._prev_box[3]) / 2
+                idx = int(np.argmin([((f.box[0] + f.box[2]) / 2 - px) ** 2 + ((f.box[1] + f.box[3]) / 2 - py) ** 2
+                                     for f in self.faces]))
+            self.select_face(idx)
+        elif self.image is not None and sel_mod.whole_image(self.image) is not None:
+            self.select_whole_image()
+        else:
+            self._show_selection(None)
+
+    # ---------------------------------------------------------------- selection
+    def _clear_faces(self) -> None:
+        self.faces = []
+        self.detected_frame = None
+        self.manual_box = None
+        self.view.set_boxes([])
+        self.view.set_manual_box(None)
+        self.view.set_selected(None)
+        self._sel_key = None
+        self.selection = None
+        self._fill_list()
+        self._show_selection(None)
+
+    def _fill_list(self) -> None:
+        self.face_list.blockSignals(True)
+        self.face_list.clear()
+        self._rows: list[tuple] = []
+        for i, f in enumerate(self.faces):
+            item = QListWidgetItem(f"Face {i + 1} · p = {f.prob:.3f} · {f.width:.0f}×{f.height:.0f} px")
+            self.face_list.addItem(item)
+            self._rows.append(("det", i))
+        if self.manual_box is not None:
+            b = self.manual_box
+            self.face_list.addItem(f"Hand-drawn box · {b[2] - b[0]:.0f}×{b[3] - b[1]:.0f} px")
+            self._rows.append(("manual",))
+        if self.image is not None:
+            h, w = self.image.shape[:2]
+            if (h, w) == (sel_mod.FRAME, sel_mod.FRAME):
+                self.face_list.addItem("Whole image as an aligned face frame (128×128)")
+                self._rows.append(("whole",))
+            elif (h, w) == (sel_mod.LR, sel_mod.LR):
+                self.face_list.addItem("Whole image as the LR input (16×16)")
+                self._rows.append(("whole",))
+        if self._sel_key in self._rows:
+            self.face_list.setCurrentRow(self._rows.index(self._sel_key))
+        self.face_list.blockSignals(False)
+
+    def _on_list_row(self, row: int) -> None:
+        if 0 <= row < len(getattr(self, "_rows", [])):
+            key = self._rows[row]
+            if key[0] == "det":
+                self.select_face(key[1])
+            elif key[0] == "manual":
+                self._select_manual()
+            else:
+                self.select_whole_image()
+
+    def _on_view_click(self, idx: int) -> None:
+        if idx == -1:
+            self._select_manual()
+        else:
+            self.select_face(idx)
+
+    def select_face(self, idx: int) -> None:
+        if not 0 <= idx < len(self.faces) or self.image is None:
+            return
+        self._apply(("det", idx), sel_mod.from_detection(self.image, self.faces[idx], self.frame_index), idx)
+
+    def set_manual_box(self, box) -> None:
+        if self.image is None:
+            return
+        self.manual_box = tuple(float(v) for v in box)
+        self.view.set_manual_box(self.manual_box)
+        self._sel_key = None
+        self._fill_list()
+        self._select_manual()
+
+    def _select_manual(self) -> None:
+        if self.manual_box is None or self.image is None:
+            return
+        self._apply(("manual",), sel_mod.from_box(self.image, self.manual_box, self.frame_index), -1)
+
+    def select_whole_image(self) -> None:
+        if self.image is None:
+            return
+        s = sel_mod.whole_image(self.image, self.frame_index)
+        if s is not None:
+            self._apply(("whole",), s, None)
+
+    def _apply(self, key, selection, view_index) -> None:
+        self._sel_key = key
+        self.selection = selection
+        self.view.set_selected(view_index)
+        rows = getattr(self, "_rows", [])
+        if key in rows:
+            self.face_list.blockSignals(True)
+            self.face_list.setCurrentRow(rows.index(key))
+            self.face_list.blockSignals(False)
+        self._show_selection(selection)
+        self.selectionChanged.emit(selection)
+
+    def _show_selection(self, s) -> None:
+        if s is None:
+            self.crop_label.setPixmap(pixmap_from_rgb(np.full((128, 128, 3), 40, np.uint8)))
+            self.lr_label.setPixmap(pixmap_from_rgb(np.full((128, 128, 3), 40, np.uint8)))
+            self.note_label.setText("No face selected." if self.source is not None else "")
+            return
+        if s.crop is not None:
+            self.crop_label.setPixmap(pixmap_from_rgb(s.crop))
+        else:
+            self.crop_label.setPixmap(pixmap_from_rgb(np.full((128, 128, 3), 40, np.uint8)))
+        self.lr_label.setPixmap(pixmap_from_rgb(nearest_upscale(s.lr, 128)))
+        self.note_label.setText(s.note)
+
+    # ---------------------------------------------------------------- lifecycle
+    def shutdown(self) -> None:
+        self.stop()
+        self.detect_timer.stop()
+        for job in list(self._jobs):
+            job.cancel()
+            job.wait(10000)

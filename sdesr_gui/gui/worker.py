@@ -1,0 +1,245 @@
+"""Background work for the window: every model call runs in a QThread, never on the GUI thread.
+
+* :class:`SamplerJob` loads the model (once; the window caches the Enhancer) and runs the
+  sampler. It reports progress with an ETA and live frames (x_t and the denoised estimate),
+  throttled so a fast sampler cannot flood the GUI thread; Cancel sets an event the sampler
+  checks before every step, so it takes effect within one step.
+* :class:`FunctionJob` runs any other function (face detection, gallery indexing, matching,
+  hashing a large input) with the same error and cancel conventions.
+
+Exceptions never escape ``run()``: they arrive as a ``failed(str)`` signal with one sentence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable, Optional
+
+import numpy as np
+from PySide6.QtCore import QThread, Signal
+
+#: Preview frames per second at most (the GUI gets at least 5/s when steps are fast enough).
+PREVIEW_HZ = 8.0
+#: Progress updates per second at most.
+PROGRESS_HZ = 20.0
+#: Samples shown in the live preview at most (the rest are still sampled).
+MAX_PREVIEW_SAMPLES = 8
+
+
+class CancelFlag(threading.Event):
+    """A cancel request that works both as an Event (``is_set()``) and as a callable."""
+
+    def __call__(self) -> bool:
+        return self.is_set()
+
+
+class PreviewThrottle:
+    """Decides which sampler steps are worth a GUI update: at most one per ``interval`` seconds,
+    plus always the first and the last step."""
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic):
+        self.interval = float(interval)
+        self.clock = clock
+        self._last: Optional[float] = None
+
+    def ready(self, step: int, total: int) -> bool:
+        now = self.clock()
+        if self._last is None or step >= total or now - self._last >= self.interval:
+            self._last = now
+            return True
+        return False
+
+
+def user_message(exc: BaseException, what: str) -> str:
+    """One sentence for a dialog: the message of an expected error, a summary otherwise."""
+    from ..core.models.checkpoint import CheckpointError
+    from ..core.video import InputError
+
+    if isinstance(exc, (ValueError, CheckpointError, InputError, FileNotFoundError, PermissionError)):
+        msg = str(exc).strip() or exc.__class__.__name__
+    elif isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        msg = f"{what} ran out of memory; use fewer samples or the CPU"
+    else:
+        msg = f"{what} failed unexpectedly ({exc.__class__.__name__}: {str(exc).strip()[:200]})"
+    msg = " ".join(msg.split())
+    return msg if msg.endswith((".", "!", "?")) else msg + "."
+
+
+# ------------------------------------------------------------------------------------------
+# sampler
+# ------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class SamplerRequest:
+    weights: str
+    classifier: Optional[str]
+    device: str
+    lr: np.ndarray  # 16x16x3 uint8
+    settings: Any  # core.enhance.SamplerSettings
+    reference: Optional[np.ndarray] = None  # 128x128x3 uint8
+    enhancer: Any = None  # a cached Enhancer for (weights, classifier, device)
+    tag: Any = None  # caller's bookkeeping (e.g. which sample a re-run replaces)
+
+
+@dataclasses.dataclass
+class PreviewFrame:
+    step: int
+    total: int
+    sigma: float
+    x: list  # uint8 128x128x3 per previewed sample (x_t, scaled for display)
+    denoised: list  # uint8 per previewed sample (the Tweedie estimate of x_0)
+
+
+@dataclasses.dataclass
+class SamplerOutcome:
+    samples: list  # uint8 128x128x3 per sample
+    seeds: list
+    bicubic: np.ndarray
+    metrics: list  # per sample: consistency (+ psnr, ssim when a reference is known)
+    bicubic_metrics: dict
+    settings: dict  # as recorded (h resolved, seeds listed)
+    nfe: int
+    seconds: float
+    load_seconds: float
+    device: str
+    tag: Any = None
+
+
+def x_for_display(x, sigma: float):
+    """Map a noisy x_t into [0, 1] for display: mid-grey plus (x - 1/2) / (1 + 2 sigma)."""
+    return (0.5 + (x - 0.5) / (1.0 + 2.0 * float(sigma))).clamp(0, 1)
+
+
+class SamplerJob(QThread):
+    status = Signal(str)
+    progress = Signal(int, int, float, float)  # step, total, elapsed s, eta s
+    preview = Signal(object)  # PreviewFrame
+    enhancerReady = Signal(object)
+    done = Signal(object)  # SamplerOutcome
+    failed = Signal(str)
+    cancelled = Signal()
+
+    def __init__(self, request: SamplerRequest, parent=None,
+                 preview_hz: float = PREVIEW_HZ, progress_hz: float = PROGRESS_HZ):
+        super().__init__(parent)
+        self.request = request
+        self._cancel = CancelFlag()
+        self._preview = PreviewThrottle(1.0 / preview_hz)
+        self._progress = PreviewThrottle(1.0 / progress_hz)
+        self.last_step = 0
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def is_cancelling(self) -> bool:
+        return self._cancel.is_set()
+
+    def run(self) -> None:  # runs in the worker thread
+        from ..core import faces, metrics
+        from ..core.enhance import Enhancer
+        from ..core.sampling import SamplingCancelled
+
+        req = self.request
+        try:
+            t0 = time.perf_counter()
+            enh = req.enhancer
+            if enh is None:
+                self.status.emit("Loading the model…")
+                enh = Enhancer.from_files(req.weights, req.classifier, device=req.device)
+                self.enhancerReady.emit(enh)
+            load_s = time.perf_counter() - t0
+            if self._cancel.is_set():
+                raise SamplingCancelled("Sampling was cancelled.")
+            total = req.settings.n_steps()
+            self.status.emit(f"Sampling {req.settings.samples} sample(s), {total} steps…")
+            start = time.perf_counter()
+            self.progress.emit(0, total, 0.0, -1.0)
+
+            def callback(info) -> None:
+                self.last_step = info.step
+                if self._progress.ready(info.step, info.total):
+                    el = time.perf_counter() - start
+                    eta = el / info.step * (info.total - info.step)
+                    self.progress.emit(info.step, info.total, el, eta)
+                if self._preview.ready(info.step, info.total):
+                    k = min(info.x.shape[0], MAX_PREVIEW_SAMPLES)
+                    xs = faces.to_uint8(x_for_display(info.x[:k].float().cpu(), info.sigma))
+                    ds = faces.to_uint8(info.denoised[:k].float().cpu().clamp(0, 1))
+                    self.preview.emit(PreviewFrame(info.step, info.total, float(info.sigma), xs, ds))
+
+            lr = faces.to_tensor(req.lr)
+            res = enh.run(lr, req.settings, callback=callback, cancel=self._cancel)
+            k = res.samples.shape[0]
+            cons = metrics.consistency(res.samples, res.lr.expand(k, -1, -1, -1))
+            per = [{"consistency": float(c)} for c in cons]
+            bic = {"consistency": float(metrics.consistency(res.bicubic, res.lr)[0])}
+            if req.reference is not None:
+                hr = faces.to_tensor(req.reference)
+                ps = metrics.psnr(res.samples, hr.expand(k, -1, -1, -1))
+                ss = metrics.ssim(res.samples, hr.expand(k, -1, -1, -1))
+                for d, p, s in zip(per, ps, ss):
+                    d["psnr"], d["ssim"] = float(p), float(s)
+                bic["psnr"] = float(metrics.psnr(res.bicubic, hr)[0])
+                bic["ssim"] = float(metrics.ssim(res.bicubic, hr)[0])
+            self.done.emit(SamplerOutcome(
+                faces.to_uint8(res.samples), list(res.seeds), faces.to_uint8(res.bicubic)[0], per, bic,
+                dict(res.settings), int(res.nfe), float(res.seconds), float(load_s), str(enh.device),
+                req.tag))
+        except SamplingCancelled:
+            self.cancelled.emit()
+        except BaseException as e:  # noqa: BLE001 - every error becomes a dialog, never a crash
+            if not isinstance(e, (ValueError,)):
+                traceback.print_exc(file=sys.stderr)
+            self.failed.emit(user_message(e, "Sampling"))
+
+
+# ------------------------------------------------------------------------------------------
+# anything else
+# ------------------------------------------------------------------------------------------
+class FunctionJob(QThread):
+    """Runs ``fn(report, cancel)`` in a thread.
+
+    ``report(*args)`` emits ``progressed(args)`` (throttled; ``(done, total, ...)`` style);
+    ``cancel`` is a :class:`CancelFlag` the function should poll. The return value arrives as ``succeeded(result)``.
+    """
+
+    progressed = Signal(object)
+    succeeded = Signal(object)
+    failed = Signal(str)
+    cancelled = Signal()
+
+    def __init__(self, fn: Callable[..., Any], what: str, parent=None, progress_hz: float = PROGRESS_HZ):
+        super().__init__(parent)
+        self.fn = fn
+        self.what = what
+        self.cancel_event = CancelFlag()
+        self._throttle = PreviewThrottle(1.0 / progress_hz)
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def _report(self, *args) -> None:
+        done_total = args[:2] if len(args) >= 2 and all(isinstance(a, int) for a in args[:2]) else (0, 1)
+        if self._throttle.ready(int(done_total[0]), int(done_total[1])):
+            self.progressed.emit(args)
+
+    def run(self) -> None:
+        try:
+            result = self.fn(self._report, self.cancel_event)
+        except BaseException as e:  # noqa: BLE001
+            if self.cancel_event.is_set() or e.__class__.__name__ in ("Cancelled", "SamplingCancelled",
+                                                                        "IndexCancelled"):
+                self.cancelled.emit()
+                return
+            if not isinstance(e, ValueError):
+                traceback.print_exc(file=sys.stderr)
+            self.failed.emit(user_message(e, self.what))
+            return
+        if self.cancel_event.is_set():
+            self.cancelled.emit()
+        else:
+            self.succeeded.emit(result)

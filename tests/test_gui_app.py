@@ -1,0 +1,355 @@
+"""The main window end to end (offscreen): open footage, seek, pick faces, run, cancel, export.
+
+Models are tiny random networks made here (a few ms per step), so sampling is fast and the
+samples are noise: these tests check the plumbing, not the pictures.
+"""
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QPoint, QPointF, QSettings, Qt  # noqa: E402
+
+from sdesr_gui.core.provenance import sha256_file  # noqa: E402
+from sdesr_gui.gui.main_window import MainWindow  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_FACE = ROOT / "resources" / "sample_face.png"
+RUN_TIMEOUT = 120_000  # ms; generous for a loaded 2-core machine, normally a second or two
+
+
+@pytest.fixture(scope="module")
+def fast_weights(tmp_path_factory):
+    """A score model without attention (fast at 128x128) and a small attribute classifier."""
+    import torch
+
+    from sdesr_gui.core.models import (AttributeClassifier, AttributeClassifierConfig, ScoreNetConfig,
+                                       ScoreUNet, save_checkpoint)
+    from sdesr_gui.core.sde import VESDE
+
+    d = tmp_path_factory.mktemp("gui_weights")
+    torch.manual_seed(0)
+    cfg = ScoreNetConfig(channels=(4, 4, 4, 4), blocks_per_level=1, attn_resolutions=(), emb_dim=8, attn_heads=1)
+    score = d / "fast_score.safetensors"
+    save_checkpoint(score, ScoreUNet(cfg), kind="score", config=cfg.to_dict(),
+                    metadata={"sde": VESDE().to_dict(), "data_range": [0, 1], "scale_factor": 8,
+                              "training_data": "none (random initialisation, tests only)"})
+    ccfg = AttributeClassifierConfig(channels=(4, 4, 4, 4, 4), emb_dim=8)
+    cls = d / "fast_classifier.safetensors"
+    save_checkpoint(cls, AttributeClassifier(ccfg), kind="classifier", config=ccfg.to_dict(),
+                    metadata={"sde": VESDE().to_dict(), "default_h": 50.0,
+                              "training_data": "none (random initialisation, tests only)"})
+    return {"score": score, "classifier": cls}
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A 6-frame 320x240 MJPG clip: the sample face moving right; frame 3 has no face."""
+    import cv2
+
+    from sdesr_gui.core.video import load_still
+
+    face = cv2.resize(load_still(SAMPLE_FACE), (100, 100), interpolation=cv2.INTER_AREA)
+    path = tmp_path_factory.mktemp("clip") / "clip.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (320, 240))
+    assert w.isOpened()
+    for i in range(6):
+        frame = np.full((240, 320, 3), 90, np.uint8)
+        if i != 3:
+            x = 40 + 20 * i
+            frame[70:170, x:x + 100] = face
+        w.write(frame[:, :, ::-1].copy())
+    w.release()
+    return path
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("SDESR_WEIGHTS_DIR", str(tmp_path / "no_weights"))  # nothing installed
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(settings=settings, gallery_cache_dir=tmp_path / "cache")
+    qtbot.addWidget(win)
+    win.resize(1400, 900)
+    win.show()
+    yield win
+    win.shutdown()
+
+
+def open_and_detect(qtbot, win, path):
+    with qtbot.waitSignal(win.source_panel.detectionFinished, timeout=60_000):
+        assert win.open_path(path)
+
+
+def use_models(win, weights, classifier=True):
+    assert win.controls.add_model_file(weights["score"], "score")
+    if classifier:
+        assert win.controls.add_model_file(weights["classifier"], "classifier")
+
+
+def run_and_wait(qtbot, win, **kw):
+    with qtbot.waitSignal(win.runFinished, timeout=RUN_TIMEOUT,
+                          raising=True, check_params_cb=None):
+        assert win.start_run(**kw), win.last_error
+
+
+# ------------------------------------------------------------------------------------------
+def test_open_still_selects_detected_face(qtbot, window):
+    open_and_detect(qtbot, window, SAMPLE_FACE)
+    sp = window.source_panel
+    assert sp.frame_count == 1 and sp.kind == "still"
+    assert len(sp.faces) == 1 and sp.faces[0].prob > 0.9
+    sel = sp.selection
+    assert sel is not None and sel.kind == "detected"
+    assert sel.crop.shape == (128, 128, 3) and sel.lr.shape == (16, 16, 3)
+    assert sel.reference is not None  # the face had enough pixels
+    keys = [it.key for it in window.compare.items]
+    assert keys[:2] == ["lr", "bicubic"] and "reference" in keys
+    assert not sp.scrubber.isVisible() or not sp.slider.isEnabled()
+    # the whole 128x128 still can also be taken as the face frame
+    sp.select_whole_image()
+    assert sp.selection.kind == "frame" and np.array_equal(sp.selection.crop, sp.image)
+    assert str(SAMPLE_FACE) in window._recent()
+
+
+def test_open_errors_are_one_sentence(qtbot, window, tmp_path):
+    assert not window.open_path(tmp_path / "missing.png")
+    assert "does not exist" in window.last_error and "\n" not in window.last_error
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert not window.open_path(bad)
+    assert window.last_error.endswith(".") and "Traceback" not in window.last_error
+
+
+def test_video_seek_step_play_and_faces(qtbot, window, clip):
+    open_and_detect(qtbot, window, clip)
+    sp = window.source_panel
+    assert sp.frame_count == 6 and sp.kind == "video"
+    assert sp.slider.maximum() == 5 and sp.slider.isEnabled()
+    assert sp.selection is not None and sp.selection.frame_index == 0
+    box0 = sp.selection.box
+
+    with qtbot.waitSignal(sp.detectionFinished, timeout=60_000) as blocker:
+        sp.spin.setValue(2)  # seek by frame number
+    assert blocker.args == [2, 1]
+    assert sp.slider.value() == 2 and sp.selection.frame_index == 2
+    assert sp.selection.box[0] > box0[0] + 20  # the face moved right and was followed
+
+    with qtbot.waitSignal(sp.detectionFinished, timeout=60_000) as blocker:
+        window.act_next.trigger()  # step +1 (shortcut ".")
+    assert sp.frame_index == 3 and blocker.args == [3, 0]
+    assert sp.selection is None  # no face on this frame
+
+    # a box drawn by hand where detection missed
+    view = sp.view
+    a = view.image_to_widget(QPointF(120, 70)).toPoint()
+    b = view.image_to_widget(QPointF(220, 170)).toPoint()
+    qtbot.mousePress(view, Qt.MouseButton.LeftButton, pos=a)
+    for t in np.linspace(0, 1, 5):
+        view.mouseMoveEvent(_move_event(a + (b - a) * float(t)))
+    qtbot.mouseRelease(view, Qt.MouseButton.LeftButton, pos=b)
+    sel = sp.selection
+    assert sel is not None and sel.kind == "manual"
+    assert sel.crop.shape == (128, 128, 3) and sel.lr.shape == (16, 16, 3)
+    assert abs(sel.box[0] - 120) < 3 and abs(sel.box[3] - 170) < 3
+
+    with qtbot.waitSignal(sp.detectionFinished, timeout=60_000):
+        window.act_prev.trigger()  # step -1
+    assert sp.frame_index == 2 and sp.selection.kind == "detected"
+    # clicking a detected box selects it
+    f = sp.faces[0]
+    centre = view.image_to_widget(QPointF((f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2)).toPoint()
+    sp.select_whole_image()  # (not available for a 320x240 frame: selection unchanged)
+    qtbot.mouseClick(view, Qt.MouseButton.LeftButton, pos=centre)
+    assert sp.selection.kind == "detected" and sp.view._selected == 0
+
+    # play runs to the end of the clip and stops
+    sp.set_frame(0)
+    sp.play()
+    qtbot.waitUntil(lambda: sp.frame_index == 5 and not sp.play_timer.isActive(), timeout=20_000)
+    assert not sp.play_btn.isChecked()
+
+
+def _move_event(p: QPoint):
+    from PySide6.QtCore import QEvent
+    from PySide6.QtGui import QMouseEvent
+
+    return QMouseEvent(QEvent.Type.MouseMove, QPointF(p), QPointF(p), Qt.MouseButton.NoButton,
+                       Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+
+
+def test_no_weights_gives_a_clear_message(qtbot, window):
+    c = window.controls
+    assert c.weights_path() is None
+    assert not c.no_model_label.isHidden() and "No trained model is installed" in c.no_model_label.text()
+    open_and_detect(qtbot, window, SAMPLE_FACE)
+    assert not window.start_run()
+    assert "No trained model is installed" in window.last_error
+
+
+def test_run_shows_live_frames_and_samples_then_rerun(qtbot, window, fast_weights):
+    open_and_detect(qtbot, window, SAMPLE_FACE)
+    use_models(window, fast_weights)
+    c = window.controls
+    assert c.h_slider.value() == 50  # the classifier's model-card default_h
+    c.steps.setValue(5)
+    c.samples.setValue(2)
+    c.seed.setValue(7)
+    c.attr_boxes["male"].set_value(1)
+    run_and_wait(qtbot, window)
+    assert window.preview_steps and window.preview_steps[-1] == 5  # the last step is always shown
+    assert c.live_x.pixmap() is not None and not c.live_d.pixmap().isNull()
+    samples = window.compare.samples()
+    assert [s.seed for s in samples] == [7, 8]
+    for s in samples:
+        assert s.image.shape == (128, 128, 3) and s.generated
+        assert {"consistency", "psnr", "ssim"} <= set(s.metrics)
+    assert window.run.settings["attributes"]["male"] == 1 and window.run.settings["h"] == 50.0
+    assert c.run_btn.isEnabled() and not c.cancel_btn.isEnabled()
+    assert window.act_export.isEnabled()
+
+    # favourites and a re-run of sample 1 from its seed (same settings -> the same face)
+    window.compare.tiles["s2"].fav.setChecked(True)
+    assert window.compare.item("s2").favourite
+    run_and_wait(qtbot, window, rerun_key="s1")
+    again = window.compare.samples()[-1]
+    assert again.seed == 7 and "re-run of Sample 1" in again.note
+    diff = np.abs(again.image.astype(int) - samples[0].image.astype(int))
+    assert diff.mean() < 1.0
+    # the split view compares any two images
+    cv = window.compare
+    cv.combo_a.setCurrentIndex(cv.combo_a.findData("bicubic"))
+    cv.combo_b.setCurrentIndex(cv.combo_b.findData(again.key))
+    cv.split_slider.setValue(250)
+    assert abs(cv.split.fraction - 0.25) < 1e-6
+
+
+def test_cancel_mid_run_and_recover(qtbot, window, fast_weights):
+    open_and_detect(qtbot, window, SAMPLE_FACE)
+    use_models(window, fast_weights, classifier=False)
+    c = window.controls
+    c.preset.setCurrentIndex(c.preset.findData("pc"))
+    c.steps.setValue(2000)
+    c.corrector.setValue(1)
+    c.samples.setValue(1)
+    assert window.start_run()
+    job = window._job
+    qtbot.waitUntil(lambda: job.last_step >= 2, timeout=RUN_TIMEOUT)
+    with qtbot.waitSignal(window.runCancelled, timeout=RUN_TIMEOUT):
+        window.act_cancel.trigger()
+        at_cancel = job.last_step
+    assert job.last_step <= at_cancel + 1  # within one step
+    qtbot.waitUntil(lambda: window._job is None, timeout=10_000)
+    assert c.run_btn.isEnabled() and not c.cancel_btn.isEnabled() and window.act_run.isEnabled()
+    assert "Cancelled" in c.progress.format()
+    assert window.compare.samples() == []
+    # the window recovers: the next run completes
+    c.preset.setCurrentIndex(c.preset.findData("fast"))
+    c.steps.setValue(2)
+    run_and_wait(qtbot, window)
+    assert len(window.compare.samples()) == 1
+
+
+def test_sampler_error_arrives_as_dialog(qtbot, window, tmp_path):
+    open_and_detect(qtbot, window, SAMPLE_FACE)
+    fake = tmp_path / "fake.safetensors"
+    fake.write_bytes(b"not a checkpoint")
+    window.controls.model_combo.insertItem(0, "fake", str(fake))  # bypass the picker's own check
+    window.controls.model_combo.setCurrentIndex(0)
+    window.controls.steps.setValue(2)
+    with qtbot.waitSignal(window.runFailed, timeout=RUN_TIMEOUT) as blocker:
+        assert window.start_run()
+    assert blocker.args[0] == window.last_error and "\n" not in window.last_error
+    qtbot.waitUntil(lambda: window._job is None, timeout=10_000)
+    assert window.controls.run_btn.isEnabled()
+
+
+def test_export_report_hashes_match_files(qtbot, window, fast_weights, tmp_path):
+    open_and_detect(qtbot, window, SAMPLE_FACE)
+    use_models(window, fast_weights, classifier=False)
+    window.controls.steps.setValue(3)
+    window.controls.samples.setValue(2)
+    run_and_wait(qtbot, window)
+
+    # inputs are evidence: the input's folder (and anything inside it) is refused
+    before = sorted(os.listdir(SAMPLE_FACE.parent))
+    assert window.export_to(SAMPLE_FACE.parent / "out") is None
+    assert "evidence" in window.last_error
+    assert sorted(os.listdir(SAMPLE_FACE.parent)) == before
+
+    out = window.export_to(tmp_path / "exports", keys=["s2"])
+    assert out is not None and out.parent == tmp_path / "exports"
+    names = sorted(os.listdir(out))
+    assert not any(n.endswith(".partial") or n.startswith(".") for n in names)
+    assert "GENERATED_s2_seed1.png" in names and not any("s1_seed" in n for n in names)
+    assert {"run.json", "report.html", "SHA256SUMS", "input_crop.png", "bicubic.png"} <= set(names)
+
+    html = (out / "report.html").read_text(encoding="utf-8")
+    pairs = dict(re.findall(r"data-file='([^']+)' data-sha256='([0-9a-f]{64})'", html))
+    assert set(pairs) == set(names) - {"report.html", "SHA256SUMS"}
+    for name, digest in pairs.items():
+        assert sha256_file(out / name) == digest, name
+    sums = dict(line.split("  ")[::-1] for line in (out / "SHA256SUMS").read_text().splitlines())
+    for name, digest in sums.items():
+        assert sha256_file(out / name) == digest
+    # the embedded images are the very files
+    import base64
+    import json
+
+    for name in [n for n in names if n.endswith(".png")]:
+        data = (out / name).read_bytes()
+        assert base64.b64encode(data).decode() in html
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["inputs"][0]["sha256"] == sha256_file(SAMPLE_FACE)
+    assert rec["inputs"][0]["face"]["kind"] == "detected"
+    gen = [o for o in rec["outputs"] if o["generated"]]
+    assert [o["seed"] for o in gen] == [1] and gen[0]["path"] == "GENERATED_s2_seed1.png"
+    assert all(sha256_file(out / o["path"]) == o["sha256"] for o in rec["outputs"])
+    assert "not an identification" in rec["notice"] and "GENERATED" in html
+
+
+def test_settings_persist(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("SDESR_WEIGHTS_DIR", str(tmp_path / "none"))
+    ini = str(tmp_path / "s.ini")
+    win = MainWindow(settings=QSettings(ini, QSettings.Format.IniFormat), gallery_cache_dir=tmp_path / "c")
+    qtbot.addWidget(win)
+    win.controls.r_slider.setValue(42)
+    win.controls.samples.setValue(3)
+    win.controls.preset.setCurrentIndex(1)
+    win.controls.steps.setValue(500)
+    win._add_recent(str(SAMPLE_FACE))
+    win.close()
+    win2 = MainWindow(settings=QSettings(ini, QSettings.Format.IniFormat), gallery_cache_dir=tmp_path / "c")
+    qtbot.addWidget(win2)
+    assert win2.controls.r_slider.value() == 42 and win2.controls.r_value() == 0.42
+    assert win2.controls.samples.value() == 3
+    assert win2.controls.sampler_key() == "pc" and win2.controls.steps.value() == 500
+    assert win2._recent()[0] == str(SAMPLE_FACE)
+    assert any(a.text().endswith(SAMPLE_FACE.name) for a in win2.recent_menu.actions())
+
+
+def test_shortcuts_and_about(qtbot, window):
+    seqs = {a.text(): [s.toString() for s in a.shortcuts()] for a in window.actions()}
+    assert "Ctrl+O" in seqs["&Open…"] and "Ctrl+R" in seqs["&Run"] and "Esc" in seqs["&Cancel"]
+    assert "Ctrl+E" in seqs["&Export…"] and "," in seqs["&Previous frame"] and "." in seqs["&Next frame"]
+    from sdesr_gui.gui.about import AboutDialog, versions_html
+
+    assert "torch" in versions_html()
+    dlg = AboutDialog(window, tab=1)
+    qtbot.addWidget(dlg)
+    assert dlg.tabs.count() == 2
+
+
+def test_screenshot_command(qtbot, tmp_path):
+    from PySide6.QtGui import QImage
+
+    from sdesr_gui.gui.app import main
+
+    out = tmp_path / "shot.png"
+    assert main(["--screenshot", str(out), str(SAMPLE_FACE)]) == 0
+    img = QImage(str(out))
+    assert (img.width(), img.height()) == (1400, 900)
