@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtCore import QEventLoop, QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
 from .. import __version__
@@ -41,6 +41,7 @@ def make_app(argv=None) -> QApplication:
 def take_screenshot(win: MainWindow, out: Path, input_path: str | None, app: QApplication) -> int:
     """Show ``win`` at the screenshot size, wait for the first face, save ``out``; exit code."""
     state = {"done": False, "rc": 1}
+    loop = QEventLoop()  # a local loop: app.exec()/quit() would end the application for good
     win.resize(*SCREENSHOT_SIZE)
     win.show()
 
@@ -56,7 +57,7 @@ def take_screenshot(win: MainWindow, out: Path, input_path: str | None, app: QAp
         state["rc"] = 0 if pm.save(str(out), "PNG") else 1
         if state["rc"]:
             print(f"sdesr-gui: error: the screenshot could not be written to {out}", file=sys.stderr)
-        app.quit()
+        loop.quit()
 
     if input_path:
         win.source_panel.detectionFinished.connect(lambda *_: QTimer.singleShot(400, snap))
@@ -66,7 +67,8 @@ def take_screenshot(win: MainWindow, out: Path, input_path: str | None, app: QAp
         QTimer.singleShot(SCREENSHOT_TIMEOUT_MS, snap)
     else:
         QTimer.singleShot(500, snap)
-    app.exec()
+    if not state["done"]:
+        loop.exec()
     win.shutdown()
     return state["rc"]
 

@@ -36,6 +36,7 @@ DEFAULT_R = 0.16
 DEFAULT_H = 500
 CHOOSE = "__choose__"
 MAX_SEED = 2**31 - 1
+LIVE_SIZE = 112
 
 
 def read_meta(path) -> dict:
@@ -173,9 +174,9 @@ class ControlsPanel(QWidget):
         # attributes
         self.attr_boxes = {name: TriStateAttribute(name, label) for name, label in ATTRIBUTES}
         abox = QGroupBox("What you know (soft biometrics)")
-        alay = QVBoxLayout(abox)
-        for cb in self.attr_boxes.values():
-            alay.addWidget(cb)
+        alay = QGridLayout(abox)
+        for i, cb in enumerate(self.attr_boxes.values()):
+            alay.addWidget(cb, i // 2, i % 2)
 
         # samples, seed, device
         self.samples = QSpinBox()
@@ -191,13 +192,18 @@ class ControlsPanel(QWidget):
         self.device = QComboBox()
         for label, dev in list_devices():
             self.device.addItem(label, dev)
-        rform = QFormLayout()
-        rform.addRow("Samples", self.samples)
-        rform.addRow("Seed", self._pair(self.seed, self.random_seed))
-        rform.addRow("Device", self.device)
+        rgrid = QGridLayout()
+        rgrid.addWidget(QLabel("Samples"), 0, 0)
+        rgrid.addWidget(self.samples, 0, 1)
+        rgrid.addWidget(QLabel("Seed"), 0, 2)
+        rgrid.addWidget(self.seed, 0, 3)
+        rgrid.addWidget(self.random_seed, 0, 4)
+        rgrid.addWidget(QLabel("Device"), 1, 0)
+        rgrid.addWidget(self.device, 1, 1, 1, 4)
+        rgrid.setColumnStretch(3, 1)
         rbox = QGroupBox("Run")
         rlay = QVBoxLayout(rbox)
-        rlay.addLayout(rform)
+        rlay.addLayout(rgrid)
         self.run_btn = QPushButton("Run")
         self.run_btn.setDefault(True)
         self.cancel_btn = QPushButton("Cancel")
@@ -211,16 +217,14 @@ class ControlsPanel(QWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self.progress.setTextVisible(True)
-        self.eta_label = QLabel("")
+        self.progress.setFormat("idle")
         rlay.addWidget(self.progress)
-        rlay.addWidget(self.eta_label)
 
         # live preview
         self.live_x = QLabel()
         self.live_d = QLabel()
         for lab in (self.live_x, self.live_d):
-            lab.setFixedSize(128, 128)
+            lab.setFixedSize(LIVE_SIZE, LIVE_SIZE)
             lab.setAlignment(Qt.AlignmentFlag.AlignCenter)
             lab.setStyleSheet("background: palette(base)")
         self.live_sample = QSpinBox()
@@ -442,28 +446,28 @@ class ControlsPanel(QWidget):
             w.setEnabled(not running)
         if running:
             self.progress.setRange(0, 0)  # busy until the first step
-            self.eta_label.setText("Starting…")
+            self.progress.setFormat("starting…")
 
     def show_progress(self, step: int, total: int, elapsed: float, eta: float) -> None:
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(step)
-        self.progress.setFormat(f"step {step}/{total}")
+        text = f"step {step}/{total} · {elapsed:.1f} s"
         if step > 0 and eta >= 0:
-            self.eta_label.setText(f"{elapsed:.1f} s elapsed · about {eta:.1f} s left")
-        else:
-            self.eta_label.setText(f"{elapsed:.1f} s elapsed")
+            text += f" · about {eta:.1f} s left"
+        self.progress.setFormat(text)
+        self.progress.setToolTip(text)
 
     def show_preview(self, x: np.ndarray, d: np.ndarray, step: int, total: int, sigma: float, count: int) -> None:
         self.live_sample.setRange(1, max(1, count))
-        self.live_x.setPixmap(pixmap_from_rgb(x))
-        self.live_d.setPixmap(pixmap_from_rgb(d))
+        self.live_x.setPixmap(pixmap_from_rgb(x, LIVE_SIZE, smooth=True))
+        self.live_d.setPixmap(pixmap_from_rgb(d, LIVE_SIZE, smooth=True))
         self.live_step.setText(f"step {step}/{total}\nσ = {sigma:.3g}")
 
     def finish_progress(self, text: str) -> None:
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if text.startswith("Done") else 0)
         self.progress.setFormat(text)
-        self.eta_label.setText(text)
+        self.progress.setToolTip(text)
 
     # ---------------------------------------------------------------- settings
     def save(self, s) -> None:

@@ -132,6 +132,7 @@ class GalleryPanel(QWidget):
         self.progress.setMaximumWidth(220)
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setFormat("")
         self.status = QLabel("")
         self.choose_btn.clicked.connect(self.choose_folder)
         self.index_btn.clicked.connect(self.start_index)

@@ -88,6 +88,8 @@ class MainWindow(QMainWindow):
         self.gallery = GalleryPanel(embedder=gallery_embedder, index_factory=gallery_index_factory,
                                     cache_dir=gallery_cache_dir)
         self.setCentralWidget(self.compare)
+        # the controls (with the live frames) run the full height; the gallery spans the rest
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.source_dock = self._dock("Source", "source", self.source_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -96,8 +98,8 @@ class MainWindow(QMainWindow):
         scroll.setMinimumWidth(self.controls.sizeHint().width() + 20)
         self.controls_dock = self._dock("Controls", "controls", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
         self.gallery_dock = self._dock("Gallery", "gallery", self.gallery, Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.resizeDocks([self.source_dock, self.controls_dock], [470, 330], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.gallery_dock], [250], Qt.Orientation.Vertical)
+        self.resizeDocks([self.source_dock, self.controls_dock], [360, 300], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.gallery_dock], [210], Qt.Orientation.Vertical)
 
         self.status_label = QLabel("")
         self.statusBar().addWidget(self.status_label, 1)
