@@ -68,11 +68,25 @@ def clip(tmp_path_factory):
     return path
 
 
+class TinyEmbedder:
+    """Stands in for the face embedder (CS): a mean-removed, normalised 8x8 grey thumbnail."""
+
+    name, dim = "tiny", 64
+
+    def embed_aligned(self, images):
+        out = []
+        for img in images:
+            g = np.asarray(img, dtype=np.float64).mean(axis=2)[::16, ::16].reshape(-1)
+            g = g - g.mean()
+            out.append(g / max(np.linalg.norm(g), 1e-9))
+        return np.stack(out)
+
+
 @pytest.fixture
 def window(qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("SDESR_WEIGHTS_DIR", str(tmp_path / "no_weights"))  # nothing installed
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(settings=settings, gallery_cache_dir=tmp_path / "cache")
+    win = MainWindow(settings=settings, gallery_cache_dir=tmp_path / "cache", gallery_embedder=TinyEmbedder())
     qtbot.addWidget(win)
     win.resize(1400, 900)
     win.show()
@@ -209,6 +223,9 @@ def test_run_shows_live_frames_and_samples_then_rerun(qtbot, window, fast_weight
         assert s.image.shape == (128, 128, 3) and s.generated
         assert {"consistency", "psnr", "ssim"} <= set(s.metrics)
     assert window.run.settings["attributes"]["male"] == 1 and window.run.settings["h"] == 50.0
+    qtbot.waitUntil(lambda: "cs" in window.compare.item("s2").metrics, timeout=30_000)  # vs the reference
+    assert -1.0 <= window.compare.item("s1").metrics["cs"] <= 1.0
+    assert "CS" in window.compare.tiles["s1"].metrics.text()
     assert c.run_btn.isEnabled() and not c.cancel_btn.isEnabled()
     assert window.act_export.isEnabled()
 

@@ -522,14 +522,41 @@ class MainWindow(QMainWindow):
         if self.run is None:
             return
         probes = [(it.key, it.title, it.image) for it in self.compare.samples()]
-        self.gallery.set_probes(probes, self.run.bicubic, self.current_reference())
+        ref = self.current_reference()
+        self.gallery.set_probes(probes, self.run.bicubic, ref)
+        if ref is not None and self.gallery.index is None:
+            self._compute_cs(probes, self.run.bicubic, ref)  # matching would measure CS too
+
+    def _compute_cs(self, probes, bicubic, ref) -> None:
+        """CS (face-embedding cosine to the reference HR) in a worker; skipped if no embedder exists."""
+        gallery = self.gallery
+        run = self.run
+
+        def work(report, cancel):
+            try:
+                emb = gallery.embedder()
+            except ImportError:
+                return None  # no face embedder installed: CS stays unmeasured
+            e = np.asarray(emb.embed_aligned([img for _, _, img in probes] + [bicubic, ref]), dtype=np.float64)
+            e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+            out = {key: float(e[i] @ e[-1]) for i, (key, _, _) in enumerate(probes)}
+            out["bicubic"] = float(e[-2] @ e[-1])
+            return out
+
+        job = FunctionJob(work, "Measuring CS", self)
+        job.succeeded.connect(lambda cs, r=run: self._apply_cs(cs) if cs and self.run is r else None)
+        job.failed.connect(lambda m: self.set_status(f"CS was not measured: {m}"))
+        self._start_job(job)
+
+    def _apply_cs(self, cs: dict) -> None:
+        for it in self.compare.items:
+            if it.key in cs:
+                it.metrics["cs"] = cs[it.key]
+                self.compare.refresh_item(it.key)
 
     def _on_matched(self, res) -> None:
         if res.cs:
-            for it in self.compare.items:
-                if it.key in res.cs:
-                    it.metrics["cs"] = res.cs[it.key]
-                    self.compare.refresh_item(it.key)
+            self._apply_cs(res.cs)
 
     def _recompute_reference_metrics(self) -> None:
         from ..core import faces, metrics

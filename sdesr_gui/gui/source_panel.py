@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QSizePolicy,
     QSlider,
     QSpinBox,
+    QStyle,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -29,6 +30,7 @@ from .media import open_media, source_kind
 from .worker import FunctionJob
 
 DETECT_DELAY_MS = 180  # scrubbing settles this long before faces are detected
+SEEK_COALESCE_MS = 30  # slider drags decode at most one frame per this interval
 
 
 def _fmt_time(t: float) -> str:
@@ -65,33 +67,46 @@ class SourcePanel(QWidget):
         self.view.boxDrawn.connect(self.set_manual_box)
 
         # scrubber
-        self.prev_btn = QToolButton(text="◀", toolTip="Previous frame (,)")
-        self.play_btn = QToolButton(text="▶", toolTip="Play / pause", checkable=True)
-        self.next_btn = QToolButton(text="▶|", toolTip="Next frame (.)")
+        st = self.style()
+        self._icons = {k: st.standardIcon(v) for k, v in (
+            ("prev", QStyle.StandardPixmap.SP_MediaSkipBackward), ("next", QStyle.StandardPixmap.SP_MediaSkipForward),
+            ("play", QStyle.StandardPixmap.SP_MediaPlay), ("pause", QStyle.StandardPixmap.SP_MediaPause))}
+        self.prev_btn = QToolButton(toolTip="Previous frame (,)")
+        self.prev_btn.setIcon(self._icons["prev"])
+        self.play_btn = QToolButton(toolTip="Play / pause (Ctrl+P)", checkable=True)
+        self.play_btn.setIcon(self._icons["play"])
+        self.next_btn = QToolButton(toolTip="Next frame (.)")
+        self.next_btn.setIcon(self._icons["next"])
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setToolTip("Frame")
         self.spin = QSpinBox()
         self.spin.setToolTip("Frame number (0-based)")
         self.spin.setKeyboardTracking(False)
         self.time_label = QLabel("")
-        self.time_label.setMinimumWidth(120)
+        self.time_label.setMinimumWidth(90)
         self.prev_btn.clicked.connect(self.step_back)
         self.next_btn.clicked.connect(self.step_forward)
         self.play_btn.toggled.connect(self._on_play_toggled)
-        self.slider.valueChanged.connect(self.set_frame)
+        self.slider.valueChanged.connect(self._request_frame)
         self.spin.valueChanged.connect(self.set_frame)
-        scrub = QHBoxLayout()
+        buttons = QHBoxLayout()
         for w in (self.prev_btn, self.play_btn, self.next_btn):
-            scrub.addWidget(w)
-        scrub.addWidget(self.slider, 1)
-        scrub.addWidget(self.spin)
-        scrub.addWidget(self.time_label)
+            buttons.addWidget(w)
+        buttons.addWidget(QLabel("Frame"))
+        buttons.addWidget(self.spin)
+        buttons.addWidget(self.time_label, 1)
+        scrub = QVBoxLayout()
+        scrub.addWidget(self.slider)
+        scrub.addLayout(buttons)
         self.scrubber = QWidget()
         self.scrubber.setLayout(scrub)
         scrub.setContentsMargins(0, 0, 0, 0)
 
         self.play_timer = QTimer(self)
         self.play_timer.timeout.connect(self._play_tick)
+        self.seek_timer = QTimer(self, singleShot=True, interval=SEEK_COALESCE_MS)
+        self.seek_timer.timeout.connect(lambda: self.set_frame(self._pending_frame))
+        self._pending_frame = 0
         self.detect_timer = QTimer(self, singleShot=True, interval=DETECT_DELAY_MS)
         self.detect_timer.timeout.connect(self._detect_now)
 
@@ -219,6 +234,12 @@ class SourcePanel(QWidget):
             return  # detect when playback stops
         self.detect_timer.start()
 
+    def _request_frame(self, i: int) -> None:
+        """Slider moves: decode only the latest position (seeking in long videos can be slow)."""
+        self._pending_frame = int(i)
+        if not self.seek_timer.isActive():
+            self.seek_timer.start()
+
     def step_back(self) -> None:
         self.set_frame(self.frame_index - 1)
 
@@ -233,7 +254,7 @@ class SourcePanel(QWidget):
         self.play_btn.setChecked(False)
 
     def _on_play_toggled(self, on: bool) -> None:
-        self.play_btn.setText("⏸" if on else "▶")
+        self.play_btn.setIcon(self._icons["pause" if on else "play"])
         if on:
             fps = float(getattr(self.source, "fps", 0.0) or 25.0)
             if self.frame_index >= self.frame_count - 1:
