@@ -245,6 +245,29 @@ def test_run_shows_live_frames_and_samples_then_rerun(qtbot, window, fast_weight
     assert abs(cv.split.fraction - 0.25) < 1e-6
 
 
+def test_results_outlive_selection_changes_and_reference_can_be_loaded(qtbot, window, fast_weights, tmp_path):
+    from sdesr_gui.core.provenance import atomic_save_png
+
+    open_and_detect(qtbot, window, SAMPLE_FACE)
+    use_models(window, fast_weights, classifier=False)
+    window.controls.steps.setValue(2)
+    window.controls.samples.setValue(1)
+    run_and_wait(qtbot, window)
+    first = window.compare.item("s1").metrics["psnr"]
+    window.source_panel.select_whole_image()  # another face: the samples stay until the next run
+    assert window.compare.item("s1") is not None and "press Run" in window.compare.header.text()
+    wrong = tmp_path / "small.png"
+    atomic_save_png(wrong, np.zeros((64, 64, 3), np.uint8))
+    assert not window.load_reference(wrong) and "128×128" in window.last_error
+    ref = tmp_path / "ref.png"
+    atomic_save_png(ref, np.full((128, 128, 3), 200, np.uint8))
+    assert window.load_reference(ref)
+    assert window.compare.item("reference").note == "loaded"
+    assert window.compare.item("s1").metrics["psnr"] != first
+    out = window.export_to(tmp_path / "exp")
+    assert (out / "reference_hr.png").is_file()
+
+
 def test_cancel_mid_run_and_recover(qtbot, window, fast_weights):
     open_and_detect(qtbot, window, SAMPLE_FACE)
     use_models(window, fast_weights, classifier=False)

@@ -186,7 +186,8 @@ def test_window_uses_gallery_after_a_run(qtbot, tmp_path, gallery, monkeypatch):
     out = SamplerOutcome([_face(0), _face(1)], [5, 6], sel.bicubic, [{"consistency": 1.0}] * 2,
                          {"consistency": 2.0}, {"sampler": "fast", "seed": 5}, 2, 0.1, 0.0, "cpu")
     with qtbot.waitSignal(win.gallery.matched, timeout=60_000):
-        win._on_done(out, sel, ("w", "", "cpu"))
+        win._on_done(out, sel, ("w", "", "cpu"), {"input_path": None, "input_kind": "still", "frame": {"index": 0},
+                                                  "reference": sel.reference, "reference_loaded": False})
     assert "cs" in win.compare.item("s1").metrics
     cands = win.gallery.candidates_for_export(["s1"])
     assert "alice" in cands["per_sample"]["Sample 1"][0]["identity"]

@@ -299,6 +299,9 @@ class CompareView(QWidget):
         else:
             self.tiles[self.selected].set_selected(True)
 
+    def set_header(self, text: str) -> None:
+        self.header.setText(text)
+
     def item(self, key: str) -> Optional[CompareItem]:
         return next((it for it in self.items if it.key == key), None)
 

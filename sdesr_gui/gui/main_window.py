@@ -53,6 +53,8 @@ class RunSnapshot:
     timings: dict
     bicubic: np.ndarray
     bicubic_metrics: dict
+    reference: Optional[np.ndarray] = None  # the reference HR the metrics refer to
+    reference_loaded: bool = False  # loaded by the user (else the aligned crop itself)
 
 
 class MainWindow(QMainWindow):
@@ -237,7 +239,8 @@ class MainWindow(QMainWindow):
         self.settings.setValue("paths/open_dir", str(p.parent))
         self._add_recent(str(p))
         self.reference_override = None
-        self._set_items_for_selection(None)
+        if self.run is None:
+            self._set_items_for_selection(None)
         self._hash_input(p)
         kind = self.source_panel.kind
         n = self.source_panel.frame_count
@@ -331,38 +334,61 @@ class MainWindow(QMainWindow):
                                          f"{Path(path).name} is {img.shape[1]}×{img.shape[0]}.")
             return False
         self.reference_override = img
-        self._recompute_reference_metrics()
+        if self.run is not None:  # the shown samples are measured against it too
+            self.run.reference, self.run.reference_loaded = img, True
+            self._recompute_reference_metrics()
+        else:
+            self._set_items_for_selection(self.source_panel.selection)
         self.set_status(f"Reference HR: {Path(path).name}")
         return True
 
-    def current_reference(self) -> Optional[np.ndarray]:
+    def selection_reference(self, sel) -> tuple[Optional[np.ndarray], bool]:
+        """The reference HR for a new run on ``sel``: a loaded one, else the crop when it is genuine HR."""
         if self.reference_override is not None:
-            return self.reference_override
-        sel = self.run.selection if self.run is not None else self.source_panel.selection
-        return sel.reference if sel is not None else None
+            return self.reference_override, True
+        return (sel.reference if sel is not None else None), False
+
+    def current_reference(self) -> Optional[np.ndarray]:
+        """The reference of what the comparison view shows (the last run, else the selection)."""
+        if self.run is not None:
+            return self.run.reference
+        return self.selection_reference(self.source_panel.selection)[0]
 
     # ---------------------------------------------------------------- selection
     def _on_selection(self, sel) -> None:
-        if self._job is not None:
-            return  # the running job keeps its snapshot; the view updates when it ends
-        self.run = None
-        self._set_items_for_selection(sel)
-        self.gallery.set_probes([], None, None)
+        if self.run is None:
+            self._set_items_for_selection(sel)
+        else:  # results stay until the next run; say what they belong to
+            self.compare.set_header(self._run_header(current_differs=sel is not self.run.selection))
         self._update_actions()
 
-    def _base_items(self, sel, bicubic_metrics: Optional[dict] = None) -> list[CompareItem]:
+    def _run_header(self, current_differs: bool = False) -> str:
+        run = self.run
+        where = run.input_path.name if run.input_path else "the input"
+        if run.input_kind == "video":
+            where += f", frame {run.frame.get('index', 0)}"
+        text = (f"Samples of {where} ({run.selection.kind} face). Generated samples are plausible faces, "
+                "not recovered detail.")
+        if current_differs:
+            text += " The selected face has changed: press Run to sample it."
+        return text
+
+    def _base_items(self, sel, bicubic_metrics: Optional[dict] = None, reference=None,
+                    reference_loaded: bool = False) -> list[CompareItem]:
         if sel is None:
             return []
         items = [CompareItem("lr", "LR input (nearest)", sel.lr, "lr", note="16×16, shown ×8"),
                  CompareItem("bicubic", "Bicubic", sel.bicubic, "bicubic", metrics=dict(bicubic_metrics or {}))]
-        ref = self.reference_override if self.reference_override is not None else sel.reference
-        if ref is not None:
-            items.append(CompareItem("reference", "Reference HR", ref, "reference",
-                                     note="from the input" if self.reference_override is None else "loaded"))
+        if reference is not None:
+            items.append(CompareItem("reference", "Reference HR", reference, "reference",
+                                     note="loaded" if reference_loaded else "from the input"))
         return items
 
     def _set_items_for_selection(self, sel) -> None:
-        self.compare.set_items(self._base_items(sel))
+        ref, loaded = self.selection_reference(sel)
+        self.compare.set_items(self._base_items(sel, reference=ref, reference_loaded=loaded))
+        self.compare.set_header("Select a face and press Run. Generated samples are plausible faces, "
+                                "not recovered detail.")
 
     # ---------------------------------------------------------------- running
     def _update_actions(self) -> None:
@@ -413,16 +439,20 @@ class MainWindow(QMainWindow):
         classifier = self.controls.classifier_path()
         device = self.controls.device_name()
         key = self._enhancer_key(weights, classifier, device)
-        req = SamplerRequest(weights, classifier, device, sel.lr, settings,
-                             reference=(self.reference_override if self.reference_override is not None
-                                        else sel.reference),
+        if rerun_key is None:
+            ref, loaded = self.selection_reference(sel)
+            context = {"input_path": self.source_panel.path, "input_kind": self.source_panel.kind,
+                       "frame": self.source_panel.frame_info(), "reference": ref, "reference_loaded": loaded}
+        else:
+            ref, context = self.run.reference, None
+        req = SamplerRequest(weights, classifier, device, sel.lr, settings, reference=ref,
                              enhancer=self._enhancers.get(key), tag=tag)
         job = SamplerJob(req, self)
         job.status.connect(self.set_status)
         job.progress.connect(self.controls.show_progress)
         job.preview.connect(self._on_preview)
         job.enhancerReady.connect(lambda enh, k=key: self._enhancers.__setitem__(k, enh))
-        job.done.connect(lambda out, s=sel, k=key: self._on_done(out, s, k))
+        job.done.connect(lambda out, s=sel, k=key, c=context: self._on_done(out, s, k, c))
         job.failed.connect(self._on_failed)
         job.cancelled.connect(self._on_cancelled)
         self._job = job
@@ -478,26 +508,30 @@ class MainWindow(QMainWindow):
         self.set_status("Sampling cancelled; nothing was changed.")
         self.runCancelled.emit()
 
-    def _on_done(self, out, sel, key) -> None:
+    def _on_done(self, out, sel, key, context=None) -> None:
         self._end_run()
         rerun = isinstance(out.tag, tuple) and out.tag[0] == "rerun"
         enh = self._enhancers.get(key)
         model = dict(enh.model_info) if enh is not None else {"path": key[0]}
         classifier = dict(enh.classifier_info) if enh is not None and enh.classifier_info else None
         if not rerun or self.run is None:
+            ctx = context or {"input_path": None, "input_kind": "", "frame": {}, "reference": None,
+                              "reference_loaded": False}
             self.run = RunSnapshot(
-                selection=sel, input_path=self.source_panel.path, input_kind=self.source_panel.kind,
-                frame=self.source_panel.frame_info(), settings=out.settings, model=model, classifier=classifier,
-                device=out.device, timings={"load_seconds": round(out.load_seconds, 4),
-                                            "sampling_seconds": round(out.seconds, 4), "nfe": out.nfe},
-                bicubic=out.bicubic, bicubic_metrics=out.bicubic_metrics)
+                selection=sel, input_path=ctx["input_path"], input_kind=ctx["input_kind"], frame=ctx["frame"],
+                settings=out.settings, model=model, classifier=classifier, device=out.device,
+                timings={"load_seconds": round(out.load_seconds, 4), "sampling_seconds": round(out.seconds, 4),
+                         "nfe": out.nfe},
+                bicubic=out.bicubic, bicubic_metrics=out.bicubic_metrics,
+                reference=ctx["reference"], reference_loaded=ctx["reference_loaded"])
             self._sample_counter = 0
-            items = self._base_items(sel, out.bicubic_metrics)
+            items = self._base_items(sel, out.bicubic_metrics, self.run.reference, self.run.reference_loaded)
             for img, seed, m in zip(out.samples, out.seeds, out.metrics):
                 self._sample_counter += 1
                 items.append(CompareItem(f"s{self._sample_counter}", f"Sample {self._sample_counter}", img,
                                          "sample", seed=int(seed), metrics=dict(m), generated=True))
             self.compare.set_items(items)
+            self.compare.set_header(self._run_header(sel is not self.source_panel.selection))
         else:
             src = self.compare.item(out.tag[1])
             self._sample_counter += 1
@@ -559,27 +593,24 @@ class MainWindow(QMainWindow):
             self._apply_cs(res.cs)
 
     def _recompute_reference_metrics(self) -> None:
+        """PSNR / SSIM of the run's images against its (new) reference; CS is measured again."""
         from ..core import faces, metrics
 
-        ref = self.current_reference()
-        items = [it for it in self.compare.items if it.kind in ("sample", "bicubic")]
-        if self.run is None:
-            self._set_items_for_selection(self.source_panel.selection)
-            return
-        for it in items:
-            if ref is None:
-                for k in ("psnr", "ssim", "cs"):
-                    it.metrics.pop(k, None)
-            else:
+        run = self.run
+        ref = run.reference
+        bic = next((it for it in self.compare.items if it.kind == "bicubic"), None)
+        samples = [it for it in self.compare.items if it.kind == "sample"]
+        for it in ([bic] if bic else []) + samples:
+            for k in ("psnr", "ssim", "cs"):
+                it.metrics.pop(k, None)
+            if ref is not None:
                 a, b = faces.to_tensor(it.image), faces.to_tensor(ref)
                 it.metrics["psnr"] = float(metrics.psnr(a, b)[0])
                 it.metrics["ssim"] = float(metrics.ssim(a, b)[0])
-        base = self._base_items(self.run.selection, self.run.bicubic_metrics)
-        keep = [it for it in self.compare.items if it.kind == "sample"]
-        bic = next((it for it in self.compare.items if it.kind == "bicubic"), None)
         if bic is not None:
-            base[1].metrics = bic.metrics
-        self.compare.set_items(base + keep)
+            run.bicubic_metrics = dict(bic.metrics)
+        base = self._base_items(run.selection, run.bicubic_metrics, ref, run.reference_loaded)
+        self.compare.set_items(base + samples)
         self._send_probes()
 
     # ---------------------------------------------------------------- export
@@ -605,9 +636,9 @@ class MainWindow(QMainWindow):
         if sel.crop is not None:
             images.append(ExportImage("input_crop", sel.crop, "crop", False, "Aligned face crop from the input"))
         images.append(ExportImage("input_lr_16x16", sel.lr, "lr", False, "LR input (16×16) given to the model"))
-        ref = self.current_reference()
-        if self.reference_override is not None and ref is not None:
-            images.append(ExportImage("reference_hr", ref, "reference", False, "Reference HR (loaded by the user)"))
+        if run.reference_loaded and run.reference is not None:
+            images.append(ExportImage("reference_hr", run.reference, "reference", False,
+                                      "Reference HR (loaded by the user)"))
         bic = next((it for it in self.compare.items if it.kind == "bicubic"), None)
         images.append(ExportImage("bicubic", run.bicubic, "bicubic", False, "Bicubic baseline (interpolation)",
                                   info={k: round(float(v), 6) for k, v in (bic.metrics if bic else {}).items()}))
@@ -624,7 +655,7 @@ class MainWindow(QMainWindow):
         if run.input_path is not None:
             inp = {"path": str(run.input_path), "sha256": self.input_sha256(run.input_path), "kind": run.input_kind}
         notes = [sel.note] if sel.note else []
-        if self.reference_override is not None:
+        if run.reference_loaded:
             notes.append("PSNR / SSIM / CS are measured against a reference HR loaded by the user.")
         cands = self.gallery.candidates_for_export(keys) if with_candidates else None
         title = f"SDE-SR Studio run — {run.input_path.name if run.input_path else 'face'}"
