@@ -393,3 +393,23 @@ def test_screenshot_command(qtbot, tmp_path):
     assert main(["--screenshot", str(out), str(SAMPLE_FACE)]) == 0
     img = QImage(str(out))
     assert (img.width(), img.height()) == (1400, 900)
+
+
+def test_drop_a_file_opens_it(qtbot, window):
+    from PySide6.QtCore import QMimeData, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(SAMPLE_FACE))])
+    ev = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                    Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(window.source_panel.detectionFinished, timeout=60_000):
+        window.dropEvent(ev)
+    assert window.source_panel.path == SAMPLE_FACE and window.source_panel.selection is not None
+
+
+def test_theme_follows_a_dark_system_scheme(qapp):
+    from sdesr_gui.gui.theme import dark_palette
+
+    p = dark_palette()
+    assert p.color(p.ColorRole.Window).lightness() < 80 and p.color(p.ColorRole.Text).lightness() > 180

@@ -537,12 +537,16 @@ class MainWindow(QMainWindow):
             self._sample_counter += 1
             differs = {k: v for k, v in out.settings.items()
                        if k not in ("seed", "seeds", "samples") and self.run.settings.get(k) != v}
+            own = dict(out.settings)
+            if model.get("sha256") != self.run.model.get("sha256") or classifier != self.run.classifier:
+                differs["model"] = model.get("name") or model.get("path")
+                own["model"], own["classifier"] = model, classifier
             note = (f"re-run of {src.title if src else out.tag[1]}"
                     + (": " + ", ".join(f"{k}={v}" for k, v in differs.items()) if differs else ", same settings"))
             items = list(self.compare.items)
             items.append(CompareItem(f"s{self._sample_counter}", f"Sample {self._sample_counter}", out.samples[0],
                                      "sample", seed=int(out.seeds[0]), metrics=dict(out.metrics[0]), generated=True,
-                                     note=note, settings=dict(out.settings)))
+                                     note=note, settings=own))
             self.compare.set_items(items)
             self.compare.select(f"s{self._sample_counter}")
         self.controls.finish_progress(f"Done: {len(out.samples)} sample(s) in {out.seconds:.1f} s")
