@@ -413,3 +413,22 @@ def test_theme_follows_a_dark_system_scheme(qapp):
 
     p = dark_palette()
     assert p.color(p.ColorRole.Window).lightness() < 80 and p.color(p.ColorRole.Text).lightness() > 180
+
+
+def test_export_dialog_preselects_favourites_and_refuses_evidence(qtbot, tmp_path):
+    from sdesr_gui.gui.compare_view import CompareItem
+    from sdesr_gui.gui.export import ExportDialog
+
+    img = np.zeros((128, 128, 3), np.uint8)
+    items = [CompareItem("s1", "Sample 1", img, "sample", seed=3),
+             CompareItem("s2", "Sample 2", img, "sample", seed=4, favourite=True)]
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    dlg = ExportDialog(items, str(evidence / "out"), [evidence], has_candidates=False)
+    qtbot.addWidget(dlg)
+    assert dlg.keys() == ["s2"] and not dlg.with_candidates.isEnabled()
+    dlg._accept()
+    assert "evidence" in dlg.error.text() and dlg.result() != dlg.DialogCode.Accepted
+    dlg.folder.setText(str(tmp_path / "exports"))
+    dlg._accept()
+    assert dlg.result() == dlg.DialogCode.Accepted

@@ -400,8 +400,16 @@ class MainWindow(QMainWindow):
         for a in (self.act_prev, self.act_next, self.act_play):
             a.setEnabled(video)
 
-    def _enhancer_key(self, weights, classifier, device) -> tuple:
-        return (str(weights), str(classifier or ""), str(device))
+    @staticmethod
+    def _enhancer_key(weights, classifier, device) -> tuple:
+        """Cache key of a loaded model: paths, modification times (a retrained file reloads), device."""
+        def stamp(p):
+            try:
+                return Path(p).stat().st_mtime_ns if p else 0
+            except OSError:
+                return 0
+
+        return (str(weights), stamp(weights), str(classifier or ""), stamp(classifier), str(device))
 
     def run_clicked(self) -> None:
         self.start_run()
@@ -451,7 +459,7 @@ class MainWindow(QMainWindow):
         job.status.connect(self.set_status)
         job.progress.connect(self.controls.show_progress)
         job.preview.connect(self._on_preview)
-        job.enhancerReady.connect(lambda enh, k=key: self._enhancers.__setitem__(k, enh))
+        job.enhancerReady.connect(lambda enh, k=key: self._keep_enhancer(k, enh))
         job.done.connect(lambda out, s=sel, k=key, c=context: self._on_done(out, s, k, c))
         job.failed.connect(self._on_failed)
         job.cancelled.connect(self._on_cancelled)
@@ -465,6 +473,9 @@ class MainWindow(QMainWindow):
         self._update_actions()
         job.start()
         return True
+
+    def _keep_enhancer(self, key: tuple, enh) -> None:
+        self._enhancers = {key: enh}  # one loaded model at a time: weights can be large
 
     def _start_job_tracking(self, job) -> None:
         self._jobs.add(job)
