@@ -1,4 +1,4 @@
-"""Reading evidence: still images now, video frames later (OpenCV).
+"""Reading evidence: still images (Pillow, OpenCV for 16-bit colour) and video frames (OpenCV).
 
 Every failure caused by the input itself becomes :class:`InputError`, whose message is one
 clear sentence naming the file, fit for a dialog or CLI stderr. Inputs are never modified.
@@ -291,3 +291,318 @@ def load_still(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -
         raise InputError(corrupt, p)
     return np.ascontiguousarray(rgb)
 
+
+
+# ==========================================================================================
+# Sources: a still (one frame) or a video (OpenCV / FFmpeg) with frame-exact random access
+# ==========================================================================================
+
+import collections as _collections
+import threading as _threading
+
+__all__ += [
+    "SUPPORTED_VIDEO_EXTENSIONS",
+    "Source",
+    "StillSource",
+    "VideoSource",
+    "open_source",
+    "is_video_file",
+]
+
+#: File extensions (lower case, with dot) opened as videos.
+SUPPORTED_VIDEO_EXTENSIONS: frozenset[str] = frozenset({
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".ts", ".mts",
+    ".m2ts", ".3gp", ".flv", ".asf", ".dav", ".h264", ".264",
+})
+
+
+def is_video_file(path: PathLike) -> bool:
+    """True if ``path`` has a video extension (case-insensitive)."""
+    return Path(path).suffix.lower() in SUPPORTED_VIDEO_EXTENSIONS
+
+
+class Source:
+    """Frames of a still or a video. ``frame(i)`` returns an HxWx3 uint8 RGB array.
+
+    Attributes: ``path``, ``kind`` (``"still"`` or ``"video"``), ``frame_count``, ``fps``
+    (0 for a still), ``size`` (width, height). Usable as a context manager.
+    """
+
+    kind: str = ""
+    path: Path
+    frame_count: int = 0
+    fps: float = 0.0
+    size: tuple[int, int] = (0, 0)
+
+    def timestamp(self, i: int) -> float:
+        """Seconds from the start of the footage to frame ``i`` (nominal: ``i / fps``)."""
+        self._check_index(i)
+        return float(i) / self.fps if self.fps > 0 else 0.0
+
+    def frame(self, i: int) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def info(self) -> dict:
+        """JSON-ready description (for run records)."""
+        return {"path": str(self.path), "kind": self.kind, "frame_count": int(self.frame_count),
+                "fps": round(float(self.fps), 6), "size": [int(self.size[0]), int(self.size[1])]}
+
+    def _check_index(self, i: int) -> int:
+        try:
+            j = int(i)
+        except (TypeError, ValueError):
+            raise InputError(f"Frame {i!r} is not a frame number.", self.path) from None
+        if j != i or not 0 <= j < self.frame_count:
+            if self.frame_count == 1:
+                raise InputError(f"{_name(self.path)} is a still image; it has only frame 0 "
+                                 f"(frame {i} was asked for).", self.path)
+            raise InputError(f"Frame {i} is outside {_name(self.path)}, which has frames 0 to "
+                             f"{self.frame_count - 1}.", self.path)
+        return j
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return int(self.frame_count)
+
+
+class StillSource(Source):
+    """A still image as a one-frame source."""
+
+    kind = "still"
+
+    def __init__(self, path: PathLike, image: Optional[np.ndarray] = None) -> None:
+        self.path = Path(path).expanduser()
+        self._image = load_still(self.path) if image is None else np.ascontiguousarray(image)
+        self._image.setflags(write=False)
+        self.frame_count = 1
+        self.fps = 0.0
+        self.size = (int(self._image.shape[1]), int(self._image.shape[0]))
+
+    def frame(self, i: int = 0) -> np.ndarray:
+        self._check_index(i)
+        return self._image.copy()
+
+
+class VideoSource(Source):
+    """A video file read through OpenCV's FFmpeg backend with frame-exact random access.
+
+    Frame ``i`` is the ``i``-th decoded frame (0-based), exactly what decoding the file from
+    the start would give -- never the nearest keyframe. Reading forward is sequential; a jump
+    seeks (FFmpeg seeks to an earlier keyframe and decodes forward), and the position OpenCV
+    reports before and after the read is checked. When the check fails the reader falls back
+    to a seek well before the target followed by decoding forward, and finally to decoding
+    from the start. A few recent frames are cached, so stepping back and forth is cheap.
+
+    ``frame_count`` is verified on opening (the container's count can be an estimate): the
+    last frame must decode and no frame may follow it; otherwise the frames are counted by
+    decoding. Timestamps are nominal (``i / fps``). Thread-safe.
+    """
+
+    kind = "video"
+    #: jumps forward of at most this many frames decode sequentially instead of seeking
+    FORWARD_DECODE = 48
+    #: decoded frames kept for stepping back and forth
+    CACHE_FRAMES = 8
+
+    def __init__(self, path: PathLike) -> None:
+        import cv2
+
+        self.path = Path(path).expanduser()
+        self._cv2 = cv2
+        self._lock = _threading.RLock()
+        self._cache: "_collections.OrderedDict[int, np.ndarray]" = _collections.OrderedDict()
+        self._cap = None
+        self.seeks = 0  # how many seeks were needed (for tests and diagnostics)
+        self.fallbacks = 0  # how many seeks failed their check and were redone by decoding
+        self._open()
+        n = int(round(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if np.isfinite(fps) and 0 < fps < 1000 else 25.0
+        self.nominal_fps = fps
+        self.frame_count = max(n, 0)
+        first = self._read_next()
+        if first is None:
+            self.close()
+            raise InputError(f"{_name(self.path)} holds no video frame this program can decode.",
+                             self.path)
+        self._store(0, first)
+        self.size = (int(first.shape[1]), int(first.shape[0]))
+        self.frame_count = self._verified_count(n)
+
+    # ---------------------------------------------------------------- low level
+    def _open(self) -> None:
+        cv2 = self._cv2
+        if self._cap is not None:
+            self._cap.release()
+        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            cap.release()
+            raise InputError(f"{_name(self.path)} could not be opened as a video (the file may be "
+                             "corrupt or use a codec this program cannot decode).", self.path)
+        self._cap = cap
+        self._next = 0  # index of the frame the next read() returns
+
+    def _read_next(self) -> Optional[np.ndarray]:
+        ok, bgr = self._cap.read()
+        if not ok or bgr is None:
+            return None
+        self._next += 1
+        if bgr.ndim == 2:
+            return np.ascontiguousarray(np.repeat(bgr[:, :, None], 3, axis=2))
+        return np.ascontiguousarray(bgr[:, :, 2::-1])
+
+    def _skip(self, n: int) -> bool:
+        for _ in range(n):
+            if not self._cap.grab():
+                return False
+            self._next += 1
+        return True
+
+    def _pos(self) -> int:
+        return int(round(self._cap.get(self._cv2.CAP_PROP_POS_FRAMES)))
+
+    def _seek(self, i: int) -> bool:
+        """Position the reader so the next read gives frame ``i``; True if OpenCV agrees."""
+        self.seeks += 1
+        if i == 0:
+            self._open()
+            return True
+        ok = self._cap.set(self._cv2.CAP_PROP_POS_FRAMES, float(i))
+        if ok and self._pos() == i:
+            self._next = i
+            return True
+        return False
+
+    def _decode_from_start(self, i: int) -> Optional[np.ndarray]:
+        self.fallbacks += 1
+        self._open()
+        if not self._skip(i):
+            return None
+        return self._read_next()
+
+    def _decode(self, i: int) -> Optional[np.ndarray]:
+        if self._next <= i <= self._next + self.FORWARD_DECODE:
+            if not self._skip(i - self._next):
+                return None
+            return self._read_next()
+        if self._seek(i):
+            img = self._read_next()
+            if img is not None and self._pos() == i + 1:
+                return img
+        # the seek was not trusted: seek about two seconds earlier, then decode forward
+        start = max(0, i - max(int(round(2 * self.fps)), self.FORWARD_DECODE))
+        if start > 0 and self._seek(start):
+            if self._skip(i - start):
+                img = self._read_next()
+                if img is not None and self._pos() == i + 1:
+                    self.fallbacks += 1
+                    return img
+        return self._decode_from_start(i)
+
+    def _store(self, i: int, img: np.ndarray) -> None:
+        self._cache[i] = img
+        self._cache.move_to_end(i)
+        while len(self._cache) > self.CACHE_FRAMES:
+            self._cache.popitem(last=False)
+
+    def _verified_count(self, n: int) -> int:
+        """The container's frame count if frame n-1 decodes and frame n does not, else count."""
+        if n > 1:
+            with self._lock:
+                last = self._decode(n - 1)
+                extra = self._read_next() if last is not None else None
+            if last is not None and extra is None:
+                self._store(n - 1, last)
+                return n
+        elif n == 1:
+            if self._read_next() is None:
+                return 1
+        # count by decoding (grab() does not convert colours, so this is reasonably quick)
+        self._open()
+        count = 0
+        while self._cap.grab():
+            count += 1
+        self._open()
+        if count <= 0:
+            raise InputError(f"{_name(self.path)} holds no video frame this program can decode.",
+                             self.path)
+        return count
+
+    # ---------------------------------------------------------------- public
+    def frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` (0-based) as HxWx3 uint8 RGB (a fresh copy)."""
+        i = self._check_index(i)
+        with self._lock:
+            if self._cap is None:
+                raise InputError(f"{_name(self.path)} is closed.", self.path)
+            img = self._cache.get(i)
+            if img is None:
+                img = self._decode(i)
+                if img is None:
+                    raise InputError(f"Frame {i} of {_name(self.path)} could not be decoded (the "
+                                     "file may be truncated or corrupt).", self.path)
+                self._store(i, img)
+            else:
+                self._cache.move_to_end(i)
+            return img.copy()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._cap is not None:
+                self._cap.release()
+                self._cap = None
+            self._cache.clear()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            if self._cap is not None:
+                self._cap.release()
+        except Exception:
+            pass
+
+
+def open_source(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Source:
+    """Open a still image or a video as a :class:`Source`.
+
+    Video extensions go to :class:`VideoSource`; everything else is tried as a still first
+    and, if it is not an image, as a video. Raises :class:`InputError` with one sentence for
+    a missing, empty, unreadable or unsupported file.
+    """
+    p = Path(path).expanduser()
+    name = _name(p)
+    if not p.exists():
+        raise InputError(f"{name} does not exist.", p)
+    if p.is_dir():
+        raise InputError(f"{name} is a folder, not an image or video file.", p)
+    if not p.is_file():
+        raise InputError(f"{name} is not a regular file.", p)
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as fh:
+            fh.read(1)
+    except PermissionError:
+        raise InputError(f"{name} cannot be read (permission denied).", p) from None
+    except OSError as exc:
+        raise InputError(f"{name} cannot be read ({exc.strerror or 'OS error'}).", p) from None
+    if size == 0:
+        raise InputError(f"{name} is empty (0 bytes).", p)
+    if is_video_file(p):
+        return VideoSource(p)
+    try:
+        return StillSource(p, load_still(p, max_pixels=max_pixels))
+    except InputError as still_error:
+        if is_still_file(p):
+            raise
+        try:
+            return VideoSource(p)
+        except InputError:
+            raise InputError(f"{name} is neither an image nor a video this program can read.",
+                             p) from still_error
