@@ -282,7 +282,7 @@ def build_html_report(job: ExportJob, outputs: Sequence[dict[str, Any]], pngs: M
         else:
             tag = "<span class='tag real'>FROM INPUT</span>"
         facts = {k: v for k, v in o.items()
-                 if k not in ("file", "sha256", "generated", "kind", "caption", "sampler")}
+                 if k not in ("file", "sha256", "generated", "kind", "caption", "sampler", "sample")}
         fact_html = "<br>".join(f"{_e(k)}: {_e(_fmt(v))}" for k, v in facts.items())
         parts.append(
             f"<figure data-file='{_e(name)}'><img alt='{_e(name)}' src='data:image/png;base64,{data}'>"

@@ -59,17 +59,27 @@ def take_screenshot(win: MainWindow, out: Path, input_path: str | None, app: QAp
             print(f"sdesr-gui: error: the screenshot could not be written to {out}", file=sys.stderr)
         loop.quit()
 
+    errors: list[str] = []
     if input_path:
         win.source_panel.detectionFinished.connect(lambda *_: QTimer.singleShot(400, snap))
         if not win.open_path(input_path):
             print(f"sdesr-gui: error: {win.last_error}", file=sys.stderr)
             return 2
+
+        def failed(msg: str) -> None:  # e.g. detection failed: save what is shown, report it
+            errors.append(msg)
+            QTimer.singleShot(400, snap)
+
+        win.source_panel.errorOccurred.connect(failed)
         QTimer.singleShot(SCREENSHOT_TIMEOUT_MS, snap)
     else:
         QTimer.singleShot(500, snap)
     if not state["done"]:
         loop.exec()
     win.shutdown()
+    if errors:
+        print(f"sdesr-gui: error: {errors[0]}", file=sys.stderr)
+        return 1
     return state["rc"]
 
 
