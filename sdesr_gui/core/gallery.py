@@ -1,4 +1,4 @@
-"""Face embedders and (with :class:`GalleryIndex`) the gallery matcher. Qt-free.
+"""Face embedders and the gallery matcher: an on-disk index with incremental updates. Qt-free.
 
 Two real embedders behind one interface:
 
@@ -9,27 +9,54 @@ Two real embedders behind one interface:
 
 Both take either canonical 128x128 face frames (:meth:`Embedder.embed_aligned`, used for the
 CS metric and for samples) or an arbitrary photo (:meth:`Embedder.embed_image`: the largest
-MTCNN face). Embeddings are float32 and L2-normalised, so a dot product is the cosine.
+MTCNN face, aligned to the frame first). Embeddings are float32 and L2-normalised, so a dot
+product is the cosine.
+
+:class:`GalleryIndex` indexes a folder of known faces (recursively; the identity is the first
+sub-folder's name, else the file's stem; one face per image, the largest). Embeddings live in
+an SQLite database in the user's cache folder -- never in the gallery, which is evidence and
+only read. Files are keyed by path, size, modification time and SHA-256, so re-indexing only
+touches new, changed and removed files; every file is committed on its own, so a crash loses
+nothing already indexed. Queries rank the whole gallery in memory (one matrix product).
+
+Candidates are investigative leads for a trained examiner, never identifications.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib.util
+import json
 import os
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
 from . import faces
-from .video import InputError
+from .video import InputError, is_still_file, load_still
 
 __all__ = ["EmbedderUnavailable", "Embedder", "DlibEmbedder", "FacenetEmbedder", "get_embedder",
-           "EMBEDDERS", "FRAME_BOX_DLIB"]
+           "EMBEDDERS", "FRAME_BOX_DLIB", "FACENET_WEIGHTS_URL", "facenet_weights_path",
+           "default_cache_dir", "Candidate", "ConsensusCandidate", "ConsensusResult", "IndexReport",
+           "IndexCancelled", "GalleryIndex", "identity_of", "evaluate_identification",
+           "benchmark_query"]
+
+PathLike = Union[str, os.PathLike]
 
 #: where dlib's frontal detector puts the face in the canonical 128 frame (mean over CelebA
 #: validation frames and the astronaut: left, top, right, bottom); the shape predictor starts here
 FRAME_BOX_DLIB = (30, 46, 96, 112)
+
+#: facenet-pytorch's own download of the VGGFace2 InceptionResnetV1 weights (a state dict)
+FACENET_WEIGHTS_URL = ("https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
+                       "20180402-114759-vggface2.pt")
 
 
 class EmbedderUnavailable(InputError):
@@ -42,11 +69,31 @@ def _l2(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(n, 1e-12)
 
 
+def _check_frames(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+    out = []
+    for fr in frames:
+        rgb = np.ascontiguousarray(faces._as_rgb_uint8(np.asarray(fr)))
+        if rgb.shape[:2] != (faces.FRAME_SIZE, faces.FRAME_SIZE):
+            raise ValueError(f"embed_aligned needs {faces.FRAME_SIZE}x{faces.FRAME_SIZE} face frames, "
+                             f"got {rgb.shape[1]}x{rgb.shape[0]}.")
+        out.append(rgb)
+    return out
+
+
 class Embedder:
-    """Interface: ``name``, ``dim``, ``embed_aligned(frames)``, ``embed_image(rgb)``."""
+    """Interface: ``name``, ``dim``, ``embed_aligned(frames)``, ``embed_image(rgb)``.
+
+    ``cache_key`` names the embedding space (the gallery index keeps one database per key).
+    """
 
     name: str = ""
     dim: int = 0
+    #: faces found by MTCNN less probable than this are ignored by :meth:`embed_image`
+    min_prob: float = 0.9
+
+    @property
+    def cache_key(self) -> str:
+        return self.name
 
     def embed_aligned(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         """Embeddings ``[N, dim]`` of canonical 128x128 RGB uint8 face frames."""
@@ -54,15 +101,25 @@ class Embedder:
 
     def embed_image(self, rgb: np.ndarray):
         """(embedding ``[dim]``, :class:`faces.Face`) of the largest face in a photo, or (None, None)."""
-        found = faces.detect_faces(rgb)
+        img = faces._as_rgb_uint8(rgb)
+        found = faces.detect_faces(img, min_prob=self.min_prob)
         if not found:
             return None, None
         face = found[0]
-        frame, _ = faces.align_face(faces._as_rgb_uint8(rgb), face.landmarks)
+        frame, _ = faces.align_face(img, face.landmarks)
         return self.embed_aligned([frame])[0], face
 
+    def embed_fn(self):
+        """``f(x)`` for :func:`metrics.cs`: float ``[B, 3, 128, 128]`` in [0, 1] -> ``[B, dim]`` tensor."""
+        import torch
+
+        def fn(x):
+            return torch.from_numpy(self.embed_aligned(faces.to_uint8(x)))
+
+        return fn
+
     def info(self) -> dict:
-        return {"name": self.name, "dim": self.dim}
+        return {"name": self.name, "dim": self.dim, "cache_key": self.cache_key}
 
 
 def _dlib_model_dir() -> Path:
@@ -75,7 +132,12 @@ def _dlib_model_dir() -> Path:
 
 
 class DlibEmbedder(Embedder):
-    """dlib's ResNet face descriptor (128-D), offline."""
+    """dlib's ResNet face descriptor (128-D), offline.
+
+    A frame is described the way dlib describes any face: its 5-point shape predictor runs
+    inside :data:`FRAME_BOX_DLIB`, and the 150x150 chip dlib cuts around those points goes
+    through the ResNet. Thread-safe (one lock around the dlib models).
+    """
 
     name = "dlib"
     dim = 128
@@ -94,83 +156,848 @@ class DlibEmbedder(Embedder):
         self._dlib = dlib
         self._sp = dlib.shape_predictor(str(sp))
         self._rec = dlib.face_recognition_model_v1(str(rec))
+        self._lock = threading.Lock()
         self.jitter = int(jitter)
         self.model_files = [str(sp), str(rec)]
 
     def _describe(self, rgb: np.ndarray, box) -> np.ndarray:
         dlib = self._dlib
         rect = dlib.rectangle(*[int(round(v)) for v in box])
-        shape = self._sp(rgb, rect)
-        return np.asarray(self._rec.compute_face_descriptor(rgb, shape, self.jitter), dtype=np.float32)
+        with self._lock:
+            shape = self._sp(rgb, rect)
+            return np.asarray(self._rec.compute_face_descriptor(rgb, shape, self.jitter), dtype=np.float32)
 
     def embed_aligned(self, frames: Sequence[np.ndarray]) -> np.ndarray:
-        out = []
-        for fr in frames:
-            rgb = np.ascontiguousarray(faces._as_rgb_uint8(np.asarray(fr)))
-            if rgb.shape[:2] != (faces.FRAME_SIZE, faces.FRAME_SIZE):
-                raise ValueError(f"embed_aligned needs {faces.FRAME_SIZE}x{faces.FRAME_SIZE} face frames, "
-                                 f"got {rgb.shape[1]}x{rgb.shape[0]}.")
-            out.append(self._describe(rgb, FRAME_BOX_DLIB))
+        out = [self._describe(rgb, FRAME_BOX_DLIB) for rgb in _check_frames(frames)]
         return _l2(np.stack(out)) if out else np.zeros((0, self.dim), np.float32)
 
 
+def _torch_home() -> Path:
+    """Where facenet-pytorch keeps downloads: $TORCH_HOME, else $XDG_CACHE_HOME/torch, else ~/.cache/torch."""
+    env = os.environ.get("TORCH_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "torch"
+
+
+def facenet_weights_path() -> Path:
+    """The file facenet-pytorch downloads the 'vggface2' weights to (shared with it)."""
+    return _torch_home() / "checkpoints" / Path(FACENET_WEIGHTS_URL).name
+
+
+def _download(url: str, dest: Path) -> None:
+    """Download ``url`` to ``dest`` atomically (separate function so tests can replace it)."""
+    from torch.hub import download_url_to_file
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    try:
+        download_url_to_file(url, tmp, progress=False)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 class FacenetEmbedder(Embedder):
-    """facenet-pytorch InceptionResnetV1 'vggface2' (512-D): downloaded once, or a local file."""
+    """facenet-pytorch InceptionResnetV1 'vggface2' (512-D): downloaded once, or a local file.
+
+    A frame is cut the way facenet-pytorch's MTCNN cuts a face for this network: the MTCNN
+    box (:data:`faces.MTCNN_BOX_IN_FRAME`) plus a 14-pixel margin, resized to 160x160, then
+    standardised as ``(v - 127.5) / 128``. A local ``weights`` file may be a ``.safetensors``
+    or a ``.pt``/``.pth`` state dict (read with ``weights_only=True``: never unpickled).
+    """
 
     name = "facenet"
     dim = 512
+    SIZE = 160
+    MARGIN = 14
 
     def __init__(self, weights: Optional[os.PathLike] = None, device: str = "cpu") -> None:
         import torch
         from facenet_pytorch import InceptionResnetV1
 
         if weights is not None:
-            p = Path(weights)
+            p = Path(weights).expanduser()
             if not p.is_file():
                 raise EmbedderUnavailable(f"The facenet weights file {p} does not exist.")
-            net = InceptionResnetV1(pretrained=None, classify=False)
-            try:
-                state = torch.load(str(p), map_location="cpu", weights_only=True)
-                net.load_state_dict(state, strict=False)
-            except Exception:
-                raise EmbedderUnavailable(f"{p.name} is not an InceptionResnetV1 state dict.") from None
+            self._key = "facenet-" + _file_sha256(p)[:12]
         else:
-            try:
-                net = InceptionResnetV1(pretrained="vggface2")
-            except Exception:
-                raise EmbedderUnavailable(
-                    "The facenet 'vggface2' weights are not on this machine and could not be "
-                    "downloaded (offline?); pass a local weights file or use the dlib embedder.") from None
+            p = facenet_weights_path()
+            if not p.is_file():
+                try:
+                    _download(FACENET_WEIGHTS_URL, p)
+                except Exception as e:  # noqa: BLE001 - offline, proxy, disk full ...
+                    raise EmbedderUnavailable(
+                        "The facenet 'vggface2' weights are not on this computer and could not be "
+                        f"downloaded ({e.__class__.__name__}; is it offline?): download "
+                        f"{Path(FACENET_WEIGHTS_URL).name} once from {FACENET_WEIGHTS_URL} and pass it "
+                        "as the weights file, or use the offline dlib embedder.") from None
+            self._key = "facenet-vggface2"
+        net = InceptionResnetV1(pretrained=None, classify=False)
+        state = self._read_state(p)
+        state = {k: v for k, v in state.items() if not k.startswith("logits.")}
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise EmbedderUnavailable(f"{p.name} does not hold InceptionResnetV1 weights "
+                                      f"({len(missing)} missing, {len(unexpected)} unexpected tensors).")
         self._torch = torch
         self.net = net.eval().to(device)
         self.device = device
+        self.weights = str(p)
+        self._lock = threading.Lock()
+        x0, y0, x1, y1 = self._crop_box()
+        # frame -> 160x160 input (facenet-pytorch stretches the box to a square as well)
+        self._matrix = np.array([[self.SIZE / (x1 - x0), 0.0, -x0 * self.SIZE / (x1 - x0)],
+                                 [0.0, self.SIZE / (y1 - y0), -y0 * self.SIZE / (y1 - y0)]])
+
+    @property
+    def cache_key(self) -> str:
+        return self._key
+
+    @classmethod
+    def _crop_box(cls) -> tuple[float, float, float, float]:
+        cx, cy, bw, bh = faces.MTCNN_BOX_IN_FRAME
+        mx = cls.MARGIN * bw / (cls.SIZE - cls.MARGIN)
+        my = cls.MARGIN * bh / (cls.SIZE - cls.MARGIN)
+        return (cx - bw / 2 - mx / 2, cy - bh / 2 - my / 2, cx + bw / 2 + mx / 2, cy + bh / 2 + my / 2)
+
+    @staticmethod
+    def _read_state(p: Path) -> dict:
+        import torch
+
+        try:
+            if p.suffix.lower() == ".safetensors":
+                from safetensors.torch import load_file
+
+                state = load_file(str(p), device="cpu")
+            else:
+                state = torch.load(str(p), map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001
+            raise EmbedderUnavailable(f"{p.name} could not be read as a weights file (a state dict of "
+                                      "tensors in .pt/.pth or .safetensors form is needed).") from None
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise EmbedderUnavailable(f"{p.name} is not a state dict of tensors.")
+        return state
 
     def embed_aligned(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        import cv2
+
         torch = self._torch
-        if not len(frames):
+        rgbs = _check_frames(frames)
+        if not rgbs:
             return np.zeros((0, self.dim), np.float32)
-        x = torch.cat([faces.to_tensor(faces._as_rgb_uint8(np.asarray(f))) for f in frames])
-        # the canonical frame is close to facenet's 160 crop with margin; it wants [-1, 1]
-        x = torch.nn.functional.interpolate(x, size=160, mode="bilinear", align_corners=False)
-        with torch.no_grad():
-            e = self.net((x * 2 - 1).to(self.device)).cpu().numpy()
+        crops = [cv2.warpAffine(f, self._matrix, (self.SIZE, self.SIZE), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE) for f in rgbs]
+        x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()
+        x = (x - 127.5) / 128.0
+        with self._lock, torch.no_grad():
+            e = self.net(x.to(self.device)).cpu().numpy()
         return _l2(e)
 
 
 EMBEDDERS = ("dlib", "facenet")
 _CACHE: dict = {}
+_CACHE_LOCK = threading.Lock()
 
 
 def get_embedder(name: str = "dlib", weights: Optional[str] = None) -> Embedder:
-    """The named embedder (loaded once per process and ``weights``)."""
+    """The named embedder (loaded once per process and ``weights``).
+
+    ``weights``: for ``dlib`` a folder holding its model files (default: the
+    face-recognition-models package); for ``facenet`` a local weights file (default: the
+    'vggface2' download). Raises :class:`EmbedderUnavailable` with one sentence.
+    """
     key = (name, str(weights) if weights else None)
-    if key in _CACHE:
-        return _CACHE[key]
-    if name == "dlib":
-        emb: Embedder = DlibEmbedder(weights)
-    elif name == "facenet":
-        emb = FacenetEmbedder(weights)
-    else:
-        raise EmbedderUnavailable(f"Unknown face embedder {name!r}; choose one of {', '.join(EMBEDDERS)}.")
-    _CACHE[key] = emb
-    return emb
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        if name == "dlib":
+            emb: Embedder = DlibEmbedder(weights)
+        elif name == "facenet":
+            emb = FacenetEmbedder(weights)
+        else:
+            raise EmbedderUnavailable(f"Unknown face embedder {name!r}; choose one of {', '.join(EMBEDDERS)}.")
+        _CACHE[key] = emb
+        return emb
+
+
+# ==========================================================================================
+# The gallery index
+# ==========================================================================================
+SCHEMA_VERSION = 1
+_CHUNK = 1 << 20
+
+
+def _file_sha256(path: PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """Where gallery indexes live: the user cache folder (``$XDG_CACHE_HOME`` respected).
+
+    Linux and others: ``$XDG_CACHE_HOME/sdesr-gui/gallery`` (default ``~/.cache``); macOS:
+    ``~/Library/Caches/sdesr-gui/gallery``; Windows: ``%LOCALAPPDATA%\\sdesr-gui\\cache\\gallery``.
+    """
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(os.path.expanduser(xdg)):
+        return Path(xdg).expanduser() / "sdesr-gui" / "gallery"
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "sdesr-gui" / "cache" / "gallery"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "sdesr-gui" / "gallery"
+    return Path.home() / ".cache" / "sdesr-gui" / "gallery"
+
+
+def identity_of(rel: PathLike) -> str:
+    """Identity of a gallery file from its path relative to the gallery: the first sub-folder's
+    name (``Alice/2019/a.jpg`` -> ``Alice``), else the file's stem (``Bob.jpg`` -> ``Bob``)."""
+    parts = Path(rel).parts
+    return parts[0] if len(parts) > 1 else Path(rel).stem
+
+
+def _is_cancelled(cancel) -> bool:
+    if cancel is None:
+        return False
+    if hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One gallery face: ``identity``, ``file`` (relative to the gallery, '/' separators) and
+    ``score`` (cosine similarity to the probe)."""
+
+    identity: str
+    file: str
+    score: float
+
+    def to_dict(self) -> dict:
+        return {"identity": self.identity, "file": self.file, "score": round(float(self.score), 6)}
+
+
+@dataclasses.dataclass
+class ConsensusCandidate:
+    """An identity ranked over several samples of one probe.
+
+    ``scores``/``ranks``: per sample, the identity's score (its best gallery face) and its rank
+    (1 = best) among all gallery identities; ``mean_score`` orders the consensus;
+    ``rank1_frequency`` is the share of samples for which it is the best candidate. ``file`` is
+    its gallery face with the highest mean score.
+    """
+
+    identity: str
+    file: str
+    mean_score: float
+    std_score: float
+    rank1_frequency: float
+    mean_rank: float
+    scores: list[float]
+    ranks: list[int]
+
+    @property
+    def score(self) -> float:
+        return self.mean_score
+
+    def to_dict(self) -> dict:
+        return {"identity": self.identity, "file": self.file, "mean_score": round(self.mean_score, 6),
+                "std_score": round(self.std_score, 6), "rank1_frequency": round(self.rank1_frequency, 6),
+                "mean_rank": round(self.mean_rank, 4), "scores": [round(s, 6) for s in self.scores],
+                "ranks": list(self.ranks)}
+
+
+@dataclasses.dataclass
+class ConsensusResult:
+    """Several samples of one probe against the gallery (identity level)."""
+
+    candidates: list[ConsensusCandidate]
+    per_sample: list[list[Candidate]]
+    samples: int
+
+    @property
+    def rank1_agreement(self) -> float:
+        """Share of samples whose best candidate is the consensus's best (0 when empty)."""
+        return self.candidates[0].rank1_frequency if self.candidates else 0.0
+
+    def stability(self) -> dict:
+        """How much the samples agree: rank-1 agreement, distinct rank-1 identities, top-K overlap."""
+        out: dict[str, Any] = {"samples": self.samples}
+        if not self.candidates:
+            return out
+        top = {c.identity for c in self.candidates}
+        firsts = [lst[0].identity for lst in self.per_sample if lst]
+        out["consensus_rank1"] = self.candidates[0].identity
+        out["rank1_agreement"] = round(self.rank1_agreement, 4)
+        out["distinct_rank1"] = len(set(firsts))
+        out["top_k_overlap"] = round(float(np.mean([len(top & {c.identity for c in lst}) / len(top)
+                                                    for lst in self.per_sample])), 4)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"samples": self.samples, "stability": self.stability(),
+                "candidates": [c.to_dict() for c in self.candidates],
+                "per_sample": [[c.to_dict() for c in lst] for lst in self.per_sample]}
+
+
+@dataclasses.dataclass
+class IndexReport:
+    """What an update did. ``skipped``: (file, reason) for every gallery file without a face
+    in the index (unreadable, not an image, no face found), new or remembered."""
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    faces: int = 0
+    files: int = 0
+    seconds: float = 0.0
+    cancelled: bool = False
+
+    def summary(self) -> str:
+        s = (f"added {self.added}, updated {self.updated}, removed {self.removed}, unchanged "
+             f"{self.unchanged}, skipped {len(self.skipped)}; {self.faces} faces in the index")
+        return s + (" (cancelled: what was indexed is kept)" if self.cancelled else "")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["skipped"] = [{"file": f, "reason": r} for f, r in self.skipped]
+        return d
+
+
+class IndexCancelled(Exception):
+    """The update was cancelled; everything indexed before is committed (``report`` says what)."""
+
+    def __init__(self, report: IndexReport) -> None:
+        super().__init__("Indexing was cancelled; what was indexed so far is kept.")
+        self.report = report
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    embedding BLOB,
+    face TEXT,
+    indexed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_sha ON files (sha256);
+"""
+
+
+@dataclasses.dataclass
+class _Matrix:
+    generation: int
+    files: list[str]
+    identities: list[str]
+    sha256: list[str]
+    emb: np.ndarray  # [N, D] float32, L2-normalised
+    id_names: list[str]
+    id_code: np.ndarray  # [N] identity index
+    order: np.ndarray  # files sorted by identity
+    starts: np.ndarray  # first position in ``order`` of each identity
+
+
+class GalleryIndex:
+    """An incremental face index of a gallery folder, stored outside it.
+
+    ``GalleryIndex(folder, embedder, cache_dir=None)``: ``cache_dir`` defaults to
+    :func:`default_cache_dir`; it may not lie inside the gallery. One SQLite database per
+    (gallery folder, embedding space). :meth:`update` scans the folder; :meth:`query` and
+    :meth:`query_samples` rank it. ``len(index)`` is the number of faces indexed. Safe to
+    query from one thread while nothing updates it from another.
+    """
+
+    def __init__(self, folder: PathLike, embedder: Embedder, cache_dir: Optional[PathLike] = None) -> None:
+        from .provenance import is_inside
+
+        folder = Path(folder).expanduser()
+        if not folder.exists():
+            raise InputError(f"The gallery folder {folder} does not exist.", folder)
+        if not folder.is_dir():
+            raise InputError(f"The gallery {folder} is not a folder.", folder)
+        self.folder = folder.resolve()
+        self.embedder = embedder
+        cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        if is_inside(cache, self.folder):
+            raise InputError(f"The index cache folder {cache} is inside the gallery folder; galleries "
+                             "are evidence and are never written to, so choose a cache folder elsewhere.",
+                             cache)
+        self.cache_dir = cache
+        key = str(getattr(embedder, "cache_key", None) or embedder.name)
+        digest = hashlib.sha256(str(self.folder).encode("utf-8")).hexdigest()[:16]
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in key)
+        self.db_path = cache / f"gallery-{safe}-{digest}.sqlite3"
+        self._key = key
+        self._lock = threading.RLock()
+        self._matrix: Optional[_Matrix] = None
+
+    # ---------------------------------------------------------------- storage
+    def _connect(self) -> sqlite3.Connection:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(str(self.db_path), timeout=30.0)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.executescript(_SCHEMA)
+        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        want = {"schema": str(SCHEMA_VERSION), "embedder": self._key, "dim": str(int(self.embedder.dim))}
+        if any(meta.get(k) != v for k, v in want.items()):
+            # another embedding space (or schema): start again, the old vectors are useless
+            with con:
+                con.execute("DELETE FROM files")
+                con.execute("DELETE FROM meta")
+                con.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                                [*want.items(), ("folder", str(self.folder)), ("generation", "0")])
+        return con
+
+    @staticmethod
+    def _generation(con: sqlite3.Connection) -> int:
+        row = con.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    def _bump(con: sqlite3.Connection) -> None:
+        con.execute("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'generation'")
+
+    def _scan(self) -> list[tuple[str, Path]]:
+        """Gallery image files (recursive, hidden entries and symlinked folders skipped), sorted."""
+        out: list[tuple[str, Path]] = []
+        for root, dirs, files in os.walk(self.folder, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if name.startswith(".") or not is_still_file(name):
+                    continue
+                p = Path(root) / name
+                out.append((p.relative_to(self.folder).as_posix(), p))
+        out.sort(key=lambda t: t[0])
+        return out
+
+    # ---------------------------------------------------------------- indexing
+    def update(self, progress: Optional[Callable[..., None]] = None, cancel=None) -> IndexReport:
+        """Bring the index up to date with the folder; returns an :class:`IndexReport`.
+
+        ``progress(done, total, file)`` is called per file; ``cancel`` (an Event or a callable)
+        stops between files by raising :class:`IndexCancelled` -- everything indexed before
+        stays committed. Unchanged files (same size and mtime, or same SHA-256) are neither
+        read nor embedded again; a renamed copy of an indexed file reuses its embedding.
+        """
+        t0 = time.perf_counter()
+        rep = IndexReport()
+        with self._lock:
+            files = self._scan()
+            rep.files = len(files)
+            total = len(files)
+            con = self._connect()
+            try:
+                known = {r[0]: r for r in con.execute(
+                    "SELECT path, size, mtime_ns, sha256, status, reason FROM files")}
+                present = {rel for rel, _ in files}
+                for k, (rel, path) in enumerate(files):
+                    if _is_cancelled(cancel):
+                        rep.cancelled = True
+                        rep.seconds = time.perf_counter() - t0
+                        rep.faces = con.execute("SELECT COUNT(*) FROM files WHERE status = 'face'").fetchone()[0]
+                        self._matrix = None
+                        raise IndexCancelled(rep)
+                    self._index_one(con, rel, path, known.get(rel), rep)
+                    if progress is not None:
+                        progress(k + 1, total, rel)
+                gone = [p for p in known if p not in present]
+                if gone:
+                    with con:
+                        con.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in gone])
+                        self._bump(con)
+                    rep.removed = len(gone)
+                rep.faces = con.execute("SELECT COUNT(*) FROM files WHERE status = 'face'").fetchone()[0]
+            finally:
+                con.close()
+            self._matrix = None
+        rep.seconds = time.perf_counter() - t0
+        return rep
+
+    def _index_one(self, con: sqlite3.Connection, rel: str, path: Path, row, rep: IndexReport) -> None:
+        try:
+            st = path.stat()
+        except OSError as e:
+            rep.skipped.append((rel, f"cannot be read ({e.strerror or 'OS error'})"))
+            return
+        size, mtime = int(st.st_size), int(st.st_mtime_ns)
+        if row is not None and row[1] == size and row[2] == mtime:
+            self._count_known(row, rel, rep)
+            return
+        try:
+            sha = _file_sha256(path)
+        except OSError as e:
+            rep.skipped.append((rel, f"cannot be read ({e.strerror or 'OS error'})"))
+            return
+        if row is not None and row[3] == sha:  # touched, not changed
+            with con:
+                con.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime, rel))
+            self._count_known(row, rel, rep)
+            return
+        identity = identity_of(rel)
+        same = con.execute("SELECT embedding, face FROM files WHERE sha256 = ? AND status = 'face' "
+                           "AND embedding IS NOT NULL LIMIT 1", (sha,)).fetchone()
+        if same is not None:  # a copy or a renamed file: its face is known already
+            status, reason, blob, face_json = "face", None, same[0], same[1]
+        else:
+            status, reason, blob, face_json = self._embed_file(path)
+        with con:
+            con.execute(
+                "INSERT OR REPLACE INTO files (path, size, mtime_ns, sha256, identity, status, reason, "
+                "embedding, face, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (rel, size, mtime, sha, identity, status, reason, blob, face_json, time.time()))
+            self._bump(con)
+        if status == "face":
+            if row is None:
+                rep.added += 1
+            else:
+                rep.updated += 1
+        else:
+            rep.skipped.append((rel, reason or status))
+
+    @staticmethod
+    def _count_known(row, rel: str, rep: IndexReport) -> None:
+        if row[4] == "face":
+            rep.unchanged += 1
+        else:
+            rep.skipped.append((rel, row[5] or row[4]))
+
+    def _embed_file(self, path: Path) -> tuple[str, Optional[str], Optional[bytes], Optional[str]]:
+        try:
+            img = load_still(path)
+        except InputError as e:
+            return "unreadable", str(e), None, None
+        emb, face = self.embedder.embed_image(img)
+        if emb is None:
+            return "noface", "no face was found", None, None
+        v = _l2(np.asarray(emb, dtype=np.float32).reshape(-1))
+        if v.shape[0] != int(self.embedder.dim):
+            raise ValueError(f"the embedder gave {v.shape[0]} values, not {self.embedder.dim}")
+        return "face", None, v.astype("<f4").tobytes(), json.dumps(face.to_dict()) if face is not None else None
+
+    def _write_synthetic(self, rows: Iterable[tuple[str, str, np.ndarray]]) -> None:
+        """Store (file, identity, embedding) rows without files behind them (benchmarks only)."""
+        with self._lock:
+            con = self._connect()
+            try:
+                with con:
+                    con.executemany(
+                        "INSERT OR REPLACE INTO files (path, size, mtime_ns, sha256, identity, status, reason, "
+                        "embedding, face, indexed_at) VALUES (?, 0, 0, ?, ?, 'face', NULL, ?, NULL, 0)",
+                        [(f, hashlib.sha256(f.encode()).hexdigest(), ident,
+                          _l2(np.asarray(e, np.float32)).astype("<f4").tobytes()) for f, ident, e in rows])
+                    self._bump(con)
+            finally:
+                con.close()
+            self._matrix = None
+
+    # ---------------------------------------------------------------- reading
+    def _load(self) -> _Matrix:
+        """The in-memory matrix, reloaded when the database changed (also by another process)."""
+        with self._lock:
+            if not self.db_path.exists():
+                gen = -1
+                rows: list = []
+            else:
+                # a cheap look at the generation first: most queries find the matrix current
+                if self._matrix is not None and self._matrix.generation >= 0:
+                    try:
+                        peek = sqlite3.connect(str(self.db_path), timeout=30.0)
+                        try:
+                            if self._generation(peek) == self._matrix.generation:
+                                return self._matrix
+                        finally:
+                            peek.close()
+                    except sqlite3.Error:
+                        pass
+                con = self._connect()
+                try:
+                    gen = self._generation(con)
+                    if self._matrix is not None and self._matrix.generation == gen:
+                        return self._matrix
+                    rows = con.execute("SELECT path, identity, sha256, embedding FROM files "
+                                       "WHERE status = 'face' AND embedding IS NOT NULL ORDER BY path").fetchall()
+                finally:
+                    con.close()
+            if self._matrix is not None and self._matrix.generation == gen:
+                return self._matrix
+            dim = int(self.embedder.dim)
+            emb = np.frombuffer(b"".join(r[3] for r in rows), dtype="<f4").reshape(len(rows), dim) \
+                if rows else np.zeros((0, dim), np.float32)
+            emb = np.ascontiguousarray(emb, dtype=np.float32)
+            idents = [r[1] for r in rows]
+            names = sorted(set(idents))
+            code_of = {n: i for i, n in enumerate(names)}
+            code = np.array([code_of[i] for i in idents], dtype=np.int64)
+            order = np.argsort(code, kind="stable")
+            starts = np.searchsorted(code[order], np.arange(len(names))) if names else np.zeros(0, np.int64)
+            self._matrix = _Matrix(gen, [r[0] for r in rows], idents, [r[2] for r in rows], emb, names,
+                                   code, order, starts)
+            return self._matrix
+
+    def __len__(self) -> int:
+        return len(self._load().files)
+
+    def identities(self) -> list[str]:
+        """The distinct identities with at least one indexed face."""
+        return list(self._load().id_names)
+
+    def entries(self) -> tuple[list[str], list[str], list[str], np.ndarray]:
+        """(files, identities, sha256s, embeddings [N, D]) of every indexed face."""
+        m = self._load()
+        return list(m.files), list(m.identities), list(m.sha256), m.emb.copy()
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """(file, reason) of the indexed files without a face, as of the last update."""
+        if not self.db_path.exists():
+            return []
+        con = self._connect()
+        try:
+            return [(r[0], r[1] or r[2]) for r in con.execute(
+                "SELECT path, reason, status FROM files WHERE status != 'face' ORDER BY path")]
+        finally:
+            con.close()
+
+    def path_of(self, file: str) -> Path:
+        """Absolute path of a gallery file named by a :class:`Candidate`."""
+        return self.folder / Path(file)
+
+    @staticmethod
+    def _probe(embedding, dim: int) -> np.ndarray:
+        q = np.asarray(embedding, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None]
+        if q.ndim != 2 or q.shape[1] != dim:
+            raise ValueError(f"expected embeddings of {dim} values, got shape {tuple(np.shape(embedding))}")
+        return _l2(q)
+
+    def _scores(self, m: _Matrix, q: np.ndarray, exclude: Optional[Iterable[str]]) -> np.ndarray:
+        s = q @ m.emb.T  # [S, N]
+        if exclude:
+            ex = set(exclude)
+            cols = [i for i, f in enumerate(m.files) if f in ex]
+            if cols:
+                s[:, cols] = -np.inf
+        return s
+
+    @staticmethod
+    def _identity_scores(m: _Matrix, s: np.ndarray) -> np.ndarray:
+        """[S, N] face scores -> [S, I] identity scores (best face per identity)."""
+        if not m.id_names:
+            return np.zeros((s.shape[0], 0), np.float32)
+        return np.maximum.reduceat(s[:, m.order], m.starts, axis=1)
+
+    @staticmethod
+    def _best_file(m: _Matrix, s_row: np.ndarray, ident: int) -> int:
+        end = m.starts[ident + 1] if ident + 1 < len(m.starts) else len(m.order)
+        members = m.order[m.starts[ident]:end]
+        return int(members[int(np.argmax(s_row[members]))])
+
+    def query(self, embedding, top_k: int = 10, per_identity: bool = False,
+              exclude: Optional[Iterable[str]] = None) -> list[Candidate]:
+        """The ``top_k`` gallery faces most similar to one probe embedding, best first.
+
+        ``per_identity``: at most one face (the best) per identity. ``exclude``: gallery files
+        to leave out (e.g. the probe photo itself).
+        """
+        m = self._load()
+        q = self._probe(embedding, m.emb.shape[1])
+        if not m.files or top_k < 1:
+            return []
+        s = self._scores(m, q, exclude)[0]
+        if per_identity:
+            ids = self._identity_scores(m, s[None])[0]
+            k = min(int(top_k), len(ids))
+            top = np.argpartition(-ids, k - 1)[:k]
+            top = top[np.lexsort((top, -ids[top]))]
+            out = []
+            for j in top:
+                if not np.isfinite(ids[j]):
+                    continue
+                i = self._best_file(m, s, int(j))
+                out.append(Candidate(m.identities[i], m.files[i], float(s[i])))
+            return out
+        k = min(int(top_k), len(s))
+        top = np.argpartition(-s, k - 1)[:k]
+        top = top[np.lexsort((top, -s[top]))]
+        return [Candidate(m.identities[i], m.files[i], float(s[i])) for i in top if np.isfinite(s[i])]
+
+    def query_samples(self, embeddings, top_k: int = 10,
+                      exclude: Optional[Iterable[str]] = None) -> ConsensusResult:
+        """Several samples ``[S, D]`` of one probe: a consensus over identities.
+
+        For every identity: its score per sample (its best face), the mean and spread over the
+        samples, its rank per sample and how often it is rank 1. The consensus lists the
+        ``top_k`` identities by mean score; ``per_sample`` holds each sample's own top-K.
+        """
+        m = self._load()
+        q = self._probe(embeddings, m.emb.shape[1])
+        n_s = q.shape[0]
+        if not m.files or top_k < 1:
+            return ConsensusResult([], [[] for _ in range(n_s)], n_s)
+        s = self._scores(m, q, exclude)  # [S, N]
+        ids = self._identity_scores(m, s)  # [S, I]
+        k = min(int(top_k), ids.shape[1])
+        finite = np.where(np.isfinite(ids), ids, np.nan)
+        with np.errstate(invalid="ignore"):
+            mean = np.nanmean(finite, axis=0) if n_s > 1 else finite[0]
+        mean = np.where(np.isfinite(mean), mean, -np.inf)
+        top = np.argpartition(-mean, k - 1)[:k]
+        top = top[np.lexsort((top, -mean[top]))]
+        best = np.argmax(ids, axis=1)  # rank-1 identity per sample
+        # the face standing for each identity: its best mean score over the samples
+        face_mean = s.mean(axis=0)
+        cands = []
+        for j in top:
+            if not np.isfinite(mean[j]):
+                continue
+            col = ids[:, j]
+            ranks = [int(1 + np.sum(ids[r] > col[r])) for r in range(n_s)]
+            cands.append(ConsensusCandidate(
+                identity=m.id_names[j], file=m.files[self._best_file(m, face_mean, int(j))],
+                mean_score=float(mean[j]), std_score=float(np.nanstd(finite[:, j])),
+                rank1_frequency=float(np.mean(best == j)), mean_rank=float(np.mean(ranks)),
+                scores=[float(v) for v in col], ranks=ranks))
+        per_sample = []
+        for r in range(n_s):
+            row = ids[r]
+            t = np.argpartition(-row, k - 1)[:k]
+            t = t[np.lexsort((t, -row[t]))]
+            lst = []
+            for j in t:
+                if np.isfinite(row[j]):
+                    i = self._best_file(m, s[r], int(j))
+                    lst.append(Candidate(m.id_names[j], m.files[i], float(s[r, i])))
+            per_sample.append(lst)
+        return ConsensusResult(cands, per_sample, n_s)
+
+
+# ==========================================================================================
+# Evaluation and benchmark
+# ==========================================================================================
+def evaluate_identification(index: GalleryIndex, probe_embeddings: np.ndarray, probe_ids: Sequence[str],
+                            exclude: Optional[Sequence[Iterable[str]]] = None,
+                            ranks: Sequence[int] = (1, 5, 10)) -> dict:
+    """Closed-set identification (Rank-N) and 1:1 verification (AUC) of probes against a gallery.
+
+    Each gallery identity scores by its best face; ``exclude[i]`` lists gallery files probe
+    ``i`` may not match (the probe photo itself). Probes whose identity has no (remaining)
+    gallery face are not counted (``open_set``). Verification pairs every counted probe with
+    every gallery identity (genuine: the same identity).
+    """
+    from .metrics import verification_auc
+
+    m = index._load()
+    q = GalleryIndex._probe(probe_embeddings, m.emb.shape[1]) if len(probe_ids) else np.zeros((0, 1))
+    out: dict[str, Any] = {"probes": len(probe_ids), "gallery_faces": len(m.files),
+                           "gallery_identities": len(m.id_names)}
+    if not len(probe_ids) or not m.files:
+        out.update({f"rank{n}": float("nan") for n in ranks})
+        out.update({"counted": 0, "open_set": len(probe_ids), "auc": float("nan")})
+        return out
+    s = q @ m.emb.T
+    if exclude is not None:
+        col = {f: i for i, f in enumerate(m.files)}
+        for r, ex in enumerate(exclude):
+            for f in ex or ():
+                if f in col:
+                    s[r, col[f]] = -np.inf
+    ids = GalleryIndex._identity_scores(m, s)
+    code = {n: j for j, n in enumerate(m.id_names)}
+    rank_list, gen, imp = [], [], []
+    for r, pid in enumerate(probe_ids):
+        j = code.get(str(pid))
+        if j is None or not np.isfinite(ids[r, j]):
+            continue
+        row = ids[r]
+        rank_list.append(int(1 + np.sum(np.delete(row, j) >= row[j])))
+        gen.append(float(row[j]))
+        others = np.delete(row, j)
+        imp.extend(float(v) for v in others[np.isfinite(others)])
+    rk = np.array(rank_list)
+    out["counted"] = int(rk.size)
+    out["open_set"] = len(probe_ids) - int(rk.size)
+    for n in ranks:
+        out[f"rank{n}"] = float(np.mean(rk <= n)) if rk.size else float("nan")
+    try:
+        out["auc"] = verification_auc(gen + imp, [True] * len(gen) + [False] * len(imp))
+    except ValueError:
+        out["auc"] = float("nan")
+    out["ranks"] = rank_list
+    return out
+
+
+class _SyntheticEmbedder(Embedder):
+    name = "synthetic"
+
+    def __init__(self, dim: int) -> None:
+        self.dim = int(dim)
+
+    def embed_aligned(self, frames):  # pragma: no cover - never called
+        raise NotImplementedError
+
+
+def benchmark_query(n: int = 10_000, dim: int = 128, queries: int = 200, samples: int = 8,
+                    top_k: int = 10, per_identity: int = 4, seed: int = 0) -> dict:
+    """Time gallery queries on a synthetic index of ``n`` random unit embeddings.
+
+    The database is built in a temporary folder through the same storage as a real gallery;
+    the times are the load from SQLite, one probe (:meth:`GalleryIndex.query`, file and identity
+    level) and ``samples`` samples (:meth:`GalleryIndex.query_samples`). Embedding the probe
+    is not included (see ``embed_ms`` in the CLI's report).
+    """
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory(prefix="sdesr-bench-") as tmp:
+        gal = Path(tmp) / "gallery"
+        gal.mkdir()
+        idx = GalleryIndex(gal, _SyntheticEmbedder(dim), cache_dir=Path(tmp) / "cache")
+        vecs = rng.standard_normal((n, dim)).astype(np.float32)
+        t = time.perf_counter()
+        idx._write_synthetic((f"id{i // per_identity:05d}/{i:06d}.jpg", f"id{i // per_identity:05d}", vecs[i])
+                             for i in range(n))
+        write_s = time.perf_counter() - t
+        t = time.perf_counter()
+        idx._load()
+        load_s = time.perf_counter() - t
+        probes = rng.standard_normal((queries, dim)).astype(np.float32)
+
+        def timeit(fn) -> list[float]:
+            fn(0)  # warm-up
+            out = []
+            for i in range(queries):
+                t0 = time.perf_counter()
+                fn(i)
+                out.append((time.perf_counter() - t0) * 1000)
+            return out
+
+        q_file = timeit(lambda i: idx.query(probes[i], top_k))
+        q_id = timeit(lambda i: idx.query(probes[i], top_k, per_identity=True))
+        multi = rng.standard_normal((queries, samples, dim)).astype(np.float32)
+        q_multi = timeit(lambda i: idx.query_samples(multi[i], top_k))
+        size = idx.db_path.stat().st_size
+
+    def stats(v: list[float]) -> dict:
+        a = np.asarray(v)
+        return {"median_ms": float(np.median(a)), "p95_ms": float(np.percentile(a, 95)),
+                "max_ms": float(a.max())}
+
+    return {"faces": n, "identities": (n + per_identity - 1) // per_identity, "dim": dim,
+            "queries": queries, "top_k": top_k, "samples": samples,
+            "write_seconds": write_s, "load_seconds": load_s, "database_bytes": size,
+            "query": stats(q_file), "query_per_identity": stats(q_id), "query_samples": stats(q_multi)}
