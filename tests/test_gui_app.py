@@ -393,6 +393,8 @@ def test_screenshot_command(qtbot, tmp_path):
     assert main(["--screenshot", str(out), str(SAMPLE_FACE)]) == 0
     img = QImage(str(out))
     assert (img.width(), img.height()) == (1400, 900)
+    assert main(["--screenshot", str(tmp_path / "no.png"), str(tmp_path / "missing.png")]) == 2
+    assert not (tmp_path / "no.png").exists()
 
 
 def test_drop_a_file_opens_it(qtbot, window):
