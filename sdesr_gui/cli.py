@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -446,6 +447,396 @@ def cmd_train(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------
+# faces from footage: detect
+# ------------------------------------------------------------------------------------------
+def _floats(text: str, n: int, what: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.replace(";", ",").split(",")]
+    except ValueError:
+        vals = []
+    if len(vals) != n or not all(v == v and abs(v) != float("inf") for v in vals):
+        raise UsageError(f"{what} needs {n} comma-separated numbers, got {text!r}")
+    return vals
+
+
+def _frames_to_scan(args, src) -> list[int]:
+    n = int(src.frame_count)
+    if args.frame is not None:
+        if not 0 <= args.frame < n:
+            raise UsageError(f"--frame {args.frame} is outside {Path(args.input).name}, which has frames 0 to {n - 1}")
+        return [int(args.frame)]
+    if args.every is not None:
+        if args.every < 1:
+            raise UsageError("--every must be at least 1")
+        return list(range(0, n, int(args.every)))
+    if n == 1:
+        return [0]
+    return list(range(0, n, max(1, int(round(src.fps or 1)))))  # one frame per second
+
+
+def cmd_detect(args) -> int:
+    from tqdm import tqdm
+
+    from .core import faces
+    from .core.provenance import atomic_save_png, make_run_record, sha256_file
+    from .core.video import open_source
+
+    inp = Path(args.input).expanduser()
+    out = Path(args.out).expanduser()
+    _check_out_dir(out, [inp.resolve().parent] if inp.exists() else [])
+    box = _floats(args.box, 4, "--box X0,Y0,X1,Y1") if args.box else None
+    eyes = _floats(args.eyes, 4, "--eyes LX,LY,RX,RY") if args.eyes else None
+    if box is not None and (box[2] <= box[0] or box[3] <= box[1]):
+        raise UsageError("--box needs X0 < X1 and Y0 < Y1")
+    if eyes is not None and (eyes[0], eyes[1]) == (eyes[2], eyes[3]):
+        raise UsageError("--eyes needs two different points")
+    stem = inp.stem
+    record_path = out / f"{stem}_faces.json"
+    if record_path.exists() and not args.overwrite:
+        raise UsageError(f"{record_path} already exists; choose another output folder or pass --overwrite")
+
+    t0 = time.perf_counter()
+    with open_source(inp) as src:
+        frames = _frames_to_scan(args, src)
+        if (box or eyes) and len(frames) != 1:
+            raise UsageError("a hand-drawn --box or --eyes belongs to one frame; give --frame I")
+        sha = sha256_file(inp)
+        found: list[tuple[int, float, int, object]] = []  # frame, timestamp, face number, AlignedFace
+        empty: list[int] = []
+        with tqdm(total=len(frames), desc="detect", unit="frame", file=sys.stderr, disable=args.quiet) as bar:
+            for i in frames:
+                img = src.frame(i)
+                if box or eyes:
+                    try:
+                        aligned = [faces.extract_face(img, box=box, eyes=None if eyes is None else
+                                                      [eyes[:2], eyes[2:]])]
+                    except ValueError as e:
+                        raise UsageError(str(e)) from None
+                else:
+                    dets = faces.detect_faces_in_frame(img, min_face=args.min_face, min_prob=args.min_prob,
+                                                       upscale=True if args.thorough else "auto")
+                    aligned = [faces.extract_face(img, face=f) for f in dets]
+                if not aligned:
+                    empty.append(i)
+                for j, af in enumerate(aligned):
+                    found.append((i, src.timestamp(i), j, af))
+                bar.update(1)
+        info = src.info()
+    seconds = time.perf_counter() - t0
+
+    names = []
+    for i, _, j, _ in found:
+        base = f"{stem}_f{i:06d}_{j:02d}"
+        names.append((out / f"{base}.png", out / f"{base}_lr.png"))
+    if not args.overwrite:
+        for pair in names:
+            for p in pair:
+                if p.exists():
+                    raise UsageError(f"{p} already exists; choose another output folder or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    rec = make_run_record("detect", frame={"frames": frames})
+    rec.notice = ("Aligned crops of the input (not generated); a face enlarged to fill the frame carries no "
+                  "more detail than the footage.")
+    rec.add_input(inp, sha256=sha, **{k: v for k, v in info.items() if k != "path"})
+    method = "manual" if (box or eyes) else ("MTCNN (facenet-pytorch), tiled 2x pass" if args.thorough
+                                             else "MTCNN (facenet-pytorch), tiled 2x pass when nothing is found")
+    rec.extra["detector"] = {"method": method, "min_face": args.min_face, "min_prob": args.min_prob}
+    rec.extra["frames_without_faces"] = empty
+    rec.extra["faces"] = []
+    rec.timings = {"detect_seconds": round(seconds, 4)}
+    written: list[Path] = []
+    try:
+        for (i, ts, j, af), (crop_p, lr_p) in zip(found, names):
+            d1 = atomic_save_png(crop_p, af.crop)
+            written.append(crop_p)
+            d2 = atomic_save_png(lr_p, af.lr)
+            written.append(lr_p)
+            entry = {"frame": i, "timestamp_s": round(float(ts), 6), "face": j, "crop": crop_p.name,
+                     "lr": lr_p.name, **af.to_dict()}
+            rec.extra["faces"].append(entry)
+            rec.add_output(crop_p, d1, kind="aligned_face", frame=i, face=j)
+            rec.add_output(lr_p, d2, kind="lr_input", frame=i, face=j)
+            if af.small or af.lr_interpolated:
+                _warn(f"frame {i}, face {j}: {af.note}")
+        rec.write(record_path)
+        written.append(record_path)
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    if not args.quiet:
+        print(f"{inp}: {len(found)} face(s) in {len(frames) - len(empty)} of {len(frames)} frame(s) -> {out} "
+              f"({record_path.name})")
+        if empty and len(frames) == 1:
+            print("no face was found; draw one by hand with --box X0,Y0,X1,Y1 (and --eyes LX,LY,RX,RY)",
+                  file=sys.stderr)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# gallery: index, match, eval-match, bench-gallery
+# ------------------------------------------------------------------------------------------
+def _embedder_from_args(args):
+    from .core.gallery import get_embedder
+
+    return get_embedder(args.embedder, args.embedder_weights)
+
+
+def _open_index(args, embedder):
+    from .core.gallery import GalleryIndex
+
+    gallery = Path(args.gallery).expanduser()
+    if not gallery.is_dir():
+        raise UsageError(f"the gallery folder {gallery} does not exist" if not gallery.exists()
+                         else f"the gallery {gallery} is not a folder")
+    return GalleryIndex(gallery, embedder, cache_dir=args.cache_dir)
+
+
+def _update_index(index, quiet: bool, verbose_skips: bool = True):
+    from tqdm import tqdm
+
+    from .core.gallery import IndexCancelled
+
+    with tqdm(desc="index", unit="file", file=sys.stderr, disable=quiet) as bar:
+        def progress(done, total, name=""):
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            rep = index.update(progress=progress)
+        except KeyboardInterrupt:
+            print("sdesr: interrupted; every file indexed so far is kept", file=sys.stderr)
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        except IndexCancelled as e:  # pragma: no cover - the CLI has no cancel button
+            rep = e.report
+    if verbose_skips and not quiet:
+        for f, why in rep.skipped:
+            _warn(f"skipped {f}: {why}")
+    return rep
+
+
+def cmd_index(args) -> int:
+    emb = _embedder_from_args(args)
+    index = _open_index(args, emb)
+    rep = _update_index(index, args.quiet)
+    if args.json:
+        print(json.dumps({"gallery": str(index.folder), "database": str(index.db_path), "embedder": emb.info(),
+                          **rep.to_dict()}, indent=2))
+    else:
+        print(f"{index.folder}: {rep.summary()} ({rep.seconds:.1f} s; index {index.db_path})")
+    return 0
+
+
+def _probe_frame(path: Path, min_prob: float = 0.9):
+    """A probe image as a canonical face frame: 128x128 as is, 16x16 as LR (bicubic), else detected."""
+    from .core import faces
+    from .core.video import load_still
+
+    img = load_still(path)
+    h, w = img.shape[:2]
+    if (h, w) == (faces.FRAME_SIZE, faces.FRAME_SIZE):
+        return img, "frame"
+    if (h, w) == (faces.LR_SIZE, faces.LR_SIZE):
+        return faces.to_uint8(faces.upsample(faces.to_tensor(img)))[0], "lr (bicubic)"
+    found = faces.detect_faces(img, min_prob=min_prob)
+    if not found:
+        return None, "no face"
+    return faces.align_face(img, found[0].landmarks)[0], "detected"
+
+
+def cmd_match(args) -> int:
+    from .core.video import iter_image_files
+
+    if args.top < 1:
+        raise UsageError("--top must be at least 1")
+    probes = iter_image_files(args.probes)
+    emb = _embedder_from_args(args)
+    index = _open_index(args, emb)
+    frames = []
+    for p in probes:
+        fr, how = _probe_frame(p)
+        if fr is None:
+            raise UsageError(f"no face was found in the probe {p.name}; crop it with `sdesr detect` "
+                             f"(--box for a face the detector misses)")
+        frames.append(fr)
+    if not args.no_update:
+        _update_index(index, args.quiet or args.json, verbose_skips=False)
+    if len(index) == 0:
+        raise UsageError(f"the gallery {index.folder} holds no indexed face")
+    vecs = emb.embed_aligned(frames)
+    results = []
+    for p, v in zip(probes, vecs):
+        cands = index.query(v, args.top, per_identity=not args.per_file)
+        results.append({"probe": str(p), "candidates": [
+            {"identity": c.identity, "file": str(index.path_of(c.file)), "score": round(c.score, 6)}
+            for c in cands]})
+    consensus = index.query_samples(vecs, args.top) if args.consensus and len(vecs) > 1 else None
+    if args.json:
+        if consensus is not None:
+            doc = consensus.to_dict()
+            for c in doc["candidates"]:
+                c["file"] = str(index.path_of(c["file"]))
+            print(json.dumps({"probes": results, "consensus": doc}, indent=2))
+        else:
+            print(json.dumps(results, indent=2))
+        return 0
+    print(f"gallery {index.folder} ({len(index)} faces, embedder {emb.name}); candidates are investigative "
+          "leads, not identifications")
+    for r in results:
+        print(f"\n{r['probe']}")
+        for k, c in enumerate(r["candidates"], 1):
+            print(f"  {k:3d}. {c['score']:.4f}  {c['identity']:24s} {c['file']}")
+    if consensus is not None:
+        st = consensus.stability()
+        print(f"\nconsensus over {consensus.samples} samples (rank-1 agreement {st.get('rank1_agreement', 0):.0%}, "
+              f"{st.get('distinct_rank1', 0)} distinct rank-1 identities)")
+        print(f"  {'':3s}  {'mean':>6s} {'sd':>6s} {'rank1':>6s} {'mean rank':>9s}  identity")
+        for k, c in enumerate(consensus.candidates, 1):
+            print(f"  {k:3d}. {c.mean_score:6.4f} {c.std_score:6.4f} {c.rank1_frequency:6.0%} {c.mean_rank:9.1f}  "
+                  f"{c.identity}")
+    return 0
+
+
+def _probe_files(folder: Path) -> list[tuple[Path, str]]:
+    from .core.gallery import identity_of
+    from .core.video import is_still_file
+
+    out = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith(".") and is_still_file(name):
+                p = Path(root) / name
+                out.append((p, identity_of(p.relative_to(folder))))
+    return out
+
+
+def cmd_eval_match(args) -> int:
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from .core import faces
+    from .core.gallery import evaluate_identification
+    from .core.provenance import atomic_write_text, device_info, sha256_file, to_json, versions
+
+    probes_dir = Path(args.probes).expanduser()
+    if not probes_dir.is_dir():
+        raise UsageError(f"the probe folder {probes_dir} does not exist or is not a folder")
+    if args.json:
+        _check_out_dir(Path(args.json).expanduser().parent, [probes_dir.resolve(), Path(args.gallery).resolve()])
+    settings = None if args.no_sr else _settings_from_args(args)
+    emb = _embedder_from_args(args)
+    index = _open_index(args, emb)
+    items = _probe_files(probes_dir)[: args.limit] if args.limit else _probe_files(probes_dir)
+    if not items:
+        raise UsageError(f"no probe images were found in {probes_dir}")
+    enh = None
+    if settings is not None:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        enh = _load_enhancer(args, need_classifier=any(v is not None for v in settings.attributes.values()))
+    rep = _update_index(index, args.quiet, verbose_skips=False)
+    files, _, shas, _ = index.entries()
+    by_sha: dict[str, list[str]] = {}
+    for f, s in zip(files, shas):
+        by_sha.setdefault(s, []).append(f)
+
+    hr, ids, exclude, used, skipped = [], [], [], [], []
+    for p, ident in tqdm(items, desc="probes", unit="face", file=sys.stderr, disable=args.quiet):
+        fr, how = _probe_frame(p)
+        if fr is None:
+            skipped.append((str(p), how))
+            continue
+        hr.append(fr)
+        ids.append(ident)
+        exclude.append(by_sha.get(sha256_file(p), []))  # a probe never matches its own photo
+        used.append(str(p))
+    if not hr:
+        raise UsageError(f"no face was found in any probe image in {probes_dir}")
+    t0 = time.perf_counter()
+    hr_t = faces.frames_to_tensor(hr)
+    lr = faces.degrade(hr_t)
+    kinds = {"hr": hr, "bicubic": faces.to_uint8(faces.upsample(lr))}
+    sr_seconds = None
+    if enh is not None:
+        sr = []
+        b = max(1, int(args.batch))
+        with tqdm(total=len(hr), desc="super-resolve", unit="face", file=sys.stderr, disable=args.quiet) as bar:
+            for k in range(0, len(hr), b):
+                s = enh.run_many(lr[k:k + b], settings)
+                sr += faces.to_uint8(s)
+                bar.update(s.shape[0])
+        kinds["sr"] = sr
+        sr_seconds = time.perf_counter() - t0
+    vec = {k: emb.embed_aligned(v) for k, v in kinds.items()}
+    table = {}
+    for k, v in vec.items():
+        r = evaluate_identification(index, v, ids, exclude)
+        r["cs_to_hr"] = float(np.mean(np.sum(v * vec["hr"], axis=1)))
+        table[k] = r
+    print(f"gallery {index.folder}: {rep.faces} faces, {len(index.identities())} identities; "
+          f"{len(hr)} probes ({table['hr']['counted']} with their identity in the gallery), embedder {emb.name}")
+    print(f"{'probe':10s} {'Rank-1':>7s} {'Rank-5':>7s} {'Rank-10':>7s} {'AUC':>7s} {'CS->HR':>7s}")
+    for k, r in table.items():
+        print(f"{k:10s} {r['rank1']:7.3f} {r['rank5']:7.3f} {r['rank10']:7.3f} {r['auc']:7.3f} {r['cs_to_hr']:7.3f}")
+    if skipped and not args.quiet:
+        _warn(f"{len(skipped)} probe(s) without a face were left out")
+    if args.json:
+        report = {"gallery": str(index.folder), "probes_folder": str(probes_dir), "embedder": emb.info(),
+                  "index": rep.to_dict(), "probes": used, "probe_identities": ids, "skipped_probes": skipped,
+                  "results": table, "sampler": settings.to_dict() if settings else None,
+                  "model": enh.model_info if enh else None, "sr_seconds": sr_seconds,
+                  "versions": versions(), "device": device_info(str(enh.device) if enh else "cpu"),
+                  "notice": "Rank-N and AUC of an evaluation set; candidates are leads, not identifications."}
+        atomic_write_text(Path(args.json).expanduser(), to_json(report))
+    return 0
+
+
+def cmd_bench_gallery(args) -> int:
+    import numpy as np
+
+    from .core.gallery import benchmark_query
+    from .core.provenance import device_info
+
+    if args.size < 1 or args.queries < 1 or args.samples < 1:
+        raise UsageError("--size, --queries and --samples must be at least 1")
+    r = benchmark_query(n=args.size, dim=args.dim, queries=args.queries, samples=args.samples, top_k=args.top)
+    if args.embed:
+        try:
+            emb = _embedder_from_args(args)
+            from PIL import Image
+
+            frame = np.asarray(Image.open(Path(__file__).resolve().parents[1] / "resources" /
+                                          "sample_face.png").convert("RGB"))
+            emb.embed_aligned([frame])
+            times = []
+            for _ in range(5):
+                t = time.perf_counter()
+                emb.embed_aligned([frame])
+                times.append((time.perf_counter() - t) * 1000)
+            r["embed_ms"] = {"embedder": emb.name, "median_ms": float(np.median(times))}
+        except Exception as e:  # noqa: BLE001 - the embedding time is optional
+            r["embed_ms"] = {"error": str(e)}
+    d = device_info("cpu")
+    r["device"] = d
+    if args.json:
+        print(json.dumps(r, indent=2, default=str))
+        return 0
+    print(f"machine: {d.get('cpu')}, {d.get('cpu_count')} cores; numpy {np.__version__}")
+    print(f"synthetic gallery: {r['faces']} faces, {r['identities']} identities, {r['dim']}-D; "
+          f"SQLite {r['database_bytes'] / 2**20:.1f} MiB, loaded in {r['load_seconds'] * 1000:.0f} ms")
+    for key, label in (("query", f"one probe, top-{r['top_k']} faces"),
+                       ("query_per_identity", f"one probe, top-{r['top_k']} identities"),
+                       ("query_samples", f"{r['samples']} samples, consensus")):
+        s = r[key]
+        print(f"{label:34s} median {s['median_ms']:7.2f} ms   p95 {s['p95_ms']:7.2f} ms   max {s['max_ms']:7.2f} ms")
+    if "embed_ms" in r and "median_ms" in r["embed_ms"]:
+        print(f"embedding one probe ({r['embed_ms']['embedder']}): {r['embed_ms']['median_ms']:.1f} ms")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
 # parser
 # ------------------------------------------------------------------------------------------
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -555,6 +946,90 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--overwrite", action="store_true")
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("detect", help="find, align and crop the faces of a still or a video",
+                       description="Detect every face (MTCNN) in a still or in video frames, align each to the "
+                       "128x128 face frame and write the crops, their 16x16 LR inputs and a JSON record "
+                       "(boxes, landmarks, frame numbers, timestamps). A video is scanned once per second "
+                       "unless --frame or --every says otherwise.")
+    d.add_argument("input", metavar="INPUT", help="a still (PNG, JPEG, BMP, TIFF, ...) or a video (MP4, AVI, MKV, ...)")
+    fr = d.add_mutually_exclusive_group()
+    fr.add_argument("--frame", type=int, metavar="I", help="only frame I (0-based)")
+    fr.add_argument("--every", type=int, metavar="N", help="every N-th frame (default: one frame per second)")
+    d.add_argument("--out", required=True, metavar="DIR", help="output folder (never the input's folder)")
+    d.add_argument("--min-face", type=float, default=12, metavar="PX", help="smallest face side to look for (12)")
+    d.add_argument("--min-prob", type=float, default=0.9, help="smallest detection probability kept (0.9)")
+    d.add_argument("--thorough", action="store_true",
+                   help="always add the tiled 2x upscaled pass (finds faces down to about 8 px; slower)")
+    d.add_argument("--box", metavar="X0,Y0,X1,Y1", help="a face drawn by hand (pixels) where detection fails")
+    d.add_argument("--eyes", metavar="LX,LY,RX,RY", help="the two eye centres (image left first): exact alignment")
+    d.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same name")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_detect)
+
+    def gallery_args(p, need_gallery=True):
+        if need_gallery:
+            p.add_argument("--gallery", required=True, metavar="GALLERY", help="folder of known faces (only read)")
+        p.add_argument("--embedder", choices=["dlib", "facenet"], default="dlib",
+                       help="face embedder: dlib (offline, default) or facenet (VGGFace2; downloads its weights)")
+        p.add_argument("--embedder-weights", metavar="PATH",
+                       help="facenet: a local weights file; dlib: a folder with its model files")
+        p.add_argument("--cache-dir", metavar="DIR",
+                       help="where the index lives (default: the user cache folder; never inside the gallery)")
+
+    ix = sub.add_parser("index", help="index a gallery folder of known faces (incremental)",
+                        description="Embed the largest face of every image in GALLERY (recursively; identity = "
+                        "sub-folder name, else file stem). Only new and changed files are embedded again; "
+                        "the index lives in the user cache folder, never in the gallery.")
+    ix.add_argument("gallery", metavar="GALLERY")
+    gallery_args(ix, need_gallery=False)
+    ix.add_argument("--json", action="store_true", help="print the report as JSON")
+    ix.add_argument("--quiet", action="store_true")
+    ix.set_defaults(func=cmd_index)
+
+    m = sub.add_parser("match", help="rank gallery identities for probe faces",
+                       description="Rank the gallery for each probe: a 128x128 image is taken as an aligned face "
+                       "frame (e.g. a sample from `sdesr enhance`), a 16x16 one as an LR input (bicubic), any "
+                       "other photo is detected and aligned. The index is brought up to date first. Candidates "
+                       "are investigative leads, not identifications.")
+    m.add_argument("probes", nargs="+", metavar="PROBE", help="probe images or folders")
+    gallery_args(m)
+    m.add_argument("--top", type=int, default=10, metavar="K", help="candidates per probe (10)")
+    m.add_argument("--per-file", action="store_true", help="rank gallery files, not identities")
+    m.add_argument("--consensus", action="store_true",
+                   help="the probes are samples of one face: add the mean score and rank-1 stability per candidate")
+    m.add_argument("--no-update", action="store_true", help="use the index as it is")
+    m.add_argument("--json", action="store_true",
+                   help='print [{"probe", "candidates": [{"identity", "file", "score"}]}] as JSON')
+    m.add_argument("--quiet", action="store_true")
+    m.set_defaults(func=cmd_match)
+
+    em = sub.add_parser("eval-match", help="Rank-1/5/10 and verification AUC of HR, bicubic and SR probes",
+                        description="Align each probe (identity = sub-folder name, else file stem), degrade it "
+                        "to 16x16, super-resolve it with the score model and match HR, bicubic and SR against "
+                        "the gallery. A probe never matches its own photo if that is in the gallery.")
+    gallery_args(em)
+    em.add_argument("--probes", required=True, metavar="DIR", help="folder of probe photos")
+    em.add_argument("--limit", type=int, default=0, help="at most this many probes (0: all)")
+    em.add_argument("--batch", type=int, default=8, help="faces per sampler batch (8)")
+    em.add_argument("--no-sr", action="store_true", help="HR and bicubic only (no score model needed)")
+    em.add_argument("--json", metavar="FILE", help="write the full report here")
+    em.add_argument("--threads", type=int, default=0)
+    em.add_argument("--quiet", action="store_true")
+    _add_sampler_args(em)
+    _add_model_args(em)
+    em.set_defaults(func=cmd_eval_match)
+
+    bg = sub.add_parser("bench-gallery", help="time gallery queries on a synthetic 10,000-face index")
+    bg.add_argument("--size", type=int, default=10_000, help="faces in the synthetic gallery (10000)")
+    bg.add_argument("--dim", type=int, default=128, help="embedding size (128, as dlib)")
+    bg.add_argument("--queries", type=int, default=200, help="timed queries (200)")
+    bg.add_argument("--samples", type=int, default=8, help="samples per consensus query (8)")
+    bg.add_argument("--top", type=int, default=10)
+    bg.add_argument("--embed", action="store_true", help="also time embedding one probe")
+    gallery_args(bg, need_gallery=False)
+    bg.add_argument("--json", action="store_true")
+    bg.set_defaults(func=cmd_bench_gallery)
     return ap
 
 

@@ -940,6 +940,7 @@ def evaluate_identification(index: GalleryIndex, probe_embeddings: np.ndarray, p
     except ValueError:
         out["auc"] = float("nan")
     out["ranks"] = rank_list
+    out["genuine_scores"] = [round(g, 6) for g in gen]
     return out
 
 
