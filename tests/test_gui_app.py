@@ -181,6 +181,15 @@ def test_video_seek_step_play_and_faces(qtbot, window, clip):
     qtbot.mouseClick(view, Qt.MouseButton.LeftButton, pos=centre)
     assert sp.selection.kind == "detected" and sp.view._selected == 0
 
+    # two eye clicks align the face (tilt and scale from the eyes)
+    detected_crop = sp.selection.crop.astype(int)
+    sp.eyes_btn.setChecked(True)
+    for x, y in f.landmarks[:2]:
+        qtbot.mouseClick(view, Qt.MouseButton.LeftButton, pos=view.image_to_widget(QPointF(x, y)).toPoint())
+    assert not sp.eyes_btn.isChecked()
+    assert sp.selection.kind == "eyes" and sp.selection.details["method"] == "eyes"
+    assert np.abs(sp.selection.crop.astype(int) - detected_crop).mean() < 25
+
     # play runs to the end of the clip and stops
     sp.set_frame(0)
     sp.play()

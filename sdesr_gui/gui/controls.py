@@ -76,6 +76,29 @@ def list_devices() -> list[tuple[str, str]]:
     return out
 
 
+def describe_model(meta: dict, fallback: str) -> str:
+    """One short line about a score model from its metadata (name, SDE, data, measured quality)."""
+    bits = [str(meta.get("name") or fallback)]
+    sde = meta.get("sde")
+    if isinstance(sde, dict) and sde.get("type"):
+        bits.append(f"{str(sde['type']).upper()} SDE")
+    if meta.get("scale_factor"):
+        bits.append(f"{meta['scale_factor']}×")
+    data = meta.get("training_data")
+    if isinstance(data, dict):
+        n = data.get("train_images")
+        bits.append(f"trained on {data.get('dataset', '?')}" + (f" ({n} faces)" if n else ""))
+    elif data:
+        bits.append(f"trained on {str(data)[:60]}")
+    steps = (meta.get("training") or {}).get("steps")
+    if steps:
+        bits.append(f"{steps} steps")
+    m = meta.get("metrics") or {}
+    if "psnr" in m:
+        bits.append(f"val PSNR {m['psnr']:.2f} dB (bicubic {m.get('psnr_bicubic', float('nan')):.2f})")
+    return " · ".join(bits)
+
+
 class TriStateAttribute(QCheckBox):
     """present (checked) / absent (unchecked) / unknown (partial, the default)."""
 
@@ -360,16 +383,8 @@ class ControlsPanel(QWidget):
             self.model_info.setText("")
         else:
             self.no_model_label.hide()
-            meta = read_meta(w)
-            bits = [meta.get("name") or Path(w).stem]
-            sde = meta.get("sde")
-            if isinstance(sde, dict):
-                bits.append(f"{str(sde.get('type', '?')).upper()} SDE")
-            if meta.get("scale_factor"):
-                bits.append(f"{meta['scale_factor']}×")
-            if meta.get("training_data"):
-                bits.append(f"trained on {meta['training_data']}")
-            self.model_info.setText(" · ".join(str(b) for b in bits))
+            self.model_info.setText(describe_model(read_meta(w), Path(w).stem))
+            self.model_info.setToolTip(w)
         c = self.classifier_path()
         for cb in self.attr_boxes.values():
             cb.setEnabled(c is not None)
@@ -377,7 +392,8 @@ class ControlsPanel(QWidget):
                 cb.set_value(None)
         self.h_slider.setEnabled(c is not None)
         if c is not None:
-            names = read_meta(c).get("config", {}).get("attributes")
+            cmeta = read_meta(c)
+            names = cmeta.get("attributes") or (cmeta.get("config") or {}).get("attributes")
             for name, cb in self.attr_boxes.items():
                 if names and name not in names:
                     cb.set_value(None)

@@ -21,6 +21,7 @@ Box = tuple[float, float, float, float]
 class FrameView(QWidget):
     faceClicked = Signal(int)  # index into the boxes given to set_boxes
     boxDrawn = Signal(tuple)  # (x0, y0, x1, y1) in image pixels
+    pointClicked = Signal(float, float)  # image pixels, in eye-click mode
 
     DRAG_THRESHOLD = 5  # widget pixels before a press becomes a drawn box
     MIN_BOX = 4.0  # image pixels
@@ -36,6 +37,8 @@ class FrameView(QWidget):
         self._boxes: list[tuple[Box, str]] = []
         self._manual: Optional[Box] = None
         self._selected: Optional[int] = None  # index in boxes, or -1 for the manual box
+        self._eye_mode = False
+        self._points: list[tuple[float, float]] = []
         self._zoom = 1.0
         self._centre: Optional[QPointF] = None  # image point at the view centre when zoomed
         self._press: Optional[QPointF] = None
@@ -67,6 +70,16 @@ class FrameView(QWidget):
 
     def set_manual_box(self, box: Optional[Box]) -> None:
         self._manual = tuple(float(v) for v in box) if box is not None else None
+        self.update()
+
+    def set_eye_mode(self, on: bool) -> None:
+        """Clicks give image points (eye positions) instead of selecting boxes."""
+        self._eye_mode = bool(on)
+        self.setCursor(Qt.CursorShape.CrossCursor if on else Qt.CursorShape.ArrowCursor)
+
+    def set_points(self, points) -> None:
+        """Eye clicks to mark: [(x, y), ...] in image pixels."""
+        self._points = [(float(x), float(y)) for x, y in points]
         self.update()
 
     def set_selected(self, index: Optional[int]) -> None:
@@ -129,6 +142,12 @@ class FrameView(QWidget):
         if self._manual is not None:
             self._draw_box(p, self._box_rect(self._manual), "hand-drawn", selected=(self._selected == -1),
                            colour=QColor(230, 80, 220), dashed=True)
+        for x, y in self._points:
+            c = self.image_to_widget(QPointF(x, y))
+            p.setPen(QPen(QColor(0, 220, 255), 2))
+            p.drawEllipse(c, 5, 5)
+            p.drawLine(QPointF(c.x() - 9, c.y()), QPointF(c.x() + 9, c.y()))
+            p.drawLine(QPointF(c.x(), c.y() - 9), QPointF(c.x(), c.y() + 9))
         if self._press is not None and self._drag is not None:
             pen = QPen(QColor(255, 200, 0), 1.5, Qt.PenStyle.DashLine)
             p.setPen(pen)
@@ -196,6 +215,11 @@ class FrameView(QWidget):
         press, drag = self._press, self._drag
         self._press = self._drag = None
         self.update()
+        if drag is None and self._eye_mode:
+            q = self.widget_to_image(press)
+            if 0 <= q.x() <= self._size[0] and 0 <= q.y() <= self._size[1]:
+                self.pointClicked.emit(q.x(), q.y())
+            return
         if drag is None:
             hit = self._hit(press)
             if hit is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-from PySide6.QtCore import QSize, QStandardPaths, Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -37,13 +37,10 @@ from .worker import FunctionJob
 THUMB = 48
 
 
-def default_cache_dir() -> Path:
-    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppLocalDataLocation)
-    return Path(base or Path.home() / ".sdesr-gui") / "gallery-index"
-
-
 def summarize_report(rep: Any) -> str:
-    """'added 3 · updated 0 · …' from an IndexReport (fields may be counts or lists)."""
+    """'added 3, updated 0, …' from an IndexReport (fields may be counts or lists)."""
+    if callable(getattr(rep, "summary", None)):
+        return rep.summary()
     parts = []
     for name in ("added", "updated", "removed", "unchanged", "skipped"):
         v = getattr(rep, name, None) if not isinstance(rep, dict) else rep.get(name)
@@ -103,10 +100,12 @@ class GalleryPanel(QWidget):
 
     def __init__(self, embedder: Any = None, index_factory: Optional[Callable] = None,
                  cache_dir: Optional[Path] = None, parent=None):
+        """``cache_dir``: where indexes live (default: core.gallery's user cache folder, shared with
+        the CLI; never inside the gallery)."""
         super().__init__(parent)
         self._embedder = embedder
         self._index_factory = index_factory
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.cache_dir = Path(cache_dir) if cache_dir else None
         self.folder: Optional[Path] = None
         self.index = None
         self.result: Optional[MatchResult] = None
@@ -254,7 +253,6 @@ class GalleryPanel(QWidget):
         self.status.setText(f"Indexing {folder.name}…")
 
         def work(report, cancel):
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
             idx = self.index if (self.index is not None and Path(getattr(self.index, "folder", folder)) == folder) \
                 else self._make_index(folder)
             rep = idx.update(progress=report, cancel=cancel)
@@ -279,8 +277,14 @@ class GalleryPanel(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         n = len(idx) if hasattr(idx, "__len__") else None
-        self.status.setText(f"Indexed {self.folder.name}: {summarize_report(rep)}"
-                            + (f" · {n} faces in the index" if n is not None else ""))
+        text = summarize_report(rep)
+        if n is not None and "in the index" not in text:
+            text += f" · {n} faces in the index"
+        self.status.setText(f"Indexed {self.folder.name}: {text}")
+        skipped = getattr(rep, "skipped", None)
+        if skipped and not isinstance(skipped, int):
+            self.status.setToolTip("Skipped:\n" + "\n".join(
+                f"{f}: {why}" if isinstance(f, str) else str(f) for f, why in list(skipped)[:40]))
         self.statusMessage.emit("Gallery indexed.")
         self.indexed.emit(rep)
         self._update_buttons()

@@ -2,8 +2,10 @@
 stability over all samples. Qt-free; runs inside a worker thread.
 
 Every sample is a different plausible face, so a candidate that ranks high for *all* samples
-is a stronger lead than one that tops a single sample. For each identity found in any
-sample's top-K the consensus gives
+is a stronger lead than one that tops a single sample. The consensus comes from
+``GalleryIndex.query_samples`` (each identity's exact score and rank in every sample). For an
+index without it, :func:`consensus` estimates one from the samples' top-K lists: for each
+identity found in any sample's top-K it gives
 
 * ``mean_score``: the mean cosine similarity over the samples. Where an identity is missing
   from a sample's top-K, that sample's K-th score stands in (an upper bound), so identities
@@ -130,16 +132,30 @@ def run_match(index, embedder, probes: Sequence[tuple[str, str, np.ndarray]], bi
     images = [img for _, _, img in probes] + [bicubic] + ([reference] if reference is not None else [])
     emb = np.asarray(embedder.embed_aligned(images), dtype=np.float64)
     n = len(probes)
+    keys = [key for key, _, _ in probes]
     deep = max(top_k * 3, top_k + 5)
-    per_sample: dict[str, list[dict]] = {}
-    for i, (key, _, _) in enumerate(probes):
-        if cancel is not None and cancel.is_set():
-            raise RuntimeError("cancelled")
-        per_sample[key] = best_per_identity(index.query(emb[i], top_k=deep), top_k)
-        if report is not None:
-            report(i + 1, n + 1)
-    bic = best_per_identity(index.query(emb[n], top_k=deep), top_k)
-    rows, stability = consensus(per_sample, top_k)
+    if cancel is not None and cancel.is_set():
+        raise RuntimeError("cancelled")
+    if hasattr(index, "query_samples"):
+        res = index.query_samples(emb[:n], top_k=top_k)
+        per_sample = {k: [as_candidate(c) for c in lst] for k, lst in zip(keys, res.per_sample)}
+        rows = [{"identity": c.identity, "file": c.file, "mean_score": float(c.mean_score),
+                 "std_score": float(getattr(c, "std_score", 0.0)),
+                 "rank1_frequency": float(c.rank1_frequency),
+                 "in_top_k": f"{sum(1 for r in c.ranks if r <= top_k)}/{n}", "ranks": [int(r) for r in c.ranks]}
+                for c in res.candidates]
+        stability = res.stability() if callable(getattr(res, "stability", None)) else {"samples": n}
+    else:
+        per_sample = {}
+        for i, key in enumerate(keys):
+            per_sample[key] = best_per_identity(index.query(emb[i], top_k=deep), top_k)
+        rows, stability = consensus(per_sample, top_k)
+    if report is not None:
+        report(n, n + 1)
+    try:  # one face per identity, as in the lists above
+        bic = [as_candidate(c) for c in index.query(emb[n], top_k=top_k, per_identity=True)]
+    except TypeError:
+        bic = best_per_identity(index.query(emb[n], top_k=deep), top_k)
     cs: dict[str, float] = {}
     if reference is not None:
         ref = emb[n + 1]
@@ -147,6 +163,7 @@ def run_match(index, embedder, probes: Sequence[tuple[str, str, np.ndarray]], bi
             cs[key] = float(np.dot(emb[i], ref) / max(np.linalg.norm(emb[i]) * np.linalg.norm(ref), 1e-12))
         cs["bicubic"] = float(np.dot(emb[n], ref) / max(np.linalg.norm(emb[n]) * np.linalg.norm(ref), 1e-12))
     files = {c["file"] for lst in [*per_sample.values(), bic, rows] for c in lst}
-    thumbs = {f: thumbnail(_resolve(f, gallery)) for f in sorted(files)}
+    path_of = getattr(index, "path_of", None)
+    thumbs = {f: thumbnail(str(path_of(f)) if path_of else _resolve(f, gallery)) for f in sorted(files)}
     return MatchResult(top_k, {k: lab for k, lab, _ in probes}, per_sample, bic, rows, stability, cs, thumbs,
                        embedder=str(getattr(embedder, "name", "")), gallery=gallery)

@@ -65,6 +65,8 @@ class SourcePanel(QWidget):
         self.view = FrameView()
         self.view.faceClicked.connect(self._on_view_click)
         self.view.boxDrawn.connect(self.set_manual_box)
+        self.view.pointClicked.connect(self._on_eye_click)
+        self.eye_points: list[tuple[float, float]] = []
 
         # scrubber
         st = self.style()
@@ -137,7 +139,14 @@ class SourcePanel(QWidget):
         lay = QVBoxLayout(self)
         lay.addWidget(self.view, 1)
         lay.addWidget(self.scrubber)
-        lay.addWidget(QLabel("Faces"))
+        self.eyes_btn = QToolButton(text="Click eyes", checkable=True)
+        self.eyes_btn.setToolTip("Align by the eyes: click the face's two eyes (fixes tilt and scale; "
+                                 "refines a hand-drawn box)")
+        self.eyes_btn.toggled.connect(self._on_eye_mode)
+        faces_row = QHBoxLayout()
+        faces_row.addWidget(QLabel("Faces  <small>(click a box · drag to draw one)</small>"), 1)
+        faces_row.addWidget(self.eyes_btn)
+        lay.addLayout(faces_row)
         lay.addWidget(self.face_list)
         lay.addLayout(crops)
         self._set_scrub_enabled(False)
@@ -277,14 +286,16 @@ class SourcePanel(QWidget):
             return
         if self._detect_job is not None and self._detect_job.isRunning():
             self._detect_pending = self.frame_index
+            self._detect_job.cancel()  # a stale frame: stop its tiled pass early
             return
         frame, image = self.frame_index, self.image
         self.statusMessage.emit(f"Detecting faces in frame {frame}…")
 
         def work(report, cancel):
-            from ..core.faces import detect_faces
+            from ..core import faces
 
-            return frame, detect_faces(image)
+            find = getattr(faces, "detect_faces_in_frame", None)  # small faces in large frames
+            return frame, (find(image, cancel=cancel) if find else faces.detect_faces(image))
 
         job = FunctionJob(work, "Face detection", self)
         job.succeeded.connect(self._on_detected)
@@ -341,6 +352,10 @@ class SourcePanel(QWidget):
         self.faces = []
         self.detected_frame = None
         self.manual_box = None
+        self.eye_points = []
+        self.view.set_points([])
+        if self.eyes_btn.isChecked():
+            self.eyes_btn.setChecked(False)
         self.view.set_boxes([])
         self.view.set_manual_box(None)
         self.view.set_selected(None)
@@ -361,6 +376,9 @@ class SourcePanel(QWidget):
             b = self.manual_box
             self.face_list.addItem(f"Hand-drawn box · {b[2] - b[0]:.0f}×{b[3] - b[1]:.0f} px")
             self._rows.append(("manual",))
+        if len(self.eye_points) == 2:
+            self.face_list.addItem("Aligned by eye clicks" + (" in the hand-drawn box" if self.manual_box else ""))
+            self._rows.append(("eyes",))
         if self.image is not None:
             h, w = self.image.shape[:2]
             if (h, w) == (sel_mod.FRAME, sel_mod.FRAME):
@@ -380,6 +398,8 @@ class SourcePanel(QWidget):
                 self.select_face(key[1])
             elif key[0] == "manual":
                 self._select_manual()
+            elif key[0] == "eyes":
+                self._select_eyes()
             else:
                 self.select_whole_image()
 
@@ -407,6 +427,42 @@ class SourcePanel(QWidget):
         if self.manual_box is None or self.image is None:
             return
         self._apply(("manual",), sel_mod.from_box(self.image, self.manual_box, self.frame_index), -1)
+
+    def _on_eye_mode(self, on: bool) -> None:
+        self.view.set_eye_mode(on)
+        if on:
+            self.eye_points = []
+            self.view.set_points([])
+            self.statusMessage.emit("Click the centre of one eye, then the other.")
+
+    def _on_eye_click(self, x: float, y: float) -> None:
+        if not self.eyes_btn.isChecked():
+            return
+        self.eye_points.append((x, y))
+        self.view.set_points(self.eye_points)
+        if len(self.eye_points) == 2:
+            self.eyes_btn.setChecked(False)
+            self.set_eyes(self.eye_points)
+
+    def set_eyes(self, points) -> None:
+        """Align by two eye positions (image pixels), inside the hand-drawn box if there is one."""
+        if self.image is None:
+            return
+        self.eye_points = [tuple(map(float, p)) for p in points][:2]
+        self.view.set_points(self.eye_points)
+        self._sel_key = None
+        self._fill_list()
+        self._select_eyes()
+
+    def _select_eyes(self) -> None:
+        if len(self.eye_points) != 2 or self.image is None:
+            return
+        try:
+            s = sel_mod.from_eyes(self.image, self.eye_points, box=self.manual_box, frame_index=self.frame_index)
+        except ValueError as e:  # e.g. both clicks on one spot
+            self.errorOccurred.emit(f"The eye clicks cannot align the face ({e}); click the two eyes again.")
+            return
+        self._apply(("eyes",), s, -1 if self.manual_box is not None else None)
 
     def select_whole_image(self) -> None:
         if self.image is None:
