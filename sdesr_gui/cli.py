@@ -664,12 +664,22 @@ def cmd_match(args) -> int:
     if len(index) == 0:
         raise UsageError(f"the gallery {index.folder} holds no indexed face")
     vecs = emb.embed_aligned(frames)
+    bic_vecs = None
+    if args.bicubic:  # the baseline: each probe's own 16x16 LR, bicubic-upsampled
+        from .core import faces
+
+        bic = faces.to_uint8(faces.upsample(faces.degrade(faces.frames_to_tensor(frames))))
+        bic_vecs = emb.embed_aligned(bic)
+
+    def listed(v):
+        return [{"identity": c.identity, "file": str(index.path_of(c.file)), "score": round(c.score, 6)}
+                for c in index.query(v, args.top, per_identity=not args.per_file)]
+
     results = []
-    for p, v in zip(probes, vecs):
-        cands = index.query(v, args.top, per_identity=not args.per_file)
-        results.append({"probe": str(p), "candidates": [
-            {"identity": c.identity, "file": str(index.path_of(c.file)), "score": round(c.score, 6)}
-            for c in cands]})
+    for k, (p, v) in enumerate(zip(probes, vecs)):
+        results.append({"probe": str(p), "candidates": listed(v)})
+        if bic_vecs is not None:
+            results[-1]["bicubic_candidates"] = listed(bic_vecs[k])
     consensus = index.query_samples(vecs, args.top) if args.consensus and len(vecs) > 1 else None
     if args.json:
         if consensus is not None:
@@ -686,6 +696,10 @@ def cmd_match(args) -> int:
         print(f"\n{r['probe']}")
         for k, c in enumerate(r["candidates"], 1):
             print(f"  {k:3d}. {c['score']:.4f}  {c['identity']:24s} {c['file']}")
+        if "bicubic_candidates" in r:
+            print("  bicubic baseline of its 16x16 LR:")
+            for k, c in enumerate(r["bicubic_candidates"], 1):
+                print(f"  {k:3d}. {c['score']:.4f}  {c['identity']:24s} {c['file']}")
     if consensus is not None:
         st = consensus.stability()
         print(f"\nconsensus over {consensus.samples} samples (rank-1 agreement {st.get('rank1_agreement', 0):.0%}, "
@@ -998,6 +1012,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--per-file", action="store_true", help="rank gallery files, not identities")
     m.add_argument("--consensus", action="store_true",
                    help="the probes are samples of one face: add the mean score and rank-1 stability per candidate")
+    m.add_argument("--bicubic", action="store_true",
+                   help="also rank the bicubic baseline (each probe degraded to 16x16 and upsampled)")
     m.add_argument("--no-update", action="store_true", help="use the index as it is")
     m.add_argument("--json", action="store_true",
                    help='print [{"probe", "candidates": [{"identity", "file", "score"}]}] as JSON')

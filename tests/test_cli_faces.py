@@ -167,8 +167,14 @@ def test_index_and_match(gallery: Path, tmp_path: Path, capsys) -> None:
     assert len(doc["probes"]) == 2 and doc["consensus"]["samples"] == 2
     assert doc["consensus"]["candidates"][0]["identity"] == "astronaut"
     assert 0 <= doc["consensus"]["candidates"][0]["rank1_frequency"] <= 1
-    code, out, err = run(["match", FACE, "--gallery", gallery, "--top", "1", "--cache-dir", cache], capsys)
-    assert code == 0 and "astronaut" in out and "leads, not identifications" in out
+    code, out, err = run(["match", FACE, "--gallery", gallery, "--top", "1", "--bicubic", "--cache-dir", cache],
+                         capsys)
+    assert code == 0 and "astronaut" in out and "leads, not identifications" in out and "bicubic baseline" in out
+    code, out, err = run(["match", FACE, "--gallery", gallery, "--top", "2", "--bicubic", "--json",
+                          "--cache-dir", cache], capsys)
+    (entry,) = json.loads(out)
+    assert len(entry["bicubic_candidates"]) == 2
+    assert entry["bicubic_candidates"][0]["score"] < entry["candidates"][0]["score"]
     assert tree(gallery) == before and not list(gallery.rglob("*.sqlite3"))
 
 
