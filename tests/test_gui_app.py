@@ -354,7 +354,7 @@ def test_export_report_hashes_match_files(qtbot, window, fast_weights, tmp_path)
         assert base64.b64encode(data).decode() in html
     rec = json.loads((out / "run.json").read_text())
     assert rec["inputs"][0]["sha256"] == sha256_file(SAMPLE_FACE)
-    assert rec["inputs"][0]["face"]["kind"] == "detected"
+    assert rec["inputs"][0]["face"]["kind"] == "detected" and rec["inputs"][0]["size"] == [128, 128]
     gen = [o for o in rec["outputs"] if o["generated"]]
     assert [o["seed"] for o in gen] == [1] and gen[0]["path"] == "GENERATED_s2_seed1.png"
     assert all(sha256_file(out / o["path"]) == o["sha256"] for o in rec["outputs"])

@@ -34,7 +34,7 @@ from .imaging import pixmap_from_rgb
 from .matching import MatchResult, run_match
 from .worker import FunctionJob
 
-THUMB = 48
+THUMB = 40
 
 
 def summarize_report(rep: Any) -> str:

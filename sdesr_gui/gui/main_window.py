@@ -55,6 +55,7 @@ class RunSnapshot:
     bicubic_metrics: dict
     reference: Optional[np.ndarray] = None  # the reference HR the metrics refer to
     reference_loaded: bool = False  # loaded by the user (else the aligned crop itself)
+    source_info: dict = dataclasses.field(default_factory=dict)  # size, fps, frame count of the input
 
 
 class MainWindow(QMainWindow):
@@ -101,7 +102,7 @@ class MainWindow(QMainWindow):
         self.controls_dock = self._dock("Controls", "controls", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
         self.gallery_dock = self._dock("Gallery", "gallery", self.gallery, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.resizeDocks([self.source_dock, self.controls_dock], [360, 300], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.gallery_dock], [210], Qt.Orientation.Vertical)
+        self.resizeDocks([self.gallery_dock], [240], Qt.Orientation.Vertical)
 
         self.status_label = QLabel("")
         self.statusBar().addWidget(self.status_label, 1)
@@ -449,8 +450,11 @@ class MainWindow(QMainWindow):
         key = self._enhancer_key(weights, classifier, device)
         if rerun_key is None:
             ref, loaded = self.selection_reference(sel)
+            src = self.source_panel.source
+            info = dict(src.info()) if callable(getattr(src, "info", None)) else {}
             context = {"input_path": self.source_panel.path, "input_kind": self.source_panel.kind,
-                       "frame": self.source_panel.frame_info(), "reference": ref, "reference_loaded": loaded}
+                       "frame": self.source_panel.frame_info(), "reference": ref, "reference_loaded": loaded,
+                       "source_info": {k: v for k, v in info.items() if k not in ("path", "kind")}}
         else:
             ref, context = self.run.reference, None
         req = SamplerRequest(weights, classifier, device, sel.lr, settings, reference=ref,
@@ -534,7 +538,8 @@ class MainWindow(QMainWindow):
                 timings={"load_seconds": round(out.load_seconds, 4), "sampling_seconds": round(out.seconds, 4),
                          "nfe": out.nfe},
                 bicubic=out.bicubic, bicubic_metrics=out.bicubic_metrics,
-                reference=ctx["reference"], reference_loaded=ctx["reference_loaded"])
+                reference=ctx["reference"], reference_loaded=ctx["reference_loaded"],
+                source_info=ctx.get("source_info") or {})
             self._sample_counter = 0
             items = self._base_items(sel, out.bicubic_metrics, self.run.reference, self.run.reference_loaded)
             for img, seed, m in zip(out.samples, out.seeds, out.metrics):
@@ -668,7 +673,8 @@ class MainWindow(QMainWindow):
             images.append(ExportImage(f"{it.key}_seed{it.seed}", it.image, "sample", True, it.title, info))
         inp: dict[str, Any] = {}
         if run.input_path is not None:
-            inp = {"path": str(run.input_path), "sha256": self.input_sha256(run.input_path), "kind": run.input_kind}
+            inp = {"path": str(run.input_path), "sha256": self.input_sha256(run.input_path), "kind": run.input_kind,
+                   **run.source_info}
         notes = [sel.note] if sel.note else []
         if run.reference_loaded:
             notes.append("PSNR / SSIM / CS are measured against a reference HR loaded by the user.")
