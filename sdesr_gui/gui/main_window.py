@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -469,7 +469,6 @@ class MainWindow(QMainWindow):
         job.cancelled.connect(self._on_cancelled)
         self._job = job
         self._start_job_tracking(job)
-        self._run_started = time.perf_counter()
         self._preview_index = 0
         self.preview_steps = []
         self.controls.live_sample.setValue(1)
