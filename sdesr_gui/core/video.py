@@ -391,6 +391,9 @@ class StillSource(Source):
         return self._image.copy()
 
 
+_UNKNOWN = -(1 << 40)  # reader position after a failed seek: the next access seeks again
+
+
 class VideoSource(Source):
     """A video file read through OpenCV's FFmpeg backend with frame-exact random access.
 
@@ -479,6 +482,7 @@ class VideoSource(Source):
         if ok and self._pos() == i:
             self._next = i
             return True
+        self._next = _UNKNOWN  # the decoder may have moved: force a seek next time
         return False
 
     def _decode_from_start(self, i: int) -> Optional[np.ndarray]:
@@ -488,7 +492,8 @@ class VideoSource(Source):
             return None
         return self._read_next()
 
-    def _decode(self, i: int) -> Optional[np.ndarray]:
+    def _decode(self, i: int, exhaustive: bool = True) -> Optional[np.ndarray]:
+        """Frame ``i`` or None; ``exhaustive=False`` never falls back to decoding from the start."""
         if self._next <= i <= self._next + self.FORWARD_DECODE:
             if not self._skip(i - self._next):
                 return None
@@ -497,6 +502,7 @@ class VideoSource(Source):
             img = self._read_next()
             if img is not None and self._pos() == i + 1:
                 return img
+            self._next = _UNKNOWN
         # the seek was not trusted: seek about two seconds earlier, then decode forward
         start = max(0, i - max(int(round(2 * self.fps)), self.FORWARD_DECODE))
         if start > 0 and self._seek(start):
@@ -505,7 +511,8 @@ class VideoSource(Source):
                 if img is not None and self._pos() == i + 1:
                     self.fallbacks += 1
                     return img
-        return self._decode_from_start(i)
+            self._next = _UNKNOWN
+        return self._decode_from_start(i) if exhaustive else None
 
     def _store(self, i: int, img: np.ndarray) -> None:
         self._cache[i] = img
@@ -514,23 +521,36 @@ class VideoSource(Source):
             self._cache.popitem(last=False)
 
     def _verified_count(self, n: int) -> int:
-        """The container's frame count if frame n-1 decodes and frame n does not, else count."""
-        if n > 1:
-            with self._lock:
-                last = self._decode(n - 1)
-                extra = self._read_next() if last is not None else None
-            if last is not None and extra is None:
-                self._store(n - 1, last)
-                return n
-        elif n == 1:
-            if self._read_next() is None:
+        """The true number of frames, starting from the container's count ``n``.
+
+        Frame n-1 must decode; frames after it (a short count) are read to the end. A long
+        count (an estimate from the duration) is walked back from the end a few seconds at most;
+        a missing or hopeless count is replaced by counting every frame (grab() does not
+        convert colours, so that is reasonably quick).
+        """
+        with self._lock:
+            if n > 1:
+                last = self._decode(n - 1, exhaustive=False)
+                if last is not None:
+                    count = n
+                    while self._read_next() is not None:  # the container under-counted
+                        count += 1
+                    if count == n:
+                        self._store(n - 1, last)
+                    return count
+                for i in range(n - 2, max(n - 2 - int(4 * self.fps), 0), -1):
+                    if self._decode(i, exhaustive=False) is not None:
+                        count = i + 1
+                        while self._read_next() is not None:
+                            count += 1
+                        return count
+            elif n == 1 and self._read_next() is None:
                 return 1
-        # count by decoding (grab() does not convert colours, so this is reasonably quick)
-        self._open()
-        count = 0
-        while self._cap.grab():
-            count += 1
-        self._open()
+            self._open()
+            count = 0
+            while self._cap.grab():
+                count += 1
+            self._open()
         if count <= 0:
             raise InputError(f"{_name(self.path)} holds no video frame this program can decode.",
                              self.path)
