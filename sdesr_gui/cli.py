@@ -803,7 +803,9 @@ def cmd_eval_match(args) -> int:
                   "model": enh.model_info if enh else None, "sr_seconds": sr_seconds,
                   "versions": versions(), "device": device_info(str(enh.device) if enh else "cpu"),
                   "notice": "Rank-N and AUC of an evaluation set; candidates are leads, not identifications."}
-        atomic_write_text(Path(args.json).expanduser(), to_json(report))
+        target = Path(args.json).expanduser()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, to_json(report))
     return 0
 
 

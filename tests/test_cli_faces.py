@@ -204,8 +204,7 @@ def test_eval_match_hr_bicubic_sr(gallery: Path, tmp_path: Path, tiny_weights, c
     Image.fromarray(a[20:460, 40:480]).save(probes / "astronaut" / "crop.png")
     shutil.copy(gallery / "astronaut" / "portrait.png", probes / "astronaut" / "same.png")  # in the gallery
     Image.fromarray(a[:480, 16:496]).save(gallery / "astronaut" / "portrait2.png")
-    report = tmp_path / "report" / "eval.json"
-    report.parent.mkdir()
+    report = tmp_path / "report" / "eval.json"  # its folder is made
     code, out, err = run(["eval-match", "--gallery", gallery, "--probes", probes, "--weights", tiny_weights["score"],
                           "--steps", "2", "--json", report, "--cache-dir", tmp_path / "cache", "--quiet"], capsys)
     assert code == 0, err
