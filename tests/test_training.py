@@ -400,3 +400,13 @@ def test_attribute_trainer_runs_resumes_and_exports(tiny_dataset, tmp_path):
     assert tuple(model.attributes) == ("male", "beard", "eyeglasses")
     with pytest.raises(TrainingError):
         export_score(tmp_path / "a", tmp_path / "wrong.safetensors")
+
+
+def test_score_validation_reports_cs_and_writes_a_grid(tiny_dataset, tmp_path):
+    cfg = ScoreTrainConfig.tiny(steps=2, val_every=2, val_images=2, val_steps=2)
+    res = train_score(tiny_dataset, tmp_path / "run", cfg, show_progress=False, log=lambda m: None)
+    val = res.last_val
+    assert {"psnr", "ssim", "consistency", "psnr_bicubic"} <= set(val)
+    # CS with the offline dlib embedder (cosine of unit vectors)
+    assert -1.0 <= val["cs"] <= 1.0 and -1.0 <= val["cs_bicubic"] <= 1.0
+    assert (tmp_path / "run" / "val_grid_0000002.png").is_file()

@@ -770,6 +770,18 @@ def _check_data(loaded, info: dict, log) -> None:
 # ------------------------------------------------------------------------------------------
 # score network
 # ------------------------------------------------------------------------------------------
+def _validation_cs(sr: torch.Tensor, y_up: torch.Tensor, hr: torch.Tensor):
+    """Mean CS (dlib embeddings) of the samples and of bicubic vs HR; None without dlib."""
+    try:
+        from .gallery import get_embedder
+
+        emb = get_embedder("dlib")
+        e_hr, e_sr, e_bi = (emb.embed_aligned(faces.to_uint8(t)) for t in (hr, sr, y_up))
+    except Exception:  # no embedder installed: validation goes on without CS
+        return None
+    return float((e_sr * e_hr).sum(1).mean()), float((e_bi * e_hr).sum(1).mean())
+
+
 def _score_validate_fn(cfg: ScoreTrainConfig, val: Optional[FaceDataset], run_dir: Path,
                        device: torch.device):
     if val is None or len(val) == 0:
@@ -798,6 +810,9 @@ def _score_validate_fn(cfg: ScoreTrainConfig, val: Optional[FaceDataset], run_di
             "loss": float(np.mean(engine.losses[-max(1, cfg.log_every or 50):])),
             "n_images": len(hr), "sampler_steps": cfg.val_steps,
         }
+        cs_vals = _validation_cs(sr, y_up, hr)
+        if cs_vals is not None:
+            out["cs"], out["cs_bicubic"] = cs_vals
         nearest = F.interpolate(lr, size=hr.shape[-2:], mode="nearest")
         k = min(8, len(hr))
         grid = _grid_png([[nearest[i], y_up[i], sr[i], hr[i]] for i in range(k)])
