@@ -164,10 +164,16 @@ def test_cache_folder_inside_the_gallery_is_refused(small_gallery: Path) -> None
 
 def test_default_cache_respects_xdg(monkeypatch, small_gallery: Path, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_cache_dir() == tmp_path / "xdg" / "sdesr-gui" / "gallery"
+    assert default_cache_dir() == tmp_path / "xdg" / "sdesr_gui" / "galleries"
     idx = GalleryIndex(small_gallery, ColourEmbedder())
     idx.update()
-    assert idx.db_path.is_file() and (tmp_path / "xdg") in idx.db_path.parents
+    # $XDG_CACHE_HOME/sdesr_gui/galleries/<sha256 of the resolved folder + embedder>.sqlite
+    key = hashlib.sha256((str(small_gallery.resolve()) + "\0" + "colour-test").encode()).hexdigest()
+    assert idx.db_path == tmp_path / "xdg" / "sdesr_gui" / "galleries" / f"{key}.sqlite"
+    assert idx.db_path.is_file()
+    # another embedding space of the same gallery is another database
+    other = type("Other", (ColourEmbedder,), {"name": "colour-test-2"})()
+    assert GalleryIndex(small_gallery, other).db_path != idx.db_path
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # the XDG spec says: ignore it
     assert default_cache_dir().is_absolute()
 

@@ -343,18 +343,18 @@ def _file_sha256(path: PathLike) -> str:
 def default_cache_dir() -> Path:
     """Where gallery indexes live: the user cache folder (``$XDG_CACHE_HOME`` respected).
 
-    Linux and others: ``$XDG_CACHE_HOME/sdesr-gui/gallery`` (default ``~/.cache``); macOS:
-    ``~/Library/Caches/sdesr-gui/gallery``; Windows: ``%LOCALAPPDATA%\\sdesr-gui\\cache\\gallery``.
+    Linux and others: ``$XDG_CACHE_HOME/sdesr_gui/galleries`` (default ``~/.cache``); macOS:
+    ``~/Library/Caches/sdesr_gui/galleries``; Windows: ``%LOCALAPPDATA%\\sdesr_gui\\cache\\galleries``.
     """
     xdg = os.environ.get("XDG_CACHE_HOME")
     if xdg and os.path.isabs(os.path.expanduser(xdg)):
-        return Path(xdg).expanduser() / "sdesr-gui" / "gallery"
+        return Path(xdg).expanduser() / "sdesr_gui" / "galleries"
     if sys.platform == "win32":
         base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
-        return Path(base) / "sdesr-gui" / "cache" / "gallery"
+        return Path(base) / "sdesr_gui" / "cache" / "galleries"
     if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "sdesr-gui" / "gallery"
-    return Path.home() / ".cache" / "sdesr-gui" / "gallery"
+        return Path.home() / "Library" / "Caches" / "sdesr_gui" / "galleries"
+    return Path.home() / ".cache" / "sdesr_gui" / "galleries"
 
 
 def identity_of(rel: PathLike) -> str:
@@ -540,9 +540,9 @@ class GalleryIndex:
                              cache)
         self.cache_dir = cache
         key = str(getattr(embedder, "cache_key", None) or embedder.name)
-        digest = hashlib.sha256(str(self.folder).encode("utf-8")).hexdigest()[:16]
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in key)
-        self.db_path = cache / f"gallery-{safe}-{digest}.sqlite3"
+        # one database per (resolved gallery folder, embedding space)
+        digest = hashlib.sha256((str(self.folder) + "\0" + key).encode("utf-8")).hexdigest()
+        self.db_path = cache / f"{digest}.sqlite"
         self._key = key
         self._lock = threading.RLock()
         self._matrix: Optional[_Matrix] = None
