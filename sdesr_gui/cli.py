@@ -644,6 +644,25 @@ def _probe_frame(path: Path, min_prob: float = 0.9):
     return faces.align_face(img, found[0].landmarks)[0], "detected"
 
 
+def _match_json_target(value, gallery: Path, probes) -> "Path | None":
+    """``--json``: None (no JSON), ``-``/no value (stdout: returns None) or a file outside the
+    gallery and the probes' folders (those are evidence and never written to)."""
+    from .core.provenance import is_inside
+
+    if value is None or value == "-":
+        return None
+    target = Path(value).expanduser()
+    if target.exists() and target.is_dir():
+        raise UsageError(f"--json {target} is a folder; give a file name")
+    folders = [gallery] + [Path(p).expanduser() if Path(p).expanduser().is_dir() else Path(p).expanduser().parent
+                           for p in probes]
+    for d in folders:
+        if is_inside(target, d):
+            raise UsageError(f"--json {target} is inside {d}; galleries and probes are evidence and are "
+                             "never written to, so choose a file elsewhere")
+    return target
+
+
 def cmd_match(args) -> int:
     from .core.video import iter_image_files
 
@@ -652,6 +671,7 @@ def cmd_match(args) -> int:
     probes = iter_image_files(args.probes)
     emb = _embedder_from_args(args)
     index = _open_index(args, emb)
+    json_file = _match_json_target(args.json, index.folder, args.probes)
     frames = []
     for p in probes:
         fr, how = _probe_frame(p)
@@ -660,7 +680,7 @@ def cmd_match(args) -> int:
                              f"(--box for a face the detector misses)")
         frames.append(fr)
     if not args.no_update:
-        _update_index(index, args.quiet or args.json, verbose_skips=False)
+        _update_index(index, args.quiet or args.json == "-", verbose_skips=False)
     if len(index) == 0:
         raise UsageError(f"the gallery {index.folder} holds no indexed face")
     vecs = emb.embed_aligned(frames)
@@ -686,9 +706,18 @@ def cmd_match(args) -> int:
             doc = consensus.to_dict()
             for c in doc["candidates"]:
                 c["file"] = str(index.path_of(c["file"]))
-            print(json.dumps({"probes": results, "consensus": doc}, indent=2))
+            text = json.dumps({"probes": results, "consensus": doc}, indent=2)
         else:
-            print(json.dumps(results, indent=2))
+            text = json.dumps(results, indent=2)
+        if json_file is None:
+            print(text)
+            return 0
+        from .core.provenance import atomic_write_text
+
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json_file, text + "\n")
+        if not args.quiet:
+            print(f"{len(results)} probe(s) ranked against {index.folder} -> {json_file}", file=sys.stderr)
         return 0
     print(f"gallery {index.folder} ({len(index)} faces, embedder {emb.name}); candidates are investigative "
           "leads, not identifications")
@@ -816,7 +845,7 @@ def cmd_bench_gallery(args) -> int:
     from .core.provenance import device_info
 
     if args.size < 1 or args.queries < 1 or args.samples < 1:
-        raise UsageError("--size, --queries and --samples must be at least 1")
+        raise UsageError("--faces, --queries and --samples must be at least 1")
     r = benchmark_query(n=args.size, dim=args.dim, queries=args.queries, samples=args.samples, top_k=args.top)
     if args.embed:
         try:
@@ -1017,8 +1046,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--bicubic", action="store_true",
                    help="also rank the bicubic baseline (each probe degraded to 16x16 and upsampled)")
     m.add_argument("--no-update", action="store_true", help="use the index as it is")
-    m.add_argument("--json", action="store_true",
-                   help='print [{"probe", "candidates": [{"identity", "file", "score"}]}] as JSON')
+    m.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help='write [{"probe", "candidates": [{"identity", "file", "score"}]}] as JSON to FILE '
+                        '(never inside the gallery or a probe folder); no FILE or "-": print it')
     m.add_argument("--quiet", action="store_true")
     m.set_defaults(func=cmd_match)
 
@@ -1039,7 +1069,8 @@ def build_parser() -> argparse.ArgumentParser:
     em.set_defaults(func=cmd_eval_match)
 
     bg = sub.add_parser("bench-gallery", help="time gallery queries on a synthetic 10,000-face index")
-    bg.add_argument("--size", type=int, default=10_000, help="faces in the synthetic gallery (10000)")
+    bg.add_argument("--faces", "--size", dest="size", type=int, default=10_000,
+                    help="faces in the synthetic gallery (10000)")
     bg.add_argument("--dim", type=int, default=128, help="embedding size (128, as dlib)")
     bg.add_argument("--queries", type=int, default=200, help="timed queries (200)")
     bg.add_argument("--samples", type=int, default=8, help="samples per consensus query (8)")

@@ -1,0 +1,133 @@
+"""`sdesr index`, `match --json FILE` and `bench-gallery --faces`: the JSON contract, the default
+cache location, and every refusal to write into evidence (gallery, probe folders)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from sdesr_gui.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+FACE = ROOT / "resources" / "sample_face.png"  # an aligned 128x128 frame of the astronaut
+
+
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code: int, err: str, *words: str) -> None:
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("sdesr: error:") and "Traceback" not in err, err
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def snapshot(d: Path) -> dict:
+    out = {}
+    for p in sorted(d.rglob("*")):
+        st = p.stat()
+        out[p.relative_to(d).as_posix()] = (p.is_dir(), st.st_mtime_ns,
+                                             hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "")
+    return out
+
+
+@pytest.fixture(autouse=True)
+def private_cache(monkeypatch, tmp_path: Path) -> Path:
+    cache = tmp_path / "xdg-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))  # never the user's own cache
+    return cache
+
+
+@pytest.fixture()
+def gallery(tmp_path: Path) -> Path:
+    g = tmp_path / "gallery"
+    (g / "astronaut" / "2009").mkdir(parents=True)
+    Image.fromarray(data.astronaut()).save(g / "astronaut" / "2009" / "portrait.png")
+    # a second identity for the mechanics: the photo mirrored and recoloured
+    Image.fromarray(np.ascontiguousarray(data.astronaut()[:, ::-1, ::-1])).save(g / "other.png")
+    Image.fromarray(np.full((120, 160, 3), 90, np.uint8)).save(g / "wall.png")  # no face
+    (g / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")  # corrupt
+    return g
+
+
+@pytest.fixture()
+def probes(tmp_path: Path) -> Path:
+    d = tmp_path / "probes"
+    d.mkdir()
+    Image.open(FACE).save(d / "frame.png")  # 128x128: taken as an aligned frame
+    Image.fromarray(data.astronaut()[20:260, 100:320]).save(d / "photo.jpg")  # detected, then aligned
+    return d
+
+
+def test_index_uses_the_user_cache_and_match_writes_a_json_file(gallery: Path, probes: Path, tmp_path: Path,
+                                                                 private_cache: Path, capsys) -> None:
+    before, before_probes = snapshot(gallery), snapshot(probes)
+    code, out, err = run(["index", gallery, "--embedder", "dlib"], capsys)
+    assert code == 0, err
+    assert "added 2" in out and "skipped 2" in out and "Traceback" not in err
+    dbs = list((private_cache / "sdesr_gui" / "galleries").glob("*.sqlite"))
+    assert len(dbs) == 1
+    key = hashlib.sha256((str(gallery.resolve()) + "\0dlib").encode()).hexdigest()
+    assert dbs[0].name == f"{key}.sqlite"
+
+    report = tmp_path / "reports" / "match.json"
+    code, out, err = run(["match", probes / "frame.png", probes / "photo.jpg", "--gallery", gallery,
+                          "--top", "2", "--json", report], capsys)
+    assert code == 0, err
+    assert out == "" and str(report) in err
+    doc = json.loads(report.read_text())
+    assert [d["probe"] for d in doc] == [str(probes / "frame.png"), str(probes / "photo.jpg")]
+    for entry in doc:
+        assert set(entry) == {"probe", "candidates"} and len(entry["candidates"]) == 2
+        for c in entry["candidates"]:
+            assert set(c) == {"identity", "file", "score"} and -1.0 <= c["score"] <= 1.0
+        top = entry["candidates"][0]
+        assert top["identity"] == "astronaut" and top["score"] > 0.9
+        assert Path(top["file"]) == gallery.resolve() / "astronaut" / "2009" / "portrait.png"
+        assert entry["candidates"][0]["score"] >= entry["candidates"][1]["score"]
+    # `--json` with no file still prints to stdout (the README's `--json > out.json`)
+    code, out, err = run(["match", probes / "frame.png", "--gallery", gallery, "--top", "1", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)[0]["candidates"][0]["identity"] == "astronaut"
+    assert snapshot(gallery) == before and snapshot(probes) == before_probes
+
+
+def test_match_refuses_to_write_into_evidence_and_bad_inputs_are_one_line(gallery: Path, probes: Path,
+                                                                          tmp_path: Path, capsys) -> None:
+    before, before_probes = snapshot(gallery), snapshot(probes)
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    cases = [
+        (["match", probes / "frame.png", "--gallery", gallery, "--json", gallery / "m.json"], ["inside", "evidence"]),
+        (["match", probes / "frame.png", "--gallery", gallery, "--json", probes / "m.json"], ["inside", "evidence"]),
+        (["match", probes, "--gallery", gallery, "--json", probes / "sub" / "m.json"], ["inside"]),
+        (["match", probes / "frame.png", "--gallery", gallery, "--json", tmp_path], ["is a folder"]),
+        (["match", corrupt, "--gallery", gallery], ["corrupt.png"]),
+        (["match", tmp_path / "missing.png", "--gallery", gallery], ["missing.png", "does not exist"]),
+        (["match", probes / "frame.png", "--gallery", tmp_path / "nowhere"], ["does not exist"]),
+        (["index", probes / "frame.png"], ["not a folder"]),
+        (["bench-gallery", "--faces", "0"], ["--faces"]),
+    ]
+    for args, words in cases:
+        code, _, err = run(args, capsys)
+        one_line_error(code, err, *words)
+    assert snapshot(gallery) == before and snapshot(probes) == before_probes
+
+
+def test_bench_gallery_prints_the_median_query_time(capsys) -> None:
+    code, out, err = run(["bench-gallery", "--faces", "300", "--queries", "5", "--samples", "2"], capsys)
+    assert code == 0, err
+    assert "300 faces" in out and "median" in out and "ms" in out
+    code, out, err = run(["bench-gallery", "--faces", "300", "--queries", "5", "--json"], capsys)
+    r = json.loads(out)
+    assert r["faces"] == 300 and r["query"]["median_ms"] > 0
