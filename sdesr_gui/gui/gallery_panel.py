@@ -154,8 +154,7 @@ class GalleryPanel(QWidget):
         self.sample_table = CandidateTable(["identity", "cosine"])
         self.consensus_title = QLabel("Consensus over all samples")
         self.consensus_table = CandidateTable(["identity", "mean cos", "rank-1", "in top-K", "ranks"])
-        self.stability_label = QLabel("")
-        self.stability_label.setWordWrap(True)
+        self.stability_label = QLabel("")  # short; the full sentence is its tooltip
         self.bicubic_title = QLabel("Bicubic baseline: candidates")
         self.bicubic_table = CandidateTable(["identity", "cosine"])
         split = QSplitter(Qt.Orientation.Horizontal)
@@ -165,10 +164,13 @@ class GalleryPanel(QWidget):
             host = QWidget()
             v = QVBoxLayout(host)
             v.setContentsMargins(0, 0, 0, 0)
-            v.addWidget(title)
-            v.addWidget(table, 1)
+            head = QHBoxLayout()  # the stability summary shares the title's line: rows stay visible
+            head.addWidget(title)
             if extra is not None:
-                v.addWidget(extra)
+                head.addStretch(1)
+                head.addWidget(extra)
+            v.addLayout(head)
+            v.addWidget(table, 1)
             split.addWidget(host)
         split.setSizes([300, 420, 300])
 
@@ -269,6 +271,7 @@ class GalleryPanel(QWidget):
         if len(args) >= 2 and isinstance(args[0], int) and isinstance(args[1], int) and args[1] > 0:
             self.progress.setRange(0, args[1])
             self.progress.setValue(args[0])
+            self.progress.setFormat("%v / %m")
             self.status.setText(f"Indexing: {args[0]}/{args[1]} files")
 
     def _on_indexed(self, result) -> None:
@@ -277,6 +280,7 @@ class GalleryPanel(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         n = len(idx) if hasattr(idx, "__len__") else None
+        self.progress.setFormat(f"{n} faces" if n is not None else "indexed")
         text = summarize_report(rep)
         if n is not None and "in the index" not in text:
             text += f" · {n} faces in the index"
@@ -294,11 +298,13 @@ class GalleryPanel(QWidget):
     def _on_index_cancelled(self) -> None:
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setFormat("cancelled")
         self.status.setText("Indexing cancelled; what was indexed so far is kept for next time.")
 
     def _on_failed(self, msg: str) -> None:
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setFormat("")
         self.status.setText(msg)
         self.errorOccurred.emit(msg)
 
@@ -341,11 +347,14 @@ class GalleryPanel(QWidget):
             return
         self.result = res
         st = res.stability
-        self.consensus_title.setText(f"Consensus over {len(res.per_sample)} sample(s)")
+        self.consensus_title.setText(f"Consensus ({len(res.per_sample)} samples)")
         self.consensus_table.fill(res.consensus, ["identity", "mean_score", "rank1_frequency", "in_top_k", "ranks"],
                                   res.thumbs)
         if st.get("consensus_rank1") is not None:
             self.stability_label.setText(
+                f"stability: lead rank-1 in {st['rank1_agreement']:.0%} · top-{res.top_k} overlap "
+                f"{st['top_k_overlap']:.0%}")
+            self.stability_label.setToolTip(
                 f"Rank stability: the consensus lead is rank 1 for {st['rank1_agreement']:.0%} of samples; "
                 f"on average {st['top_k_overlap']:.0%} of the consensus top-{res.top_k} is in each sample's "
                 f"top-{res.top_k}.")
@@ -371,6 +380,7 @@ class GalleryPanel(QWidget):
         for t in (self.sample_table, self.consensus_table, self.bicubic_table):
             t.setRowCount(0)
         self.stability_label.setText("")
+        self.stability_label.setToolTip("")
 
     def candidates_for_export(self, keys=None) -> Optional[dict]:
         return self.result.to_export(keys) if self.result is not None else None
