@@ -187,11 +187,15 @@ def test_cancel_keeps_what_was_indexed(small_gallery: Path, tmp_path: Path) -> N
         if done == 3:
             stop.set()
 
-    with pytest.raises(IndexCancelled) as e:
-        GalleryIndex(small_gallery, emb, cache_dir=cache).update(progress=progress, cancel=stop)
-    assert e.value.report.cancelled
-    done_before = e.value.report.added
+    rep = GalleryIndex(small_gallery, emb, cache_dir=cache).update(progress=progress, cancel=stop)
+    assert rep.cancelled and "cancelled" in rep.summary()
+    done_before = rep.added
     assert 1 <= done_before < 4
+    # a plain callable works as well, and raise_on_cancel turns the report into an exception
+    with pytest.raises(IndexCancelled) as e:
+        GalleryIndex(small_gallery, ColourEmbedder(), cache_dir=tmp_path / "c2").update(
+            cancel=lambda: True, raise_on_cancel=True)
+    assert e.value.report.cancelled and e.value.report.added == 0
     emb2 = ColourEmbedder()
     rep = GalleryIndex(small_gallery, emb2, cache_dir=cache).update()
     assert rep.unchanged == done_before and rep.added == 4 - done_before

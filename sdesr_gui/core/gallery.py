@@ -588,13 +588,16 @@ class GalleryIndex:
         return out
 
     # ---------------------------------------------------------------- indexing
-    def update(self, progress: Optional[Callable[..., None]] = None, cancel=None) -> IndexReport:
+    def update(self, progress: Optional[Callable[..., None]] = None, cancel=None,
+               raise_on_cancel: bool = False) -> IndexReport:
         """Bring the index up to date with the folder; returns an :class:`IndexReport`.
 
         ``progress(done, total, file)`` is called per file; ``cancel`` (an Event or a callable)
-        stops between files by raising :class:`IndexCancelled` -- everything indexed before
-        stays committed. Unchanged files (same size and mtime, or same SHA-256) are neither
-        read nor embedded again; a renamed copy of an indexed file reuses its embedding.
+        stops between files: the report then has ``cancelled=True`` (or, with
+        ``raise_on_cancel``, :class:`IndexCancelled` carries it) -- everything indexed before
+        stays committed and removed files are forgotten by the next full update. Unchanged
+        files (same size and mtime, or same SHA-256) are neither read nor embedded again; a
+        renamed copy of an indexed file reuses its embedding.
         """
         t0 = time.perf_counter()
         rep = IndexReport()
@@ -613,7 +616,9 @@ class GalleryIndex:
                         rep.seconds = time.perf_counter() - t0
                         rep.faces = con.execute("SELECT COUNT(*) FROM files WHERE status = 'face'").fetchone()[0]
                         self._matrix = None
-                        raise IndexCancelled(rep)
+                        if raise_on_cancel:
+                            raise IndexCancelled(rep)
+                        return rep
                     self._index_one(con, rel, path, known.get(rel), rep)
                     if progress is not None:
                         progress(k + 1, total, rel)
