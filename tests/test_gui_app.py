@@ -361,6 +361,37 @@ def test_export_report_hashes_match_files(qtbot, window, fast_weights, tmp_path)
     assert "not an identification" in rec["notice"] and "GENERATED" in html
 
 
+def test_export_dialog_path_runs_in_a_thread(qtbot, window, fast_weights, tmp_path):
+    """The dialog's export runs in a worker: the window stays live, then `exported` (or a dialog)."""
+    open_and_detect(qtbot, window, SAMPLE_FACE)
+    use_models(window, fast_weights, classifier=False)
+    window.controls.steps.setValue(2)
+    window.controls.samples.setValue(1)
+    run_and_wait(qtbot, window)
+    window.input_hashes.clear()  # as if hashing a long video had not finished yet
+
+    with qtbot.waitSignal(window.exported, timeout=60_000) as sig:
+        job = window.export_async(tmp_path / "async")
+        assert job is not None and not window.act_export.isEnabled()
+    out = Path(sig.args[0])
+    assert out.parent == tmp_path / "async" and (out / "report.html").is_file()
+    for line in (out / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split("  ")
+        assert sha256_file(out / name) == digest
+    import json
+
+    assert json.loads((out / "run.json").read_text())["inputs"][0]["sha256"] == sha256_file(SAMPLE_FACE)
+    qtbot.waitUntil(lambda: window.act_export.isEnabled(), timeout=10_000)
+
+    # a refused folder arrives as one sentence in a dialog, and nothing is written
+    window.last_error = None
+    job = window.export_async(SAMPLE_FACE.parent / "out")
+    qtbot.waitUntil(lambda: window.last_error is not None, timeout=30_000)
+    assert "evidence" in window.last_error and "unexpectedly" not in window.last_error
+    assert not (SAMPLE_FACE.parent / "out").exists()
+    qtbot.waitUntil(lambda: window.act_export.isEnabled(), timeout=10_000)
+
+
 def test_settings_persist(qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("SDESR_WEIGHTS_DIR", str(tmp_path / "none"))
     ini = str(tmp_path / "s.ini")

@@ -72,6 +72,7 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.setDockNestingEnabled(True)
         self.last_error: Optional[str] = None
+        self._exporting = None  # the export job while one runs
         self._dialogs: list = []
         self._enhancers: dict[tuple, Any] = {}
         self._job: Optional[SamplerJob] = None
@@ -267,14 +268,6 @@ class MainWindow(QMainWindow):
         job.finished.connect(lambda j=job: (self._jobs.discard(j), j.deleteLater()))
         job.start()
 
-    def input_sha256(self, path: Path) -> str:
-        key = str(Path(path).resolve())
-        if key not in self.input_hashes:
-            from ..core.provenance import sha256_file
-
-            self.input_hashes[key] = sha256_file(path)
-        return self.input_hashes[key]
-
     def _recent(self) -> list[str]:
         v = self.settings.value("paths/recent", [])
         if isinstance(v, str):
@@ -396,7 +389,8 @@ class MainWindow(QMainWindow):
         running = self._job is not None
         self.act_run.setEnabled(not running)
         self.act_cancel.setEnabled(running)
-        self.act_export.setEnabled(self.run is not None and bool(self.compare.samples()) and not running)
+        self.act_export.setEnabled(self.run is not None and bool(self.compare.samples()) and not running
+                                   and self._exporting is None)
         video = self.source_panel.kind == "video"
         for a in (self.act_prev, self.act_next, self.act_play):
             a.setEnabled(video)
@@ -644,7 +638,7 @@ class MainWindow(QMainWindow):
         dlg = ExportDialog(self.compare.samples(), start, forbidden, self.gallery.result is not None, self)
         if dlg.exec() != ExportDialog.DialogCode.Accepted:
             return
-        self.export_to(dlg.folder.text().strip(), dlg.keys(), with_candidates=dlg.with_candidates.isChecked())
+        self.export_async(dlg.folder.text().strip(), dlg.keys(), with_candidates=dlg.with_candidates.isChecked())
 
     def build_export_job(self, keys: list[str], with_candidates: bool = True):
         from ..core.report import ExportImage, ExportJob
@@ -672,8 +666,9 @@ class MainWindow(QMainWindow):
             images.append(ExportImage(f"{it.key}_seed{it.seed}", it.image, "sample", True, it.title, info))
         inp: dict[str, Any] = {}
         if run.input_path is not None:
-            inp = {"path": str(run.input_path), "sha256": self.input_sha256(run.input_path), "kind": run.input_kind,
-                   **run.source_info}
+            # the hash of a large video may still be computing: _export_work fills it in off the GUI thread
+            sha = self.input_hashes.get(str(Path(run.input_path).resolve()))
+            inp = {"path": str(run.input_path), "sha256": sha, "kind": run.input_kind, **run.source_info}
         notes = [sel.note] if sel.note else []
         if run.reference_loaded:
             notes.append("PSNR / SSIM / CS are measured against a reference HR loaded by the user.")
@@ -683,9 +678,8 @@ class MainWindow(QMainWindow):
                          classifier=run.classifier, sampler=run.settings, device=run.device, candidates=cands,
                          timings=run.timings, notes=notes, title=title)
 
-    def export_to(self, folder, keys: Optional[list[str]] = None, with_candidates: bool = True) -> Optional[Path]:
-        """Export without a dialog (the dialog's OK calls this); returns the new folder or None."""
-        from ..core.report import ExportError, export_run
+    def _prepare_export(self, folder, keys: Optional[list[str]], with_candidates: bool):
+        """On the GUI thread: check there is something to export and snapshot it (cheap)."""
         from .export import forbidden_folders
 
         if self.run is None or not self.compare.samples():
@@ -697,25 +691,73 @@ class MainWindow(QMainWindow):
         forbidden = forbidden_folders(self.run.input_path, self.gallery.folder)
         stem = self.run.input_path.stem if self.run.input_path else "face"
         name = f"{stem}_f{self.run.frame.get('index', 0)}_{time.strftime('%Y%m%d-%H%M%S')}"
+        job = self.build_export_job(keys, with_candidates)
+        return job, Path(folder), name, forbidden, list(keys)
+
+    @staticmethod
+    def _export_work(job, folder: Path, name: str, forbidden):
+        """Off the GUI thread: hash the input if still needed, write the folder atomically."""
+        from ..core.provenance import sha256_file
+        from ..core.report import ExportError, export_run
+
+        if job.input and not job.input.get("sha256"):
+            job.input["sha256"] = sha256_file(job.input["path"])
+        try:
+            return export_run(job, folder, folder_name=name, forbidden=forbidden)
+        except ExportError as e:  # the user's choice was refused: one sentence, no "unexpectedly"
+            raise ValueError(str(e)) from e
+
+    def _finish_export(self, res, folder: Path, keys: list[str]) -> None:
+        if res.record.get("inputs") and self.run is not None and self.run.input_path is not None:
+            sha = res.record["inputs"][0].get("sha256")
+            if sha:
+                self.input_hashes.setdefault(str(Path(self.run.input_path).resolve()), sha)
+        self.settings.setValue("paths/export_dir", str(folder))
+        self.last_export = res.folder
+        self.set_status(f"Exported {len(keys)} sample(s) to {res.folder}.")
+        self.exported.emit(str(res.folder))
+
+    def export_to(self, folder, keys: Optional[list[str]] = None, with_candidates: bool = True) -> Optional[Path]:
+        """Export and wait (scripts, tests); returns the new folder or None. The dialog uses
+        :meth:`export_async`, which does the same work in a thread."""
+        from .worker import user_message
+
+        prep = self._prepare_export(folder, keys, with_candidates)
+        if prep is None:
+            return None
+        job, folder, name, forbidden, keys = prep
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
-            job = self.build_export_job(keys, with_candidates)
-            res = export_run(job, folder, folder_name=name, forbidden=forbidden)
-        except ExportError as e:
-            self.show_error("Export", str(e))
-            return None
+            res = self._export_work(job, folder, name, forbidden)
         except Exception as e:  # noqa: BLE001
-            from .worker import user_message
-
             self.show_error("Export", user_message(e, "The export"))
             return None
         finally:
             QApplication.restoreOverrideCursor()
-        self.settings.setValue("paths/export_dir", str(Path(folder)))
-        self.last_export = res.folder
-        self.set_status(f"Exported {len(keys)} sample(s) to {res.folder}.")
-        self.exported.emit(str(res.folder))
+        self._finish_export(res, folder, keys)
         return res.folder
+
+    def export_async(self, folder, keys: Optional[list[str]] = None, with_candidates: bool = True):
+        """Export in a worker thread (hashing a long video and encoding PNGs never block the
+        window); ``exported`` or an error dialog follows. Returns the job, or None."""
+        prep = self._prepare_export(folder, keys, with_candidates)
+        if prep is None:
+            return None
+        job, folder, name, forbidden, keys = prep
+        work = FunctionJob(lambda report, cancel: self._export_work(job, folder, name, forbidden),
+                           "The export", self)
+        work.succeeded.connect(lambda res: self._finish_export(res, folder, keys))
+        work.failed.connect(lambda msg: self.show_error("Export", msg))
+        work.finished.connect(self._export_ended)
+        self._exporting = work
+        self.act_export.setEnabled(False)
+        self.set_status(f"Exporting {len(keys)} sample(s)…")
+        self._start_job(work)
+        return work
+
+    def _export_ended(self) -> None:
+        self._exporting = None
+        self._update_actions()
 
     # ---------------------------------------------------------------- settings and lifecycle
     def _restore(self) -> None:
