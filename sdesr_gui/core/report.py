@@ -234,10 +234,11 @@ def _kv_table(d: Mapping[str, Any]) -> str:
     return f"<table>{rows}</table>" if rows else "<p>(none)</p>"
 
 
-def _cand_table(cands: Sequence[Mapping[str, Any]], extra_cols: Sequence[str] = ()) -> str:
+def _cand_table(cands: Sequence[Mapping[str, Any]], extra_cols: Sequence[str] = (),
+                score_label: str = "score (cosine)") -> str:
     if not cands:
         return "<p>(no candidates)</p>"
-    head = "<tr><th>rank</th><th>identity</th><th>score (cosine)</th>" + "".join(
+    head = f"<tr><th>rank</th><th>identity</th><th>{_e(score_label)}</th>" + "".join(
         f"<th>{_e(c)}</th>" for c in extra_cols) + "<th>gallery file</th></tr>"
     rows = []
     for i, c in enumerate(cands, 1):
@@ -266,7 +267,10 @@ def build_html_report(job: ExportJob, outputs: Sequence[dict[str, Any]], pngs: M
              f"detail.</div>"]
 
     parts.append("<h2>Input</h2>")
-    parts.append(_kv_table({**{k: v for k, v in job.input.items()}, **{"frame " + k: v for k, v in job.frame.items()}}))
+    # facts of the frame that the input already records (fps, frame count) are not repeated
+    frame = {"frame " + k: v for k, v in job.frame.items()
+             if v is None or v not in (job.input.get(k), job.input.get("frame_" + k))}
+    parts.append(_kv_table({**dict(job.input), **frame}))
     if job.face:
         parts.append("<h3>Face</h3>" + _kv_table(job.face))
 
@@ -315,7 +319,7 @@ def build_html_report(job: ExportJob, outputs: Sequence[dict[str, Any]], pngs: M
             parts.append(f"<h3>{_e(label)}</h3>" + _cand_table(cands))
         if c.get("consensus"):
             parts.append("<h3>Consensus over all samples</h3>" + _cand_table(
-                c["consensus"], ("rank1_frequency", "in_top_k", "ranks")))
+                c["consensus"], ("rank1_frequency", "in_top_k", "ranks"), "mean cosine over samples"))
         if c.get("bicubic") is not None:
             parts.append("<h3>Bicubic baseline</h3>" + _cand_table(c["bicubic"]))
 
