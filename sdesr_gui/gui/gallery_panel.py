@@ -155,6 +155,9 @@ class GalleryPanel(QWidget):
         self.consensus_title = QLabel("Consensus over all samples")
         self.consensus_table = CandidateTable(["identity", "mean cos", "rank-1", "in top-K", "ranks"])
         self.stability_label = QLabel("")  # short; the full sentence is its tooltip
+        font = self.stability_label.font()
+        font.setItalic(True)
+        self.stability_label.setFont(font)
         self.bicubic_title = QLabel("Bicubic baseline: candidates")
         self.bicubic_table = CandidateTable(["identity", "cosine"])
         split = QSplitter(Qt.Orientation.Horizontal)
@@ -163,7 +166,7 @@ class GalleryPanel(QWidget):
                                     (self.bicubic_title, self.bicubic_table, None)):
             host = QWidget()
             v = QVBoxLayout(host)
-            v.setContentsMargins(0, 0, 0, 0)
+            v.setContentsMargins(0, 0, 8, 0)  # a gap between this title line and the next panel's
             head = QHBoxLayout()  # the stability summary shares the title's line: rows stay visible
             head.addWidget(title)
             if extra is not None:
@@ -352,7 +355,7 @@ class GalleryPanel(QWidget):
                                   res.thumbs)
         if st.get("consensus_rank1") is not None:
             self.stability_label.setText(
-                f"stability: lead rank-1 in {st['rank1_agreement']:.0%} · top-{res.top_k} overlap "
+                f"lead is rank-1 in {st['rank1_agreement']:.0%} · top-{res.top_k} overlap "
                 f"{st['top_k_overlap']:.0%}")
             self.stability_label.setToolTip(
                 f"Rank stability: the consensus lead is rank 1 for {st['rank1_agreement']:.0%} of samples; "
