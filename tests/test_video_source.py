@@ -186,3 +186,26 @@ def test_truncated_video_never_returns_garbage(tmp_path: Path) -> None:
         src.frame(src.frame_count - 1)
         with pytest.raises(InputError):
             src.frame(src.frame_count)
+
+
+def test_a_corrupt_video_is_one_line_on_stderr(tmp_path: Path) -> None:
+    """FFmpeg's and OpenCV's own console messages are silenced: the CLI prints one sentence.
+
+    Runs in a fresh process, because FFmpeg reads its log level when a video is first opened.
+    """
+    import subprocess
+    import sys
+
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    (evidence / "corrupt.mp4").write_bytes(SAMPLE_CLIP.read_bytes()[:3000] if SAMPLE_CLIP.exists()
+                                           else b"\0\0\0\x18ftypmp42" + bytes(3000))
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL")}
+    r = subprocess.run([sys.executable, "-c", "import sys; from sdesr_gui.cli import main; sys.exit(main())",
+                        "detect", str(evidence / "corrupt.mp4"), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "corrupt.mp4" in lines[0], r.stderr
+    assert not (tmp_path / "out").exists()

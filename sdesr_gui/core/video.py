@@ -394,6 +394,29 @@ class StillSource(Source):
 _UNKNOWN = -(1 << 40)  # reader position after a failed seek: the next access seeks again
 
 
+_DECODER_LOGS_QUIET = False
+
+
+def _quiet_decoder_logs(cv2) -> None:
+    """Keep FFmpeg's and OpenCV's own console messages ("moov atom not found", "[ WARN ...]")
+    out of the analyst's way: a file they cannot read already becomes one :class:`InputError`.
+
+    FFmpeg reads ``OPENCV_FFMPEG_LOGLEVEL`` once, when OpenCV first opens a video, so this
+    runs before the first capture; a value the user set (for debugging) is kept, and so is
+    an ``OPENCV_LOG_LEVEL`` of their own.
+    """
+    global _DECODER_LOGS_QUIET
+    if _DECODER_LOGS_QUIET:
+        return
+    _DECODER_LOGS_QUIET = True
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        try:
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        except AttributeError:  # pragma: no cover - an OpenCV build without the logging module
+            pass
+
+
 class VideoSource(Source):
     """A video file read through OpenCV's FFmpeg backend with frame-exact random access.
 
@@ -443,6 +466,7 @@ class VideoSource(Source):
     # ---------------------------------------------------------------- low level
     def _open(self) -> None:
         cv2 = self._cv2
+        _quiet_decoder_logs(cv2)
         if self._cap is not None:
             self._cap.release()
         cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
