@@ -40,6 +40,7 @@ from . import faces
 from .provenance import atomic_save_png, atomic_write_text, is_inside, sha256_file, utc_now_iso, \
     write_json_atomic
 from .video import SUPPORTED_STILL_EXTENSIONS, InputError, load_still
+from .errors import is_cancelled
 
 __all__ = [
     "ATTRIBUTES",
@@ -77,10 +78,7 @@ _IMAGES = "images"
 # ------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------
-def _check_cancel(cancel) -> bool:
-    if cancel is None:
-        return False
-    return bool(cancel.is_set() if hasattr(cancel, "is_set") else cancel())
+_check_cancel = is_cancelled
 
 
 def split_of(identity: str, val_fraction: float) -> str:

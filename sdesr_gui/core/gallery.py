@@ -41,6 +41,7 @@ import numpy as np
 
 from . import faces
 from .video import InputError, is_still_file, load_still
+from .errors import Cancelled, is_cancelled
 
 __all__ = ["EmbedderUnavailable", "Embedder", "DlibEmbedder", "FacenetEmbedder", "get_embedder",
            "EMBEDDERS", "FRAME_BOX_DLIB", "FACENET_WEIGHTS_URL", "facenet_weights_path",
@@ -364,12 +365,7 @@ def identity_of(rel: PathLike) -> str:
     return parts[0] if len(parts) > 1 else Path(rel).stem
 
 
-def _is_cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    if hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    return bool(cancel())
+_is_cancelled = is_cancelled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -474,7 +470,7 @@ class IndexReport:
         return d
 
 
-class IndexCancelled(Exception):
+class IndexCancelled(Cancelled):
     """The update was cancelled; everything indexed before is committed (``report`` says what)."""
 
     def __init__(self, report: IndexReport) -> None:

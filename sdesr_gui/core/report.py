@@ -66,8 +66,7 @@ RECORD_NAME = "run.json"
 REPORT_NAME = "report.html"
 
 
-class ExportError(Exception):
-    """An export the user asked for cannot be done; ``str(err)`` is one sentence."""
+from .errors import ExportError  # noqa: E402  (re-exported)
 
 
 @dataclasses.dataclass

@@ -53,12 +53,7 @@ DEFAULT_MAX_PIXELS: int = 80_000_000
 MIN_SIDE: int = 2
 
 
-class InputError(Exception):
-    """A problem with the user's input; ``str(err)`` is one sentence for the user."""
-
-    def __init__(self, message: str, path: Optional[PathLike] = None) -> None:
-        super().__init__(" ".join(str(message).split()))
-        self.path = Path(path) if path is not None else None
+from .errors import InputError  # noqa: E402  (re-exported: the input error of every module)
 
 
 def _name(path: Path) -> str:

@@ -22,6 +22,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 from PySide6.QtCore import QThread, Signal
 
+from ..core.errors import Cancelled, SdesrError
+
 #: Preview frames per second at most (the GUI gets at least 5/s when steps are fast enough).
 PREVIEW_HZ = 8.0
 #: Progress updates per second at most.
@@ -56,10 +58,7 @@ class PreviewThrottle:
 
 def user_message(exc: BaseException, what: str) -> str:
     """One sentence for a dialog: the message of an expected error, a summary otherwise."""
-    from ..core.models.checkpoint import CheckpointError
-    from ..core.video import InputError
-
-    if isinstance(exc, (ValueError, CheckpointError, InputError, FileNotFoundError, PermissionError)):
+    if isinstance(exc, (ValueError, SdesrError, FileNotFoundError, PermissionError)):
         msg = str(exc).strip() or exc.__class__.__name__
     elif isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
         msg = f"{what} ran out of memory; use fewer samples or the CPU"
@@ -231,8 +230,7 @@ class FunctionJob(QThread):
         try:
             result = self.fn(self._report, self.cancel_event)
         except BaseException as e:  # noqa: BLE001
-            if self.cancel_event.is_set() or e.__class__.__name__ in ("Cancelled", "SamplingCancelled",
-                                                                        "IndexCancelled"):
+            if self.cancel_event.is_set() or isinstance(e, Cancelled):
                 self.cancelled.emit()
                 return
             if not isinstance(e, ValueError):

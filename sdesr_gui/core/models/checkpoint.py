@@ -49,8 +49,7 @@ KINDS = ("score", "classifier")
 PathLike = str | os.PathLike
 
 
-class CheckpointError(Exception):
-    """A checkpoint could not be written, read or verified (message: one sentence)."""
+from ..errors import CheckpointError  # noqa: E402  (re-exported)
 
 
 # --------------------------------------------------------------------------- hashing
