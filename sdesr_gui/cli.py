@@ -20,8 +20,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-class UsageError(Exception):
-    """A problem the user can fix; its message is one sentence."""
+from .core.errors import Cancelled, SdesrError, UsageError  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------
@@ -423,6 +422,9 @@ def cmd_train(args) -> int:
         "score" if args.kind == "score" else "attributes") else cls().to_dict()
     net = dict(base["net"])
     if args.kind == "score":
+        if args.arch:
+            from .core.models import ScoreNetConfig
+            net = (ScoreNetConfig.v2() if args.arch == "v2" else ScoreNetConfig()).to_dict()
         if args.sigma_data is not None:
             net["sigma_data"] = args.sigma_data
         if args.channels:
@@ -980,6 +982,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--p-mean", type=float, help="score: mean of log sigma in training (EDM P_mean, -1.2)")
     tr.add_argument("--p-std", type=float, help="score: std of log sigma in training (EDM P_std, 1.2)")
     tr.add_argument("--channels", help="score: U-Net widths, e.g. 16,32,64,96")
+    tr.add_argument("--arch", choices=["v1", "v2"],
+                    help="score: network design of a new run: v1 = the 1.9 M full-resolution U-Net, "
+                    "v2 = pixel-unshuffle by 4 then a wide U-Net at 32/16/8 (default: v1)")
     tr.add_argument("--default-h", type=float, help="attributes/export: guidance scale written to the model")
     tr.add_argument("--val-every", type=int)
     tr.add_argument("--ckpt-every", type=int)
@@ -1088,13 +1093,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         ap.print_help()
         return EXIT_USAGE
-    from .core.models.checkpoint import CheckpointError
-    from .core.video import InputError
-
     try:
         return int(args.func(args) or 0)
-    except (UsageError, InputError, CheckpointError) as e:
+    except SdesrError as e:
         return _fail(str(e).rstrip("."))
+    except Cancelled as e:
+        print(f"sdesr: {str(e).rstrip('.')}; unfinished outputs were removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("sdesr: interrupted; unfinished outputs were removed", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -55,7 +55,7 @@ from .models import (
 )
 from .provenance import atomic_save_png, atomic_write_bytes, atomic_write_text, sha256_bytes, \
     sha256_file, utc_now_iso, versions, write_json_atomic
-from .sampling import NoiseSource, SamplingCancelled, fast_sample, model_score_fn
+from .sampling import NoiseSource, SamplingCancelled, fast_sample, mean_estimate, model_score_fn
 from .sde import VESDE
 from .video import InputError
 
@@ -84,8 +84,7 @@ METRICS_FILE = "metrics.jsonl"
 STATE_FORMAT = "sdesr-train/1"
 
 
-class TrainingError(InputError):
-    """A training job cannot run as asked (message: one sentence for the user)."""
+from .errors import TrainingError, is_cancelled as _is_cancelled  # noqa: E402  (re-exported)
 
 
 # ------------------------------------------------------------------------------------------
@@ -373,12 +372,6 @@ def _torch_threads(n: int):
     finally:
         if n and n > 0:
             torch.set_num_threads(old)
-
-
-def _is_cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    return bool(cancel.is_set() if hasattr(cancel, "is_set") else cancel())
 
 
 def _lr_at(step: int, base: float, warmup: int) -> float:
@@ -801,8 +794,12 @@ def _score_validate_fn(cfg: ScoreTrainConfig, val: Optional[FaceDataset], run_di
                                   method=cfg.val_method, device=device, cancel=stop)
             except SamplingCancelled:
                 return None
+            mean = torch.cat([mean_estimate(model, y_up[i:i + 16].to(device), cfg.sigma_max)
+                              for i in range(0, len(hr), 16)]).float().cpu().clamp(0.0, 1.0)
         sr = res.samples.float().cpu().clamp(0.0, 1.0)
         out = {
+            "psnr_mean": float(psnr(mean, hr).mean()), "ssim_mean": float(ssim(mean, hr).mean()),
+            "consistency_mean": float(consistency(mean, lr).mean()),
             "psnr": float(psnr(sr, hr).mean()), "ssim": float(ssim(sr, hr).mean()),
             "consistency": float(consistency(sr, lr).mean()),
             "psnr_bicubic": float(psnr(y_up, hr).mean()), "ssim_bicubic": float(ssim(y_up, hr).mean()),
@@ -815,7 +812,7 @@ def _score_validate_fn(cfg: ScoreTrainConfig, val: Optional[FaceDataset], run_di
             out["cs"], out["cs_bicubic"] = cs_vals
         nearest = F.interpolate(lr, size=hr.shape[-2:], mode="nearest")
         k = min(8, len(hr))
-        grid = _grid_png([[nearest[i], y_up[i], sr[i], hr[i]] for i in range(k)])
+        grid = _grid_png([[nearest[i], y_up[i], mean[i], sr[i], hr[i]] for i in range(k)])
         atomic_save_png(run_dir / f"val_grid_{step:07d}.png", grid)
         out["seconds"] = round(time.perf_counter() - t0, 2)
         return out

@@ -40,11 +40,14 @@ __all__ = ["ScoreNetConfig", "ScoreUNet", "as_sigma"]
 class ScoreNetConfig:
     """Architecture of :class:`ScoreUNet` (stored in checkpoints as a dict).
 
-    ``channels[i]`` is the width at resolution ``image_size / 2**i``; attention
-    runs at the levels whose resolution (for ``image_size`` inputs) is listed in
-    ``attn_resolutions``.  The same weights run on any input whose side is a
-    multiple of ``2 ** (len(channels) - 1)`` (e.g. 64x64 training crops); the
-    attention stays at the same *level*.
+    ``patch`` > 1 pixel-unshuffles the input by that factor first (128x128x6 ->
+    32x32x96 for ``patch`` 4, as in "simple diffusion", Hoogeboom et al. 2023) and
+    pixel-shuffles the output back, so the U-Net's FLOPs go to wide convolutions at
+    low resolution.  ``channels[i]`` is the width at resolution
+    ``image_size / (patch * 2**i)``; attention runs at the levels whose resolution
+    (for ``image_size`` inputs) is listed in ``attn_resolutions``.  The same weights
+    run on any input whose side is a multiple of ``patch * 2 ** (len(channels) - 1)``
+    (e.g. 64x64 training crops); the attention stays at the same *level*.
     """
 
     channels: tuple[int, ...] = (16, 32, 64, 96)
@@ -58,6 +61,7 @@ class ScoreNetConfig:
     scale_factor: int = 8
     attn_heads: int = 4
     fourier_scale: float = 16.0
+    patch: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -66,8 +70,10 @@ class ScoreNetConfig:
             raise ValueError("channels must be a non-empty tuple of positive widths.")
         if self.blocks_per_level < 1:
             raise ValueError("blocks_per_level must be at least 1.")
-        if self.image_size % (2 ** (len(self.channels) - 1)):
-            raise ValueError("image_size must be divisible by 2 ** (len(channels) - 1).")
+        if self.patch < 1:
+            raise ValueError("patch must be at least 1.")
+        if self.image_size % (self.patch * 2 ** (len(self.channels) - 1)):
+            raise ValueError("image_size must be divisible by patch * 2 ** (len(channels) - 1).")
         if self.sigma_data <= 0:
             raise ValueError("sigma_data must be positive.")
 
@@ -78,7 +84,7 @@ class ScoreNetConfig:
 
     def level_resolution(self, level: int) -> int:
         """Resolution of ``level`` for ``image_size`` inputs."""
-        return self.image_size // (2**level)
+        return self.image_size // (self.patch * 2**level)
 
     def level_has_attention(self, level: int) -> bool:
         """Whether the blocks of ``level`` are followed by self-attention."""
@@ -110,6 +116,13 @@ class ScoreNetConfig:
         return cls(channels=(8, 16), blocks_per_level=1, attn_resolutions=(64,), emb_dim=16,
                    attn_heads=1)
 
+    @classmethod
+    def v2(cls) -> "ScoreNetConfig":
+        """The shipped v2 design: pixel-unshuffle by 4, then a U-Net at 32/16/8 (for 128
+        frames) with widths 64/128/192, two blocks per level, attention at 16 and 8."""
+        return cls(channels=(64, 128, 192), blocks_per_level=2, attn_resolutions=(16, 8),
+                   emb_dim=128, sigma_data=0.1, patch=4)
+
 
 def as_sigma(sigma: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
     """Return ``sigma`` as a ``[batch]`` tensor with ``like``'s dtype and device.
@@ -140,7 +153,8 @@ class ScoreUNet(nn.Module):
         emb = cfg.emb_dim
 
         self.noise_embed = FourierNoiseEmbedding(emb, scale=cfg.fourier_scale)
-        self.conv_in = nn.Conv2d(2 * cfg.in_channels, ch[0], 3, padding=1)
+        p2 = cfg.patch * cfg.patch
+        self.conv_in = nn.Conv2d(2 * cfg.in_channels * p2, ch[0], 3, padding=1)
 
         # Encoder: per level `blocks_per_level` ResBlocks (+attention), then downsample.
         self.down = nn.ModuleList()
@@ -188,7 +202,7 @@ class ScoreUNet(nn.Module):
         assert not skip_ch
 
         self.norm_out = norm(cur)
-        self.conv_out = zero_module(nn.Conv2d(cur, cfg.in_channels, 3, padding=1))
+        self.conv_out = zero_module(nn.Conv2d(cur, cfg.in_channels * p2, 3, padding=1))
 
     # ------------------------------------------------------------------ helpers
     def _heads(self, ch: int) -> int:
@@ -210,7 +224,7 @@ class ScoreUNet(nn.Module):
     @property
     def multiple(self) -> int:
         """Input sides must be multiples of this number."""
-        return 2 ** (self.config.num_levels - 1)
+        return self.config.patch * 2 ** (self.config.num_levels - 1)
 
     # ------------------------------------------------------------------ network
     def forward_raw(self, x_in: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
@@ -226,7 +240,8 @@ class ScoreUNet(nn.Module):
                              f"got {tuple(x_in.shape[-2:])}.")
         emb = self.noise_embed(c_noise.reshape(-1).expand(x_in.shape[0]))
 
-        h = self.conv_in(x_in)
+        p = self.config.patch
+        h = self.conv_in(F.pixel_unshuffle(x_in, p) if p > 1 else x_in)
         skips = [h]
         for level in self.down:
             for block, attn in zip(level.blocks, level.attn):
@@ -243,7 +258,8 @@ class ScoreUNet(nn.Module):
                 h = attn(block(torch.cat([h, skips.pop()], dim=1), emb))
             h = level.upsample(h)
 
-        return self.conv_out(F.silu(self.norm_out(h)))
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        return F.pixel_shuffle(out, p) if p > 1 else out
 
     def precondition(self, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """EDM coefficients ``(c_skip, c_out, c_in, c_noise)``; the first three
