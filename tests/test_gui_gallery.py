@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("pytestqt")
 
 from sdesr_gui.gui.gallery_panel import GalleryPanel  # noqa: E402
-from sdesr_gui.gui.matching import consensus  # noqa: E402
+from sdesr_gui.core.matching import consensus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -179,7 +179,7 @@ def test_window_uses_gallery_after_a_run(qtbot, tmp_path, gallery, monkeypatch):
     with qtbot.waitSignal(win.gallery.indexed, timeout=60_000):
         win.gallery.set_folder(gallery)
     # a finished run, as the sampler worker delivers it (the worker itself is tested elsewhere)
-    from sdesr_gui.gui import selection
+    from sdesr_gui.core import selection
     from sdesr_gui.gui.worker import SamplerOutcome
 
     sel = selection.whole_image(_face(0))

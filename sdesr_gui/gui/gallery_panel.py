@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 
 from ..core.report import CANDIDATE_NOTICE
 from .imaging import pixmap_from_rgb
-from .matching import MatchResult, run_match
+from ..core.matching import MatchResult, run_match
 from .worker import FunctionJob
 
 THUMB = 40

@@ -23,10 +23,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from . import selection as sel_mod
+from ..core import selection as sel_mod
+from ..core.media import open_media, source_kind
 from .frame_view import FrameView
 from .imaging import nearest_upscale, pixmap_from_rgb
-from .media import open_media, source_kind
 from .worker import FunctionJob
 
 DETECT_DELAY_MS = 180  # scrubbing settles this long before faces are detected

@@ -1,4 +1,4 @@
-"""Opening footage for the GUI through :func:`core.video.open_source` (Qt-free).
+"""Opening footage (for the GUI and scripts) through :func:`core.video.open_source` (Qt-free).
 
 A source has ``path``, ``kind`` ('still' or 'video'), ``frame_count``, ``fps``,
 ``timestamp(i)``, ``frame(i)`` (exact) and ``close()``; errors are ``core.video.InputError``
@@ -12,7 +12,7 @@ from pathlib import Path
 
 def open_media(path):
     """Open a still or a video; raises ``core.video.InputError`` with one sentence on failure."""
-    from ..core.video import open_source
+    from .video import open_source
 
     return open_source(Path(path).expanduser())
 

@@ -1,4 +1,4 @@
-"""Gallery matching for the window: probe embeddings -> ranked candidates, consensus and rank
+"""Gallery matching (the GUI's gallery panel runs it in a worker thread): probe embeddings -> ranked candidates, consensus and rank
 stability over all samples. Qt-free; runs inside a worker thread.
 
 Every sample is a different plausible face, so a candidate that ranks high for *all* samples
@@ -23,6 +23,8 @@ import dataclasses
 from typing import Any, Optional, Sequence
 
 import numpy as np
+
+from .errors import check_cancel
 
 
 def as_candidate(c: Any) -> dict[str, Any]:
@@ -107,7 +109,7 @@ def thumbnail(path: str, size: int = 64) -> Optional[np.ndarray]:
     try:
         from PIL import Image
 
-        from ..core.video import load_still
+        from .video import load_still
 
         img = Image.fromarray(load_still(path))
         img.thumbnail((size, size), Image.Resampling.BILINEAR)
@@ -134,8 +136,7 @@ def run_match(index, embedder, probes: Sequence[tuple[str, str, np.ndarray]], bi
     n = len(probes)
     keys = [key for key, _, _ in probes]
     deep = max(top_k * 3, top_k + 5)
-    if cancel is not None and cancel.is_set():
-        raise RuntimeError("cancelled")
+    check_cancel(cancel)
     if hasattr(index, "query_samples"):
         res = index.query_samples(emb[:n], top_k=top_k)
         per_sample = {k: [as_candidate(c) for c in lst] for k, lst in zip(keys, res.per_sample)}

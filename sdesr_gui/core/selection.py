@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..core import faces
+from . import faces
 
 FRAME = faces.FRAME_SIZE
 LR = faces.LR_SIZE
