@@ -120,6 +120,17 @@ def thumbnail(path: str, size: int = 64) -> Optional[np.ndarray]:
         return None
 
 
+def cs_to_reference(embedder, probes: Sequence[tuple[str, str, np.ndarray]], bicubic: np.ndarray,
+                    reference: np.ndarray) -> dict[str, float]:
+    """CS (face-embedding cosine similarity to the reference HR) of each probe (key, label,
+    128x128 uint8) and of the bicubic baseline (key ``"bicubic"``)."""
+    e = np.asarray(embedder.embed_aligned([img for _, _, img in probes] + [bicubic, reference]), dtype=np.float64)
+    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    out = {key: float(e[i] @ e[-1]) for i, (key, _, _) in enumerate(probes)}
+    out["bicubic"] = float(e[-2] @ e[-1])
+    return out
+
+
 def _resolve(file: str, gallery: str) -> str:
     from pathlib import Path
 

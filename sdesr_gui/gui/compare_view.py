@@ -3,8 +3,7 @@ before/after split between any two, per-image metrics, favourites and re-run fro
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 from PySide6.QtCore import QRectF, Qt, Signal
@@ -25,28 +24,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.session import ResultItem
 from .imaging import nearest_upscale, pixmap_from_rgb, qimage_from_rgb
 
 ZOOMS = (0, 1, 2, 3, 4)  # 0 = fit: the largest zoom at which every tile is visible
 TILE_EXTRA_W, TILE_EXTRA_H = 40, 112  # tile chrome around the image (title, metrics, buttons)
 
 
-@dataclasses.dataclass
-class CompareItem:
-    key: str  # "lr", "bicubic", "reference", "s1", "s2", ...
-    title: str
-    image: np.ndarray  # HxWx3 uint8 (the LR is shown nearest-upscaled to 128)
-    kind: str  # lr | bicubic | reference | sample
-    seed: Optional[int] = None
-    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
-    favourite: bool = False
-    note: str = ""
-    settings: Optional[dict[str, Any]] = None  # a re-run's own sampler settings
-    generated: bool = False
+#: The images the view shows are the session's (Qt-free) result items.
+CompareItem = ResultItem
 
-    @property
-    def display(self) -> np.ndarray:
-        return nearest_upscale(self.image, 128) if self.image.shape[0] != 128 else self.image
+
+def display_image(item: CompareItem) -> np.ndarray:
+    """The 128×128 picture of an item (the 16×16 LR nearest-upscaled)."""
+    return nearest_upscale(item.image, 128) if item.image.shape[0] != 128 else item.image
 
 
 def metrics_text(m: dict[str, float]) -> str:
@@ -102,7 +93,7 @@ class Tile(QFrame):
         self.refresh()
 
     def set_zoom(self, zoom: int) -> None:
-        self.image.setPixmap(pixmap_from_rgb(self.item.display, 128 * zoom))
+        self.image.setPixmap(pixmap_from_rgb(display_image(self.item), 128 * zoom))
 
     def refresh(self) -> None:
         tag = ""
@@ -365,7 +356,7 @@ class CompareView(QWidget):
 
     def _update_split(self, *_) -> None:
         a, b = self.item(self.combo_a.currentData()), self.item(self.combo_b.currentData())
-        self.split.set_images(a.display if a else None, b.display if b else None,
+        self.split.set_images(display_image(a) if a else None, display_image(b) if b else None,
                               (a.title if a else "", b.title if b else ""))
 
     def _sync_slider(self, f: float) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -21,16 +21,6 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.report import ExportError, check_export_parent
-
-
-def forbidden_folders(input_path: Optional[Path], gallery: Optional[Path]) -> list[Path]:
-    """Folders an export must not go into: the input's folder and the gallery folder."""
-    out = []
-    if input_path is not None:
-        out.append(Path(input_path).expanduser().resolve().parent)
-    if gallery is not None:
-        out.append(Path(gallery).expanduser().resolve())
-    return out
 
 
 class ExportDialog(QDialog):

@@ -1,6 +1,11 @@
 """The main window: the analyst's loop of open, pick a face, set what is known, run, watch,
 compare, match and export.
 
+The state of that loop (input, selected face, run, samples, favourites, reference, metrics,
+export plan) is a Qt-free :class:`core.session.Session`; the window feeds it from the widgets,
+shows it by subscribing to its events, and runs the slow parts (sampling, hashing, CS,
+exporting) in worker threads.
+
 Layout: the source (footage, scrubber, faces, crop) docks left, the controls (and the live
 sampler frames) dock right, the comparison view is central, the gallery docks at the bottom.
 Docks, sizes, sliders, last folders and recent files persist in QSettings.
@@ -8,8 +13,6 @@ Docks, sizes, sliders, last folders and recent files persist in QSettings.
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,7 +30,9 @@ from PySide6.QtWidgets import (
 )
 
 from .. import __version__
-from .compare_view import CompareItem, CompareView
+from ..core.errors import ExportError, InputError
+from ..core.session import RunSnapshot, Session, write_export
+from .compare_view import CompareView
 from .controls import ControlsPanel
 from .gallery_panel import GalleryPanel
 from .source_panel import SourcePanel
@@ -36,26 +41,6 @@ from .worker import FunctionJob, SamplerJob, SamplerRequest
 MAX_RECENT = 10
 OPEN_FILTER = ("Images and videos (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp *.gif *.ppm *.pgm "
                "*.mp4 *.avi *.mov *.mkv *.m4v *.webm *.mpg *.mpeg *.wmv *.ts);;All files (*)")
-
-
-@dataclasses.dataclass
-class RunSnapshot:
-    """What a set of samples was produced from (the selection may change afterwards)."""
-
-    selection: Any  # FaceSelection
-    input_path: Optional[Path]
-    input_kind: str
-    frame: dict
-    settings: dict
-    model: dict
-    classifier: Optional[dict]
-    device: str
-    timings: dict
-    bicubic: np.ndarray
-    bicubic_metrics: dict
-    reference: Optional[np.ndarray] = None  # the reference HR the metrics refer to
-    reference_loaded: bool = False  # loaded by the user (else the aligned crop itself)
-    source_info: dict = dataclasses.field(default_factory=dict)  # size, fps, frame count of the input
 
 
 class MainWindow(QMainWindow):
@@ -80,11 +65,7 @@ class MainWindow(QMainWindow):
         self._last_preview = None
         self._preview_index = 0
         self.preview_steps: list[int] = []  # steps of the live frames shown in the current run
-        self.run: Optional[RunSnapshot] = None
-        self._sample_counter = 0
-        self.input_hashes: dict[str, str] = {}
-        self.reference_override: Optional[np.ndarray] = None
-        self.last_export: Optional[Path] = None
+        self.session = Session()
 
         self.source_panel = SourcePanel()
         self.controls = ControlsPanel()
@@ -203,6 +184,31 @@ class MainWindow(QMainWindow):
         g.errorOccurred.connect(lambda m: self.show_error("Gallery", m))
         g.statusMessage.connect(self.set_status)
         g.matched.connect(self._on_matched)
+        cv.favouriteToggled.connect(self.session.set_favourite)
+        ss = self.session
+        ss.subscribe("items", lambda: self.compare.set_items(ss.items))
+        ss.subscribe("item", self.compare.refresh_item)
+        ss.subscribe("header", self.compare.set_header)
+        ss.subscribe("added", self.compare.select)
+        ss.subscribe("run", self._send_probes)
+
+    # ---------------------------------------------------------------- the session's state
+    @property
+    def run(self) -> Optional[RunSnapshot]:
+        """What the shown samples were produced from (None before the first run)."""
+        return self.session.run
+
+    @property
+    def input_hashes(self) -> dict[str, str]:
+        return self.session.input_hashes
+
+    @property
+    def reference_override(self) -> Optional[np.ndarray]:
+        return self.session.reference_override
+
+    @property
+    def last_export(self) -> Optional[Path]:
+        return self.session.last_export
 
     # ---------------------------------------------------------------- messages
     def set_status(self, text: str) -> None:
@@ -240,27 +246,24 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{p.name} — SDE-SR Studio {__version__}")
         self.settings.setValue("paths/open_dir", str(p.parent))
         self._add_recent(str(p))
-        self.reference_override = None
-        if self.run is None:
-            self._set_items_for_selection(None)
-        self._hash_input(p)
         kind = self.source_panel.kind
+        self.session.set_input(p, kind, self.source_panel.source_info())
+        self._hash_input(p)
         n = self.source_panel.frame_count
         self.set_status(f"Opened {p.name} ({'video, %d frames' % n if kind == 'video' else 'still image'}).")
         self._update_actions()
 
     def _hash_input(self, p: Path) -> None:
-        key = str(p.resolve())
-        if key in self.input_hashes:
+        if self.session.input_hash(p) is not None:
             return
 
         def work(report, cancel):
             from ..core.provenance import sha256_file
 
-            return key, sha256_file(p)
+            return sha256_file(p)
 
         job = FunctionJob(work, "Hashing the input", self)
-        job.succeeded.connect(lambda r: self.input_hashes.__setitem__(r[0], r[1]))
+        job.succeeded.connect(lambda sha: self.session.record_hash(p, sha))
         self._start_job(job)
 
     def _start_job(self, job) -> None:
@@ -316,80 +319,35 @@ class MainWindow(QMainWindow):
             self.load_reference(path)
 
     def load_reference(self, path) -> bool:
-        from ..core.video import InputError, load_still
-
+        """Use a known aligned 128×128 face as the reference HR (PSNR / SSIM / CS); False with a
+        message if it cannot be."""
         try:
-            img = load_still(path)
+            self.session.load_reference(path)
         except InputError as e:
             self.show_error("Reference", str(e))
             return False
-        if img.shape[:2] != (128, 128):
-            self.show_error("Reference", f"The reference must be an aligned 128×128 face frame; "
-                                         f"{Path(path).name} is {img.shape[1]}×{img.shape[0]}.")
-            return False
-        self.reference_override = img
-        if self.run is not None:  # the shown samples are measured against it too
-            self.run.reference, self.run.reference_loaded = img, True
-            self._recompute_reference_metrics()
-        else:
-            self._set_items_for_selection(self.source_panel.selection)
         self.set_status(f"Reference HR: {Path(path).name}")
         return True
 
     def selection_reference(self, sel) -> tuple[Optional[np.ndarray], bool]:
         """The reference HR for a new run on ``sel``: a loaded one, else the crop when it is genuine HR."""
-        if self.reference_override is not None:
-            return self.reference_override, True
-        return (sel.reference if sel is not None else None), False
+        return self.session.selection_reference(sel)
 
     def current_reference(self) -> Optional[np.ndarray]:
         """The reference of what the comparison view shows (the last run, else the selection)."""
-        if self.run is not None:
-            return self.run.reference
-        return self.selection_reference(self.source_panel.selection)[0]
+        return self.session.current_reference()
 
     # ---------------------------------------------------------------- selection
     def _on_selection(self, sel) -> None:
-        if self.run is None:
-            self._set_items_for_selection(sel)
-        else:  # results stay until the next run; say what they belong to
-            self.compare.set_header(self._run_header(current_differs=sel is not self.run.selection))
+        self.session.set_selection(sel, self.source_panel.frame_info() if sel is not None else None)
         self._update_actions()
-
-    def _run_header(self, current_differs: bool = False) -> str:
-        run = self.run
-        where = run.input_path.name if run.input_path else "the input"
-        if run.input_kind == "video":
-            where += f", frame {run.frame.get('index', 0)}"
-        text = (f"Samples of {where} ({run.selection.kind} face). Generated samples are plausible faces, "
-                "not recovered detail.")
-        if current_differs:
-            text += " The selected face has changed: press Run to sample it."
-        return text
-
-    def _base_items(self, sel, bicubic_metrics: Optional[dict] = None, reference=None,
-                    reference_loaded: bool = False) -> list[CompareItem]:
-        if sel is None:
-            return []
-        items = [CompareItem("lr", "LR input (nearest)", sel.lr, "lr", note="16×16, shown ×8"),
-                 CompareItem("bicubic", "Bicubic", sel.bicubic, "bicubic", metrics=dict(bicubic_metrics or {}))]
-        if reference is not None:
-            items.append(CompareItem("reference", "Reference HR", reference, "reference",
-                                     note="loaded" if reference_loaded else "from the input"))
-        return items
-
-    def _set_items_for_selection(self, sel) -> None:
-        ref, loaded = self.selection_reference(sel)
-        self.compare.set_items(self._base_items(sel, reference=ref, reference_loaded=loaded))
-        self.compare.set_header("Select a face and press Run. Generated samples are plausible faces, "
-                                "not recovered detail.")
 
     # ---------------------------------------------------------------- running
     def _update_actions(self) -> None:
         running = self._job is not None
         self.act_run.setEnabled(not running)
         self.act_cancel.setEnabled(running)
-        self.act_export.setEnabled(self.run is not None and bool(self.compare.samples()) and not running
+        self.act_export.setEnabled(self.session.can_export and not running
                                    and self._exporting is None)
         video = self.source_panel.kind == "video"
         for a in (self.act_prev, self.act_next, self.act_play):
@@ -413,10 +371,10 @@ class MainWindow(QMainWindow):
         """Start the sampler on the selected face (or re-run one sample); False with a message if not possible."""
         if self._job is not None:
             return False
-        sel = self.source_panel.selection if rerun_key is None else (self.run.selection if self.run else None)
-        if sel is None:
-            self.show_error("Run", "Select a face first: open an image or video, then click a detected face "
-                                   "or draw a box around one.")
+        try:
+            plan = self.session.plan_run(rerun_key)
+        except InputError as e:
+            self.show_error("Run", str(e))
             return False
         weights = self.controls.weights_path()
         if weights is None:
@@ -427,13 +385,9 @@ class MainWindow(QMainWindow):
                                         "with `sdesr train score`.")
             return False
         settings = self.controls.take_settings()
-        tag = None
-        if rerun_key is not None:
-            item = self.compare.item(rerun_key)
-            if item is None or item.seed is None:
-                return False
-            settings.seed, settings.samples = int(item.seed), 1
-            tag = ("rerun", rerun_key)
+        if plan is None:  # no such sample to re-run
+            return False
+        plan.apply(settings)
         try:
             settings.validate()
         except ValueError as e:
@@ -442,23 +396,14 @@ class MainWindow(QMainWindow):
         classifier = self.controls.classifier_path()
         device = self.controls.device_name()
         key = self._enhancer_key(weights, classifier, device)
-        if rerun_key is None:
-            ref, loaded = self.selection_reference(sel)
-            src = self.source_panel.source
-            info = dict(src.info()) if callable(getattr(src, "info", None)) else {}
-            context = {"input_path": self.source_panel.path, "input_kind": self.source_panel.kind,
-                       "frame": self.source_panel.frame_info(), "reference": ref, "reference_loaded": loaded,
-                       "source_info": {k: v for k, v in info.items() if k not in ("path", "kind")}}
-        else:
-            ref, context = self.run.reference, None
-        req = SamplerRequest(weights, classifier, device, sel.lr, settings, reference=ref,
-                             enhancer=self._enhancers.get(key), tag=tag)
+        req = SamplerRequest(weights, classifier, device, plan.lr, settings, reference=plan.reference,
+                             enhancer=self._enhancers.get(key), tag=plan.tag)
         job = SamplerJob(req, self)
         job.status.connect(self.set_status)
         job.progress.connect(self.controls.show_progress)
         job.preview.connect(self._on_preview)
         job.enhancerReady.connect(lambda enh, k=key: self._keep_enhancer(k, enh))
-        job.done.connect(lambda out, s=sel, k=key, c=context: self._on_done(out, s, k, c))
+        job.done.connect(lambda out, s=plan.selection, k=key, c=plan.context: self._on_done(out, s, k, c))
         job.failed.connect(self._on_failed)
         job.cancelled.connect(self._on_cancelled)
         self._job = job
@@ -517,204 +462,88 @@ class MainWindow(QMainWindow):
         self.runCancelled.emit()
 
     def _on_done(self, out, sel, key, context=None) -> None:
+        """A run finished: the session records it (the views follow its events)."""
         self._end_run()
-        rerun = isinstance(out.tag, tuple) and out.tag[0] == "rerun"
         enh = self._enhancers.get(key)
         model = dict(enh.model_info) if enh is not None else {"path": key[0]}
         classifier = dict(enh.classifier_info) if enh is not None and enh.classifier_info else None
-        if not rerun or self.run is None:
-            ctx = context or {"input_path": None, "input_kind": "", "frame": {}, "reference": None,
-                              "reference_loaded": False}
-            self.run = RunSnapshot(
-                selection=sel, input_path=ctx["input_path"], input_kind=ctx["input_kind"], frame=ctx["frame"],
-                settings=out.settings, model=model, classifier=classifier, device=out.device,
-                timings={"load_seconds": round(out.load_seconds, 4), "sampling_seconds": round(out.seconds, 4),
-                         "nfe": out.nfe},
-                bicubic=out.bicubic, bicubic_metrics=out.bicubic_metrics,
-                reference=ctx["reference"], reference_loaded=ctx["reference_loaded"],
-                source_info=ctx.get("source_info") or {})
-            self._sample_counter = 0
-            items = self._base_items(sel, out.bicubic_metrics, self.run.reference, self.run.reference_loaded)
-            for img, seed, m in zip(out.samples, out.seeds, out.metrics):
-                self._sample_counter += 1
-                items.append(CompareItem(f"s{self._sample_counter}", f"Sample {self._sample_counter}", img,
-                                         "sample", seed=int(seed), metrics=dict(m), generated=True))
-            self.compare.set_items(items)
-            self.compare.set_header(self._run_header(sel is not self.source_panel.selection))
-        else:
-            src = self.compare.item(out.tag[1])
-            self._sample_counter += 1
-            differs = {k: v for k, v in out.settings.items()
-                       if k not in ("seed", "seeds", "samples") and self.run.settings.get(k) != v}
-            own = dict(out.settings)
-            if model.get("sha256") != self.run.model.get("sha256") or classifier != self.run.classifier:
-                differs["model"] = model.get("name") or model.get("path")
-                own["model"], own["classifier"] = model, classifier
-            note = (f"re-run of {src.title if src else out.tag[1]}"
-                    + (": " + ", ".join(f"{k}={v}" for k, v in differs.items()) if differs else ", same settings"))
-            items = list(self.compare.items)
-            items.append(CompareItem(f"s{self._sample_counter}", f"Sample {self._sample_counter}", out.samples[0],
-                                     "sample", seed=int(out.seeds[0]), metrics=dict(out.metrics[0]), generated=True,
-                                     note=note, settings=own))
-            self.compare.set_items(items)
-            self.compare.select(f"s{self._sample_counter}")
+        self.session.record_result(out, sel, context, model, classifier)
         self.controls.finish_progress(f"Done: {len(out.samples)} sample(s) in {out.seconds:.1f} s")
         self.set_status(f"{len(out.samples)} sample(s), {out.nfe} network evaluations, {out.seconds:.1f} s "
                         f"on {out.device}. Generated faces are leads, not identifications.")
-        self._send_probes()
         self._update_actions()
         self.runFinished.emit()
 
     def _send_probes(self) -> None:
-        if self.run is None:
+        """The run's samples to the gallery (matching measures CS too), else CS alone."""
+        run = self.session.run
+        if run is None:
             return
-        probes = [(it.key, it.title, it.image) for it in self.compare.samples()]
-        ref = self.current_reference()
-        self.gallery.set_probes(probes, self.run.bicubic, ref)
+        probes = [(it.key, it.title, it.image) for it in self.session.samples()]
+        ref = self.session.current_reference()
+        self.gallery.set_probes(probes, run.bicubic, ref)
         if ref is not None and self.gallery.index is None:
-            self._compute_cs(probes, self.run.bicubic, ref)  # matching would measure CS too
+            self._compute_cs(probes, run.bicubic, ref)  # matching would measure CS too
 
     def _compute_cs(self, probes, bicubic, ref) -> None:
         """CS (face-embedding cosine to the reference HR) in a worker; skipped if no embedder exists."""
         gallery = self.gallery
-        run = self.run
+        run = self.session.run
 
         def work(report, cancel):
+            from ..core.matching import cs_to_reference
+
             try:
                 emb = gallery.embedder()
             except ImportError:
                 return None  # no face embedder installed: CS stays unmeasured
-            e = np.asarray(emb.embed_aligned([img for _, _, img in probes] + [bicubic, ref]), dtype=np.float64)
-            e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
-            out = {key: float(e[i] @ e[-1]) for i, (key, _, _) in enumerate(probes)}
-            out["bicubic"] = float(e[-2] @ e[-1])
-            return out
+            return cs_to_reference(emb, probes, bicubic, ref)
 
         job = FunctionJob(work, "Measuring CS", self)
-        job.succeeded.connect(lambda cs, r=run: self._apply_cs(cs) if cs and self.run is r else None)
+        job.succeeded.connect(lambda cs, r=run: self._apply_cs(cs) if cs and self.session.run is r else None)
         job.failed.connect(lambda m: self.set_status(f"CS was not measured: {m}"))
         self._start_job(job)
 
     def _apply_cs(self, cs: dict) -> None:
-        for it in self.compare.items:
-            if it.key in cs:
-                it.metrics["cs"] = cs[it.key]
-                self.compare.refresh_item(it.key)
+        self.session.set_metrics("cs", cs)
 
     def _on_matched(self, res) -> None:
         if res.cs:
             self._apply_cs(res.cs)
 
-    def _recompute_reference_metrics(self) -> None:
-        """PSNR / SSIM of the run's images against its (new) reference; CS is measured again."""
-        from ..core import faces, metrics
-
-        run = self.run
-        ref = run.reference
-        bic = next((it for it in self.compare.items if it.kind == "bicubic"), None)
-        samples = [it for it in self.compare.items if it.kind == "sample"]
-        for it in ([bic] if bic else []) + samples:
-            for k in ("psnr", "ssim", "cs"):
-                it.metrics.pop(k, None)
-            if ref is not None:
-                a, b = faces.to_tensor(it.image), faces.to_tensor(ref)
-                it.metrics["psnr"] = float(metrics.psnr(a, b)[0])
-                it.metrics["ssim"] = float(metrics.ssim(a, b)[0])
-        if bic is not None:
-            run.bicubic_metrics = dict(bic.metrics)
-        base = self._base_items(run.selection, run.bicubic_metrics, ref, run.reference_loaded)
-        self.compare.set_items(base + samples)
-        self._send_probes()
-
     # ---------------------------------------------------------------- export
     def export_dialog(self) -> None:
-        from .export import ExportDialog, forbidden_folders
+        from .export import ExportDialog
 
-        if self.run is None or not self.compare.samples():
+        if not self.session.can_export:
             self.show_error("Export", "There is nothing to export yet; run the sampler first.")
             return
-        forbidden = forbidden_folders(self.run.input_path, self.gallery.folder)
+        forbidden = self.session.forbidden_folders(self.gallery.folder)
         start = str(self.settings.value("paths/export_dir", "") or Path.home())
-        dlg = ExportDialog(self.compare.samples(), start, forbidden, self.gallery.result is not None, self)
+        dlg = ExportDialog(self.session.samples(), start, forbidden, self.gallery.result is not None, self)
         if dlg.exec() != ExportDialog.DialogCode.Accepted:
             return
         self.export_async(dlg.folder.text().strip(), dlg.keys(), with_candidates=dlg.with_candidates.isChecked())
 
     def build_export_job(self, keys: list[str], with_candidates: bool = True):
-        from ..core.report import ExportImage, ExportJob
-
-        run = self.run
-        sel = run.selection
-        images = []
-        if sel.crop is not None:
-            images.append(ExportImage("input_crop", sel.crop, "crop", False, "Aligned face crop from the input"))
-        images.append(ExportImage("input_lr_16x16", sel.lr, "lr", False, "LR input (16×16) given to the model"))
-        if run.reference_loaded and run.reference is not None:
-            images.append(ExportImage("reference_hr", run.reference, "reference", False,
-                                      "Reference HR (loaded by the user)"))
-        bic = next((it for it in self.compare.items if it.kind == "bicubic"), None)
-        images.append(ExportImage("bicubic", run.bicubic, "bicubic", False, "Bicubic baseline (interpolation)",
-                                  info={k: round(float(v), 6) for k, v in (bic.metrics if bic else {}).items()}))
-        chosen = [it for it in self.compare.samples() if it.key in keys]
-        for it in chosen:
-            info: dict[str, Any] = {"seed": it.seed, "favourite": it.favourite, "sample": it.title}
-            info.update({k: round(float(v), 6) for k, v in it.metrics.items()})
-            if it.settings is not None:
-                info["sampler"] = it.settings
-            if it.note:
-                info["note"] = it.note
-            images.append(ExportImage(f"{it.key}_seed{it.seed}", it.image, "sample", True, it.title, info))
-        inp: dict[str, Any] = {}
-        if run.input_path is not None:
-            # the hash of a large video may still be computing: _export_work fills it in off the GUI thread
-            sha = self.input_hashes.get(str(Path(run.input_path).resolve()))
-            inp = {"path": str(run.input_path), "sha256": sha, "kind": run.input_kind, **run.source_info}
-        notes = [sel.note] if sel.note else []
-        if run.reference_loaded:
-            notes.append("PSNR / SSIM / CS are measured against a reference HR loaded by the user.")
+        """The run's ``core.report.ExportJob`` for samples ``keys`` (with the gallery candidates)."""
         cands = self.gallery.candidates_for_export(keys) if with_candidates else None
-        title = f"SDE-SR Studio run — {run.input_path.name if run.input_path else 'face'}"
-        return ExportJob(images=images, input=inp, frame=run.frame, face=sel.to_dict(), model=run.model,
-                         classifier=run.classifier, sampler=run.settings, device=run.device, candidates=cands,
-                         timings=run.timings, notes=notes, title=title)
+        return self.session.build_export_job(keys, cands)
 
-    def _prepare_export(self, folder, keys: Optional[list[str]], with_candidates: bool):
+    def _plan_export(self, folder, keys: Optional[list[str]], with_candidates: bool):
         """On the GUI thread: check there is something to export and snapshot it (cheap)."""
-        from .export import forbidden_folders
-
-        if self.run is None or not self.compare.samples():
-            self.show_error("Export", "There is nothing to export yet; run the sampler first.")
-            return None
-        if keys is None:
-            favs = [it.key for it in self.compare.samples() if it.favourite]
-            keys = favs or [it.key for it in self.compare.samples()]
-        forbidden = forbidden_folders(self.run.input_path, self.gallery.folder)
-        stem = self.run.input_path.stem if self.run.input_path else "face"
-        name = f"{stem}_f{self.run.frame.get('index', 0)}_{time.strftime('%Y%m%d-%H%M%S')}"
-        job = self.build_export_job(keys, with_candidates)
-        return job, Path(folder), name, forbidden, list(keys)
-
-    @staticmethod
-    def _export_work(job, folder: Path, name: str, forbidden):
-        """Off the GUI thread: hash the input if still needed, write the folder atomically."""
-        from ..core.provenance import sha256_file
-        from ..core.report import ExportError, export_run
-
-        if job.input and not job.input.get("sha256"):
-            job.input["sha256"] = sha256_file(job.input["path"])
         try:
-            return export_run(job, folder, folder_name=name, forbidden=forbidden)
-        except ExportError as e:  # the user's choice was refused: one sentence, no "unexpectedly"
-            raise ValueError(str(e)) from e
+            return self.session.plan_export(folder, keys,
+                                            self.gallery.candidates_for_export if with_candidates else None,
+                                            self.gallery.folder)
+        except ExportError as e:
+            self.show_error("Export", str(e))
+            return None
 
-    def _finish_export(self, res, folder: Path, keys: list[str]) -> None:
-        if res.record.get("inputs") and self.run is not None and self.run.input_path is not None:
-            sha = res.record["inputs"][0].get("sha256")
-            if sha:
-                self.input_hashes.setdefault(str(Path(self.run.input_path).resolve()), sha)
-        self.settings.setValue("paths/export_dir", str(folder))
-        self.last_export = res.folder
-        self.set_status(f"Exported {len(keys)} sample(s) to {res.folder}.")
+    def _finish_export(self, plan, res) -> None:
+        self.session.export_done(plan, res)
+        self.settings.setValue("paths/export_dir", str(plan.folder))
+        self.set_status(f"Exported {len(plan.keys)} sample(s) to {res.folder}.")
         self.exported.emit(str(res.folder))
 
     def export_to(self, folder, keys: Optional[list[str]] = None, with_candidates: bool = True) -> Optional[Path]:
@@ -722,36 +551,33 @@ class MainWindow(QMainWindow):
         :meth:`export_async`, which does the same work in a thread."""
         from .worker import user_message
 
-        prep = self._prepare_export(folder, keys, with_candidates)
-        if prep is None:
+        plan = self._plan_export(folder, keys, with_candidates)
+        if plan is None:
             return None
-        job, folder, name, forbidden, keys = prep
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
-            res = self._export_work(job, folder, name, forbidden)
+            res = write_export(plan)
         except Exception as e:  # noqa: BLE001
             self.show_error("Export", user_message(e, "The export"))
             return None
         finally:
             QApplication.restoreOverrideCursor()
-        self._finish_export(res, folder, keys)
+        self._finish_export(plan, res)
         return res.folder
 
     def export_async(self, folder, keys: Optional[list[str]] = None, with_candidates: bool = True):
         """Export in a worker thread (hashing a long video and encoding PNGs never block the
         window); ``exported`` or an error dialog follows. Returns the job, or None."""
-        prep = self._prepare_export(folder, keys, with_candidates)
-        if prep is None:
+        plan = self._plan_export(folder, keys, with_candidates)
+        if plan is None:
             return None
-        job, folder, name, forbidden, keys = prep
-        work = FunctionJob(lambda report, cancel: self._export_work(job, folder, name, forbidden),
-                           "The export", self)
-        work.succeeded.connect(lambda res: self._finish_export(res, folder, keys))
+        work = FunctionJob(lambda report, cancel: write_export(plan), "The export", self)
+        work.succeeded.connect(lambda res: self._finish_export(plan, res))
         work.failed.connect(lambda msg: self.show_error("Export", msg))
         work.finished.connect(self._export_ended)
         self._exporting = work
         self.act_export.setEnabled(False)
-        self.set_status(f"Exporting {len(keys)} sample(s)…")
+        self.set_status(f"Exporting {len(plan.keys)} sample(s)…")
         self._start_job(work)
         return work
 

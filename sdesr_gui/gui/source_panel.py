@@ -193,6 +193,12 @@ class SourcePanel(QWidget):
     def kind(self) -> str:
         return source_kind(self.source) if self.source is not None else ""
 
+    def source_info(self) -> dict:
+        """Size, fps and frame count of the open input (for the run record)."""
+        src = self.source
+        info = dict(src.info()) if callable(getattr(src, "info", None)) else {}
+        return {k: v for k, v in info.items() if k not in ("path", "kind")}
+
     def frame_info(self) -> dict:
         if self.source is None:
             return {}
@@ -349,6 +355,7 @@ class SourcePanel(QWidget):
 
     # ---------------------------------------------------------------- selection
     def _clear_faces(self) -> None:
+        had_selection = self.selection is not None
         self.faces = []
         self.detected_frame = None
         self.manual_box = None
@@ -363,6 +370,8 @@ class SourcePanel(QWidget):
         self.selection = None
         self._fill_list()
         self._show_selection(None)
+        if had_selection:  # the face belonged to the previous frame
+            self.selectionChanged.emit(None)
 
     def _fill_list(self) -> None:
         self.face_list.blockSignals(True)

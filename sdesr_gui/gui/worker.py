@@ -23,6 +23,7 @@ import numpy as np
 from PySide6.QtCore import QThread, Signal
 
 from ..core.errors import Cancelled, SdesrError
+from ..core.session import SamplerOutcome  # noqa: F401  (the sampler's result, Qt-free)
 
 #: Preview frames per second at most (the GUI gets at least 5/s when steps are fast enough).
 PREVIEW_HZ = 8.0
@@ -90,21 +91,6 @@ class PreviewFrame:
     sigma: float
     x: list  # uint8 128x128x3 per previewed sample (x_t, scaled for display)
     denoised: list  # uint8 per previewed sample (the Tweedie estimate of x_0)
-
-
-@dataclasses.dataclass
-class SamplerOutcome:
-    samples: list  # uint8 128x128x3 per sample
-    seeds: list
-    bicubic: np.ndarray
-    metrics: list  # per sample: consistency (+ psnr, ssim when a reference is known)
-    bicubic_metrics: dict
-    settings: dict  # as recorded (h resolved, seeds listed)
-    nfe: int
-    seconds: float
-    load_seconds: float
-    device: str
-    tag: Any = None
 
 
 def x_for_display(x, sigma: float):
@@ -191,7 +177,7 @@ class SamplerJob(QThread):
         except SamplingCancelled:
             self.cancelled.emit()
         except BaseException as e:  # noqa: BLE001 - every error becomes a dialog, never a crash
-            if not isinstance(e, (ValueError,)):
+            if not isinstance(e, (ValueError, SdesrError)):  # expected: one sentence, no traceback
                 traceback.print_exc(file=sys.stderr)
             self.failed.emit(user_message(e, "Sampling"))
 
@@ -233,7 +219,7 @@ class FunctionJob(QThread):
             if self.cancel_event.is_set() or isinstance(e, Cancelled):
                 self.cancelled.emit()
                 return
-            if not isinstance(e, ValueError):
+            if not isinstance(e, (ValueError, SdesrError)):  # expected: one sentence, no traceback
                 traceback.print_exc(file=sys.stderr)
             self.failed.emit(user_message(e, self.what))
             return

@@ -1,0 +1,530 @@
+"""The analyst's working state, Qt-free: one input, one selected face, one run and its images.
+
+A :class:`Session` is the model behind the main window (and usable from scripts and tests
+without Qt). It holds
+
+* the current input (path, kind, size / fps / frame count) and the selected face with the
+  frame it was taken from;
+* the reference HR: one loaded by the user, else the aligned crop when it is genuine HR;
+* the last run (:class:`RunSnapshot`: what its samples were produced from) and the images
+  shown with it (:class:`ResultItem`: LR, bicubic, reference and the samples with their seeds,
+  metrics, favourites and re-run notes);
+* the hashes of inputs computed so far (the run record needs them).
+
+It does no heavy work itself (measuring PSNR / SSIM of a few 128x128 images when the reference
+changes is the most): the sampler runs in a worker, which hands its :class:`SamplerOutcome` to
+:meth:`Session.record_result`; an export is planned on the caller's thread with
+:meth:`Session.plan_export`, written by :func:`write_export` (a worker's job: it may hash a long
+video) and recorded with :meth:`Session.export_done`.
+
+Views observe a session with :meth:`Session.subscribe`; the events and their arguments are
+
+* ``"items"`` () -- the list of images changed (read :attr:`Session.items`);
+* ``"item"`` (key) -- one image's metrics changed;
+* ``"header"`` (text) -- the sentence that says what the images are changed;
+* ``"added"`` (key) -- a re-run added a sample (a view may select it);
+* ``"run"`` () -- a run was recorded or its reference changed (the samples should be matched
+  against the gallery again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
+
+import numpy as np
+
+from .errors import ExportError, InputError
+
+__all__ = [
+    "EVENTS",
+    "ExportPlan",
+    "ResultItem",
+    "RunContext",
+    "RunPlan",
+    "RunSnapshot",
+    "SamplerOutcome",
+    "Session",
+    "base_items",
+    "forbidden_folders",
+    "write_export",
+]
+
+EVENTS = ("items", "item", "header", "added", "run")
+
+IDLE_HEADER = "Select a face and press Run. Generated samples are plausible faces, not recovered detail."
+NO_FACE = ("Select a face first: open an image or video, then click a detected face or draw a box "
+           "around one.")
+NOTHING_TO_EXPORT = "There is nothing to export yet; run the sampler first."
+
+
+# ------------------------------------------------------------------------------------------
+# records
+# ------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class ResultItem:
+    """One image shown with a run (and exported with it)."""
+
+    key: str  # "lr", "bicubic", "reference", "s1", "s2", ...
+    title: str
+    image: np.ndarray  # HxWx3 uint8 (the LR is 16x16)
+    kind: str  # lr | bicubic | reference | sample
+    seed: Optional[int] = None
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    favourite: bool = False
+    note: str = ""
+    settings: Optional[dict[str, Any]] = None  # a re-run's own sampler settings
+    generated: bool = False
+
+
+@dataclasses.dataclass
+class SamplerOutcome:
+    """What one sampler run delivers (the GUI's worker makes it)."""
+
+    samples: list  # uint8 128x128x3 per sample
+    seeds: list
+    bicubic: np.ndarray
+    metrics: list  # per sample: consistency (+ psnr, ssim when a reference is known)
+    bicubic_metrics: dict
+    settings: dict  # as recorded (h resolved, seeds listed)
+    nfe: int
+    seconds: float
+    load_seconds: float
+    device: str
+    tag: Any = None
+
+
+@dataclasses.dataclass
+class RunContext:
+    """The input a new run is made from, as it was when the run started."""
+
+    input_path: Optional[Path] = None
+    input_kind: str = ""
+    frame: dict = dataclasses.field(default_factory=dict)
+    reference: Optional[np.ndarray] = None
+    reference_loaded: bool = False
+    source_info: dict = dataclasses.field(default_factory=dict)  # size, fps, frame count
+
+    def __post_init__(self) -> None:
+        if self.input_path is not None:
+            self.input_path = Path(self.input_path)
+
+    @classmethod
+    def of(cls, ctx: Union["RunContext", Mapping[str, Any], None]) -> "RunContext":
+        if ctx is None:
+            return cls()
+        if isinstance(ctx, RunContext):
+            return ctx
+        return cls(**{f.name: ctx[f.name] for f in dataclasses.fields(cls) if ctx.get(f.name) is not None})
+
+
+@dataclasses.dataclass
+class RunSnapshot:
+    """What a set of samples was produced from (the selection may change afterwards)."""
+
+    selection: Any  # core.selection.FaceSelection
+    input_path: Optional[Path]
+    input_kind: str
+    frame: dict
+    settings: dict
+    model: dict
+    classifier: Optional[dict]
+    device: str
+    timings: dict
+    bicubic: np.ndarray
+    bicubic_metrics: dict
+    reference: Optional[np.ndarray] = None  # the reference HR the metrics refer to
+    reference_loaded: bool = False  # loaded by the user (else the aligned crop itself)
+    source_info: dict = dataclasses.field(default_factory=dict)  # size, fps, frame count of the input
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """What the sampler is asked to do: a new run on the selected face, or a re-run of a sample."""
+
+    selection: Any
+    reference: Optional[np.ndarray]
+    context: Optional[RunContext]  # None for a re-run (its run's context stays)
+    seed: Optional[int] = None  # a re-run's seed (one sample)
+    tag: Any = None  # ("rerun", key) for a re-run
+
+    @property
+    def lr(self) -> np.ndarray:
+        return self.selection.lr
+
+    def apply(self, settings) -> None:
+        """Make ``settings`` (a ``SamplerSettings``) re-run the sample: its seed, one sample."""
+        if self.seed is not None:
+            settings.seed, settings.samples = int(self.seed), 1
+
+
+@dataclasses.dataclass
+class ExportPlan:
+    """An export, snapshotted on the caller's thread; :func:`write_export` writes it."""
+
+    job: Any  # core.report.ExportJob
+    folder: Path
+    name: str
+    forbidden: list[Path]
+    keys: list[str]
+    input_key: Optional[str] = None  # resolved input path whose hash the export needs
+
+
+def forbidden_folders(input_path: Optional[Path], gallery: Optional[Path]) -> list[Path]:
+    """Folders an export must not go into: the input's folder and the gallery folder."""
+    out = []
+    if input_path is not None:
+        out.append(Path(input_path).expanduser().resolve().parent)
+    if gallery is not None:
+        out.append(Path(gallery).expanduser().resolve())
+    return out
+
+
+def base_items(sel, bicubic_metrics: Optional[dict] = None, reference: Optional[np.ndarray] = None,
+               reference_loaded: bool = False) -> list[ResultItem]:
+    """The images every view of a face starts with: LR, bicubic and (when known) the reference."""
+    if sel is None:
+        return []
+    items = [ResultItem("lr", "LR input (nearest)", sel.lr, "lr", note="16×16, shown ×8"),
+             ResultItem("bicubic", "Bicubic", sel.bicubic, "bicubic", metrics=dict(bicubic_metrics or {}))]
+    if reference is not None:
+        items.append(ResultItem("reference", "Reference HR", reference, "reference",
+                                note="loaded" if reference_loaded else "from the input"))
+    return items
+
+
+def _path_key(path) -> str:
+    return str(Path(path).resolve())
+
+
+def write_export(plan: ExportPlan):
+    """Write ``plan`` (hashing the input first if that is still needed); slow: run it in a worker.
+
+    Returns the ``core.report.ExportResult``; raises :class:`ExportError` (one sentence) for a
+    refused or impossible destination, leaving nothing behind.
+    """
+    from .provenance import sha256_file
+    from .report import export_run
+
+    job = plan.job
+    if job.input and not job.input.get("sha256"):
+        job.input["sha256"] = sha256_file(job.input["path"])
+    return export_run(job, plan.folder, folder_name=plan.name, forbidden=plan.forbidden)
+
+
+# ------------------------------------------------------------------------------------------
+# the session
+# ------------------------------------------------------------------------------------------
+class Session:
+    """The state of one analyst's work; see the module docstring for the events."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, list[Callable]] = {e: [] for e in EVENTS}
+        self.input_path: Optional[Path] = None
+        self.input_kind: str = ""
+        self.source_info: dict = {}
+        self.selection = None  # core.selection.FaceSelection
+        self.frame: dict = {}  # the selection's frame: index, count, timestamp_s, fps
+        self.reference_override: Optional[np.ndarray] = None  # loaded by the user
+        self.run: Optional[RunSnapshot] = None
+        self.items: list[ResultItem] = []
+        self.header: str = IDLE_HEADER
+        self.input_hashes: dict[str, str] = {}  # resolved path -> sha256
+        self.last_export: Optional[Path] = None
+        self._sample_counter = 0
+
+    # ---------------------------------------------------------------- observing
+    def subscribe(self, event: str, callback: Callable) -> Callable[[], None]:
+        """Call ``callback`` on ``event``; returns a function that unsubscribes it."""
+        if event not in self._listeners:
+            raise ValueError(f"Unknown session event {event!r}; one of {', '.join(EVENTS)}.")
+        self._listeners[event].append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._listeners[event]:
+                self._listeners[event].remove(callback)
+
+        return unsubscribe
+
+    def _emit(self, event: str, *args) -> None:
+        for cb in list(self._listeners[event]):
+            cb(*args)
+
+    def _set_items(self, items: list[ResultItem]) -> None:
+        self.items = list(items)
+        self._emit("items")
+
+    def _set_header(self, text: str) -> None:
+        self.header = text
+        self._emit("header", text)
+
+    # ---------------------------------------------------------------- queries
+    def item(self, key: str) -> Optional[ResultItem]:
+        return next((it for it in self.items if it.key == key), None)
+
+    def samples(self) -> list[ResultItem]:
+        return [it for it in self.items if it.kind == "sample"]
+
+    @property
+    def can_export(self) -> bool:
+        return self.run is not None and bool(self.samples())
+
+    def selection_reference(self, sel=None) -> tuple[Optional[np.ndarray], bool]:
+        """The reference HR for a new run on ``sel`` (default: the selection) and whether the
+        user loaded it: a loaded one, else the crop when it is genuine HR."""
+        if self.reference_override is not None:
+            return self.reference_override, True
+        sel = self.selection if sel is None else sel
+        return (sel.reference if sel is not None else None), False
+
+    def current_reference(self) -> Optional[np.ndarray]:
+        """The reference of what is shown (the last run's, else the selection's)."""
+        if self.run is not None:
+            return self.run.reference
+        return self.selection_reference()[0]
+
+    def input_hash(self, path=None) -> Optional[str]:
+        path = self.input_path if path is None else path
+        return self.input_hashes.get(_path_key(path)) if path is not None else None
+
+    def record_hash(self, path, sha256: str) -> None:
+        self.input_hashes.setdefault(_path_key(path), sha256)
+
+    def run_header(self, current_differs: bool = False) -> str:
+        run = self.run
+        where = run.input_path.name if run.input_path else "the input"
+        if run.input_kind == "video":
+            where += f", frame {run.frame.get('index', 0)}"
+        text = (f"Samples of {where} ({run.selection.kind} face). Generated samples are plausible faces, "
+                "not recovered detail.")
+        if current_differs:
+            text += " The selected face has changed: press Run to sample it."
+        return text
+
+    # ---------------------------------------------------------------- input and selection
+    def set_input(self, path, kind: str, source_info: Optional[dict] = None) -> None:
+        """A new input was opened: its face is not selected yet and a loaded reference no longer applies.
+        The last run's images stay until the next run."""
+        self.input_path = Path(path) if path is not None else None
+        self.input_kind = kind
+        self.source_info = {k: v for k, v in (source_info or {}).items() if k not in ("path", "kind")}
+        self.reference_override = None
+        self.selection, self.frame = None, {}
+        if self.run is None:
+            self._show_selection()
+
+    def set_selection(self, sel, frame: Optional[dict] = None) -> None:
+        """The face to run on (None: none) and the frame it comes from."""
+        self.selection = sel
+        self.frame = dict(frame or {})
+        if self.run is None:
+            self._show_selection()
+        else:  # results stay until the next run; say what they belong to
+            self._set_header(self.run_header(current_differs=sel is not self.run.selection))
+
+    def _show_selection(self) -> None:
+        ref, loaded = self.selection_reference()
+        self._set_items(base_items(self.selection, reference=ref, reference_loaded=loaded))
+        self._set_header(IDLE_HEADER)
+
+    # ---------------------------------------------------------------- reference
+    def load_reference(self, path) -> np.ndarray:
+        """Load a reference HR (an aligned 128x128 face frame) from a file; see :meth:`set_reference`."""
+        from .video import load_still
+
+        img = load_still(path)
+        self.set_reference(img, Path(path).name)
+        return img
+
+    def set_reference(self, image: np.ndarray, name: str = "the reference") -> None:
+        """Use ``image`` as the reference HR from now on; the shown run is measured against it too.
+        Raises :class:`InputError` unless it is 128x128."""
+        img = np.asarray(image)
+        if img.shape[:2] != (128, 128):
+            raise InputError(f"The reference must be an aligned 128×128 face frame; "
+                             f"{name} is {img.shape[1]}×{img.shape[0]}.")
+        self.reference_override = img
+        if self.run is not None:
+            self.run.reference, self.run.reference_loaded = img, True
+            self._remeasure_reference()
+        else:
+            self._show_selection()
+
+    def _remeasure_reference(self) -> None:
+        """PSNR / SSIM of the run's images against its (new) reference; CS must be measured again."""
+        from . import faces, metrics
+
+        run = self.run
+        ref = run.reference
+        bic = next((it for it in self.items if it.kind == "bicubic"), None)
+        samples = self.samples()
+        for it in ([bic] if bic else []) + samples:
+            for k in ("psnr", "ssim", "cs"):
+                it.metrics.pop(k, None)
+            if ref is not None:
+                a, b = faces.to_tensor(it.image), faces.to_tensor(ref)
+                it.metrics["psnr"] = float(metrics.psnr(a, b)[0])
+                it.metrics["ssim"] = float(metrics.ssim(a, b)[0])
+        if bic is not None:
+            run.bicubic_metrics = dict(bic.metrics)
+        self._set_items(base_items(run.selection, run.bicubic_metrics, ref, run.reference_loaded) + samples)
+        self._emit("run")
+
+    # ---------------------------------------------------------------- runs
+    def plan_run(self, rerun_key: Optional[str] = None) -> Optional[RunPlan]:
+        """A new run on the selected face, or a re-run of sample ``rerun_key`` from its seed.
+
+        Raises :class:`InputError` when no face is selected; returns None when ``rerun_key``
+        names no sample with a seed.
+        """
+        if rerun_key is not None:
+            sel = self.run.selection if self.run is not None else None
+        else:
+            sel = self.selection
+        if sel is None:
+            raise InputError(NO_FACE)
+        if rerun_key is not None:
+            item = self.item(rerun_key)
+            if item is None or item.seed is None:
+                return None
+            return RunPlan(sel, self.run.reference, None, seed=int(item.seed), tag=("rerun", rerun_key))
+        ref, loaded = self.selection_reference(sel)
+        ctx = RunContext(self.input_path, self.input_kind, dict(self.frame), ref, loaded, dict(self.source_info))
+        return RunPlan(sel, ref, ctx)
+
+    def record_result(self, out: SamplerOutcome, selection, context=None, model: Optional[dict] = None,
+                      classifier: Optional[dict] = None) -> list[str]:
+        """Record a finished run (or re-run, by ``out.tag``); returns the keys of the new samples.
+
+        ``context`` is the plan's :class:`RunContext` (or a mapping with its fields), ``model``
+        and ``classifier`` the loaded models' descriptions.
+        """
+        model = dict(model or {})
+        rerun = isinstance(out.tag, tuple) and out.tag[0] == "rerun"
+        if not rerun or self.run is None:
+            ctx = RunContext.of(context)
+            self.run = RunSnapshot(
+                selection=selection, input_path=ctx.input_path, input_kind=ctx.input_kind, frame=ctx.frame,
+                settings=out.settings, model=model, classifier=classifier, device=out.device,
+                timings={"load_seconds": round(out.load_seconds, 4), "sampling_seconds": round(out.seconds, 4),
+                         "nfe": out.nfe},
+                bicubic=out.bicubic, bicubic_metrics=out.bicubic_metrics,
+                reference=ctx.reference, reference_loaded=ctx.reference_loaded,
+                source_info=dict(ctx.source_info or {}))
+            self._sample_counter = 0
+            items = base_items(selection, out.bicubic_metrics, self.run.reference, self.run.reference_loaded)
+            keys = []
+            for img, seed, m in zip(out.samples, out.seeds, out.metrics):
+                self._sample_counter += 1
+                keys.append(f"s{self._sample_counter}")
+                items.append(ResultItem(keys[-1], f"Sample {self._sample_counter}", img, "sample",
+                                        seed=int(seed), metrics=dict(m), generated=True))
+            self._set_items(items)
+            self._set_header(self.run_header(selection is not self.selection))
+        else:
+            src = self.item(out.tag[1])
+            self._sample_counter += 1
+            differs = {k: v for k, v in out.settings.items()
+                       if k not in ("seed", "seeds", "samples") and self.run.settings.get(k) != v}
+            own = dict(out.settings)
+            if model.get("sha256") != self.run.model.get("sha256") or classifier != self.run.classifier:
+                differs["model"] = model.get("name") or model.get("path")
+                own["model"], own["classifier"] = model, classifier
+            note = (f"re-run of {src.title if src else out.tag[1]}"
+                    + (": " + ", ".join(f"{k}={v}" for k, v in differs.items()) if differs else ", same settings"))
+            keys = [f"s{self._sample_counter}"]
+            self._set_items(self.items + [ResultItem(keys[0], f"Sample {self._sample_counter}", out.samples[0],
+                                                     "sample", seed=int(out.seeds[0]), metrics=dict(out.metrics[0]),
+                                                     generated=True, note=note, settings=own)])
+            self._emit("added", keys[0])
+        self._emit("run")
+        return keys
+
+    def set_metrics(self, name: str, values: Mapping[str, float]) -> None:
+        """Set metric ``name`` (e.g. ``"cs"``) of the images whose keys ``values`` names."""
+        for it in self.items:
+            if it.key in values:
+                it.metrics[name] = float(values[it.key])
+                self._emit("item", it.key)
+
+    def set_favourite(self, key: str, on: bool) -> None:
+        it = self.item(key)
+        if it is not None:
+            it.favourite = bool(on)
+
+    # ---------------------------------------------------------------- export
+    def export_keys(self, keys: Optional[Iterable[str]] = None) -> list[str]:
+        """The samples to export: ``keys``, else the favourites, else all."""
+        if keys is not None:
+            return list(keys)
+        favs = [it.key for it in self.samples() if it.favourite]
+        return favs or [it.key for it in self.samples()]
+
+    def forbidden_folders(self, gallery: Optional[Path] = None) -> list[Path]:
+        return forbidden_folders(self.run.input_path if self.run is not None else None, gallery)
+
+    def build_export_job(self, keys: Iterable[str], candidates: Optional[dict] = None):
+        """The ``core.report.ExportJob`` of the run with samples ``keys`` (cheap: no hashing)."""
+        from .report import ExportImage, ExportJob
+
+        keys = list(keys)
+        run = self.run
+        sel = run.selection
+        images = []
+        if sel.crop is not None:
+            images.append(ExportImage("input_crop", sel.crop, "crop", False, "Aligned face crop from the input"))
+        images.append(ExportImage("input_lr_16x16", sel.lr, "lr", False, "LR input (16×16) given to the model"))
+        if run.reference_loaded and run.reference is not None:
+            images.append(ExportImage("reference_hr", run.reference, "reference", False,
+                                      "Reference HR (loaded by the user)"))
+        bic = next((it for it in self.items if it.kind == "bicubic"), None)
+        images.append(ExportImage("bicubic", run.bicubic, "bicubic", False, "Bicubic baseline (interpolation)",
+                                  info={k: round(float(v), 6) for k, v in (bic.metrics if bic else {}).items()}))
+        for it in (it for it in self.samples() if it.key in keys):
+            info: dict[str, Any] = {"seed": it.seed, "favourite": it.favourite, "sample": it.title}
+            info.update({k: round(float(v), 6) for k, v in it.metrics.items()})
+            if it.settings is not None:
+                info["sampler"] = it.settings
+            if it.note:
+                info["note"] = it.note
+            images.append(ExportImage(f"{it.key}_seed{it.seed}", it.image, "sample", True, it.title, info))
+        inp: dict[str, Any] = {}
+        if run.input_path is not None:
+            # the hash of a large video may still be computing: write_export fills it in
+            inp = {"path": str(run.input_path), "sha256": self.input_hash(run.input_path), "kind": run.input_kind,
+                   **run.source_info}
+        notes = [sel.note] if sel.note else []
+        if run.reference_loaded:
+            notes.append("PSNR / SSIM / CS are measured against a reference HR loaded by the user.")
+        title = f"SDE-SR Studio run — {run.input_path.name if run.input_path else 'face'}"
+        return ExportJob(images=images, input=inp, frame=run.frame, face=sel.to_dict(), model=run.model,
+                         classifier=run.classifier, sampler=run.settings, device=run.device, candidates=candidates,
+                         timings=run.timings, notes=notes, title=title)
+
+    def plan_export(self, folder, keys: Optional[Iterable[str]] = None,
+                    candidates: Optional[Callable[[list[str]], Optional[dict]]] = None,
+                    gallery: Optional[Path] = None) -> ExportPlan:
+        """Snapshot an export of samples ``keys`` (default: the favourites, else all) into a new
+        folder inside ``folder``; ``candidates(keys)`` gives the gallery candidates to include.
+        Raises :class:`ExportError` when there is nothing to export."""
+        if not self.can_export:
+            raise ExportError(NOTHING_TO_EXPORT)
+        keys = self.export_keys(keys)
+        run = self.run
+        stem = run.input_path.stem if run.input_path else "face"
+        name = f"{stem}_f{run.frame.get('index', 0)}_{time.strftime('%Y%m%d-%H%M%S')}"
+        job = self.build_export_job(keys, candidates(keys) if candidates is not None else None)
+        return ExportPlan(job, Path(folder), name, self.forbidden_folders(gallery), keys,
+                          _path_key(run.input_path) if run.input_path is not None else None)
+
+    def export_done(self, plan: ExportPlan, result) -> None:
+        """Record a written export (``core.report.ExportResult``): its folder, and the input's
+        hash when the export had to compute it."""
+        inputs = result.record.get("inputs") if isinstance(result.record, dict) else None
+        if inputs and plan.input_key is not None:
+            sha = inputs[0].get("sha256")
+            if sha:
+                self.input_hashes.setdefault(plan.input_key, sha)
+        self.last_export = result.folder
