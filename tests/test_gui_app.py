@@ -135,8 +135,93 @@ def test_open_errors_are_one_sentence(qtbot, window, tmp_path):
     assert "does not exist" in window.last_error and "\n" not in window.last_error
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    assert not window.open_path(bad)
+    with qtbot.waitSignal(window.source_panel.openFailed, timeout=30_000):
+        assert window.open_path(bad)  # accepted: it is decoded in a worker, which finds it broken
     assert window.last_error.endswith(".") and "Traceback" not in window.last_error
+
+
+def test_opening_a_video_returns_to_the_event_loop_before_decoding(qtbot, window, clip, monkeypatch):
+    """The file is opened in a worker: open_path returns at once, the window keeps handling
+    events (with an "opening" bar) while the video is still being decoded."""
+    import threading
+
+    from PySide6.QtCore import QTimer
+
+    from sdesr_gui.core import video
+
+    real, gate, seen = video.open_source, threading.Event(), {}
+
+    def slow_open(path, *a, **kw):  # a long file: decoding waits until the test lets it go
+        seen["thread"] = threading.current_thread()
+        assert gate.wait(30)
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(video, "open_source", slow_open)
+    sp = window.source_panel
+    ticks = []
+    QTimer.singleShot(0, lambda: ticks.append("event loop ran"))
+    try:
+        assert window.open_path(clip)
+        assert sp.source is None and sp.is_busy and not sp.busy.isHidden()
+        assert "Opening clip.avi" in sp.busy_label.text()
+        qtbot.waitUntil(lambda: bool(ticks) and "thread" in seen, timeout=10_000)
+        assert sp.source is None and not gate.is_set()  # the event loop ran while the file was not decoded yet
+        assert seen["thread"] is not threading.main_thread()
+        with qtbot.waitSignal(sp.detectionFinished, timeout=60_000):
+            gate.set()
+    finally:
+        gate.set()
+    assert sp.kind == "video" and sp.frame_count == 6 and not sp.is_busy and sp.busy.isHidden()
+
+
+def test_only_the_last_requested_frame_is_shown(qtbot, window, clip, monkeypatch):
+    import threading
+
+    open_and_detect(qtbot, window, clip)
+    sp = window.source_panel
+    real, gate, reads = sp.source.frame, threading.Event(), []
+
+    def slow_frame(i):  # seeking in a long video: each read waits for the test
+        reads.append((i, threading.current_thread() is threading.main_thread()))
+        assert gate.wait(30)
+        return real(i)
+
+    monkeypatch.setattr(sp.source, "frame", slow_frame)
+    shown = []
+    sp.frameChanged.connect(shown.append)
+    try:
+        for i in (1, 2, 3, 4):
+            sp.set_frame(i)  # returns at once; 2 and 3 are superseded before they are read
+        assert sp.frame_index == 0 and sp.is_busy
+        qtbot.waitUntil(lambda: not sp.busy.isHidden(), timeout=10_000)  # a slow seek shows the busy bar
+        assert "Decoding frame 1" in sp.busy_label.text()
+    finally:
+        gate.set()
+    qtbot.waitUntil(lambda: sp.frame_index == 4 and not sp.is_busy, timeout=30_000)
+    qtbot.wait(100)
+    assert shown == [4] and sp.slider.value() == 4 and sp.busy.isHidden()
+    assert [i for i, _ in reads] == [1, 4] and not any(on_gui for _, on_gui in reads)
+
+
+def test_a_damaged_video_is_one_message_and_no_crash(qtbot, window, clip, tmp_path):
+    open_and_detect(qtbot, window, SAMPLE_FACE)
+    sp = window.source_panel
+    data = clip.read_bytes()
+    for name, content in (("damaged.avi", data[:400]), ("noise.mp4", bytes(range(256)) * 64)):
+        bad = tmp_path / name
+        bad.write_bytes(content)
+        window.last_error = None
+        n_dialogs = len(window._dialogs)
+        with qtbot.waitSignal(sp.openFailed, timeout=30_000) as blocker:
+            assert window.open_path(bad)
+        msg = blocker.args[0]
+        assert window.last_error == msg and name in msg
+        assert msg.endswith(".") and "\n" not in msg and "Traceback" not in msg and "unexpectedly" not in msg
+        assert len(window._dialogs) == n_dialogs + 1  # one dialog
+        assert not sp.is_busy and sp.busy.isHidden()
+        assert sp.path == SAMPLE_FACE and sp.image is not None  # what was open stays open
+    open_and_detect(qtbot, window, clip)  # and the window carries on
+    assert sp.kind == "video"
 
 
 def test_video_seek_step_play_and_faces(qtbot, window, clip):
@@ -434,6 +519,10 @@ def test_screenshot_command(qtbot, tmp_path):
     img = QImage(str(out))
     assert (img.width(), img.height()) == (1400, 900)
     assert main(["--screenshot", str(tmp_path / "no.png"), str(tmp_path / "missing.png")]) == 2
+    assert not (tmp_path / "no.png").exists()
+    broken = tmp_path / "broken.png"  # found broken by the worker that opens it
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert main(["--screenshot", str(tmp_path / "no.png"), str(broken)]) == 2
     assert not (tmp_path / "no.png").exists()
 
 

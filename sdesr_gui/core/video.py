@@ -53,7 +53,7 @@ DEFAULT_MAX_PIXELS: int = 80_000_000
 MIN_SIDE: int = 2
 
 
-from .errors import InputError  # noqa: E402  (re-exported: the input error of every module)
+from .errors import InputError, check_cancel  # noqa: E402  (InputError re-exported: the input error of every module)
 
 
 def _name(path: Path) -> str:
@@ -301,6 +301,7 @@ __all__ += [
     "StillSource",
     "VideoSource",
     "open_source",
+    "check_input_file",
     "is_video_file",
 ]
 
@@ -433,7 +434,9 @@ class VideoSource(Source):
     #: decoded frames kept for stepping back and forth
     CACHE_FRAMES = 8
 
-    def __init__(self, path: PathLike) -> None:
+    def __init__(self, path: PathLike, cancel=None) -> None:
+        """Open ``path``; ``cancel`` (a callable or an Event) stops a long opening (counting the
+        frames of a file whose container does not say) with :class:`~.errors.Cancelled`."""
         import cv2
 
         self.path = Path(path).expanduser()
@@ -443,6 +446,17 @@ class VideoSource(Source):
         self._cap = None
         self.seeks = 0  # how many seeks were needed (for tests and diagnostics)
         self.fallbacks = 0  # how many seeks failed their check and were redone by decoding
+        self._cancel = cancel
+        try:
+            self._open_and_count()
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            self._cancel = None
+
+    def _open_and_count(self) -> None:
+        cv2 = self._cv2
         self._open()
         n = int(round(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -483,6 +497,7 @@ class VideoSource(Source):
 
     def _skip(self, n: int) -> bool:
         for _ in range(n):
+            check_cancel(self._cancel)
             if not self._cap.grab():
                 return False
             self._next += 1
@@ -553,6 +568,7 @@ class VideoSource(Source):
                 if last is not None:
                     count = n
                     while self._read_next() is not None:  # the container under-counted
+                        check_cancel(self._cancel)
                         count += 1
                     if count == n:
                         self._store(n - 1, last)
@@ -561,6 +577,7 @@ class VideoSource(Source):
                     if self._decode(i, exhaustive=False) is not None:
                         count = i + 1
                         while self._read_next() is not None:
+                            check_cancel(self._cancel)
                             count += 1
                         return count
             elif n == 1 and self._read_next() is None:
@@ -568,6 +585,7 @@ class VideoSource(Source):
             self._open()
             count = 0
             while self._cap.grab():
+                check_cancel(self._cancel)
                 count += 1
             self._open()
         if count <= 0:
@@ -608,12 +626,11 @@ class VideoSource(Source):
             pass
 
 
-def open_source(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Source:
-    """Open a still image or a video as a :class:`Source`.
+def check_input_file(path: PathLike) -> Path:
+    """The checks a file passes before it is decoded (cheap: no decoding, one byte read).
 
-    Video extensions go to :class:`VideoSource`; everything else is tried as a still first
-    and, if it is not an image, as a video. Raises :class:`InputError` with one sentence for
-    a missing, empty, unreadable or unsupported file.
+    Raises :class:`InputError` with one sentence for a missing, empty, unreadable or
+    non-regular file; returns the path (``~`` expanded).
     """
     p = Path(path).expanduser()
     name = _name(p)
@@ -633,15 +650,28 @@ def open_source(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) 
         raise InputError(f"{name} cannot be read ({exc.strerror or 'OS error'}).", p) from None
     if size == 0:
         raise InputError(f"{name} is empty (0 bytes).", p)
+    return p
+
+
+def open_source(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, cancel=None) -> Source:
+    """Open a still image or a video as a :class:`Source`.
+
+    Video extensions go to :class:`VideoSource`; everything else is tried as a still first
+    and, if it is not an image, as a video. Raises :class:`InputError` with one sentence for
+    a missing, empty, unreadable or unsupported file. ``cancel`` (a callable or an Event)
+    stops a long video opening with :class:`~.errors.Cancelled`.
+    """
+    p = check_input_file(path)
+    name = _name(p)
     if is_video_file(p):
-        return VideoSource(p)
+        return VideoSource(p, cancel=cancel)
     try:
         return StillSource(p, load_still(p, max_pixels=max_pixels))
     except InputError as still_error:
         if is_still_file(p):
             raise
         try:
-            return VideoSource(p)
+            return VideoSource(p, cancel=cancel)
         except InputError:
             raise InputError(f"{name} is neither an image nor a video this program can read.",
                              p) from still_error

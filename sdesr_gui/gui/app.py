@@ -60,23 +60,34 @@ def take_screenshot(win: MainWindow, out: Path, input_path: str | None, app: QAp
         loop.quit()
 
     errors: list[str] = []
+    open_errors: list[str] = []
     if input_path:
-        win.source_panel.detectionFinished.connect(lambda *_: QTimer.singleShot(400, snap))
-        if not win.open_path(input_path):
-            print(f"sdesr-gui: error: {win.last_error}", file=sys.stderr)
-            return 2
+        sp = win.source_panel
+
+        def open_failed(msg: str) -> None:  # the file cannot be decoded: no screenshot
+            open_errors.append(msg)
+            state["done"] = True
+            loop.quit()
 
         def failed(msg: str) -> None:  # e.g. detection failed: save what is shown, report it
             errors.append(msg)
             QTimer.singleShot(400, snap)
 
-        win.source_panel.errorOccurred.connect(failed)
+        sp.openFailed.connect(open_failed)
+        sp.opened.connect(lambda _: sp.errorOccurred.connect(failed))  # errors once the file is open
+        sp.detectionFinished.connect(lambda *_: QTimer.singleShot(400, snap))
+        if not win.open_path(input_path):
+            print(f"sdesr-gui: error: {win.last_error}", file=sys.stderr)
+            return 2
         QTimer.singleShot(SCREENSHOT_TIMEOUT_MS, snap)
     else:
         QTimer.singleShot(500, snap)
     if not state["done"]:
         loop.exec()
     win.shutdown()
+    if open_errors:
+        print(f"sdesr-gui: error: {open_errors[0]}", file=sys.stderr)
+        return 2
     if errors:
         print(f"sdesr-gui: error: {errors[0]}", file=sys.stderr)
         return 1

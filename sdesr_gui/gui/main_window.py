@@ -239,6 +239,9 @@ class MainWindow(QMainWindow):
             self.open_path(path)
 
     def open_path(self, path) -> bool:
+        """Start opening a still or video (decoded in a worker; the window stays live). False
+        with a one-sentence dialog if the file fails the quick checks; a file that cannot be
+        decoded is reported the same way when the worker finds out (``source_panel.openFailed``)."""
         return self.source_panel.open_path(path)
 
     def _on_opened(self, path: str) -> None:

@@ -1,4 +1,11 @@
-"""Source panel: the footage, a frame scrubber, detected faces and the selected aligned crop."""
+"""Source panel: the footage, a frame scrubber, detected faces and the selected aligned crop.
+
+Nothing here decodes on the GUI thread: opening a file (a video may be decoded to the end to
+count its frames) and reading a frame run in worker threads (:class:`FunctionJob`). One frame
+read runs at a time; requests made meanwhile are coalesced, so only the last requested frame
+is shown and stale results are dropped. A slow open or seek shows a busy bar, and a file
+that cannot be read is one sentence (``errorOccurred``; ``openFailed`` for an open).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QProgressBar,
     QSizePolicy,
     QSlider,
     QSpinBox,
@@ -24,13 +32,20 @@ from PySide6.QtWidgets import (
 )
 
 from ..core import selection as sel_mod
-from ..core.media import open_media, source_kind
+from ..core.errors import InputError, check_cancel
+from ..core.media import check_media, open_media, source_kind
 from .frame_view import FrameView
 from .imaging import nearest_upscale, pixmap_from_rgb
 from .worker import FunctionJob
 
 DETECT_DELAY_MS = 180  # scrubbing settles this long before faces are detected
 SEEK_COALESCE_MS = 30  # slider drags decode at most one frame per this interval
+BUSY_DELAY_MS = 250  # a frame read taking longer than this shows the busy bar
+SHUTDOWN_WAIT_MS = 10_000  # closing waits this long for each worker
+
+#: Workers that outlived their panel (a read that cannot be cancelled was still running when the
+#: window closed): kept referenced until they end, since destroying a running QThread aborts.
+_ORPHANS: set = set()
 
 
 def _fmt_time(t: float) -> str:
@@ -40,6 +55,7 @@ def _fmt_time(t: float) -> str:
 
 class SourcePanel(QWidget):
     opened = Signal(str)
+    openFailed = Signal(str)  # one sentence (errorOccurred carries it too)
     frameChanged = Signal(int)
     selectionChanged = Signal(object)  # FaceSelection or None
     detectionFinished = Signal(int, int)  # frame, number of faces
@@ -61,6 +77,14 @@ class SourcePanel(QWidget):
         self._detect_job: Optional[FunctionJob] = None
         self._detect_pending: Optional[int] = None
         self._jobs: set = set()
+        self.opening: Optional[Path] = None  # the file being opened in a worker
+        self._open_job: Optional[FunctionJob] = None
+        self._open_gen = 0  # counts open requests: a superseded open's result is dropped
+        self._source_gen = 0  # the open request the current source came from
+        self._read_job: Optional[FunctionJob] = None  # the one frame read in flight
+        self._wanted: Optional[int] = None  # the frame to show next (the latest request)
+        self._read_index = 0  # the frame the read in flight decodes
+        self._shut = False
 
         self.view = FrameView()
         self.view.faceClicked.connect(self._on_view_click)
@@ -111,6 +135,22 @@ class SourcePanel(QWidget):
         self._pending_frame = 0
         self.detect_timer = QTimer(self, singleShot=True, interval=DETECT_DELAY_MS)
         self.detect_timer.timeout.connect(self._detect_now)
+        self.busy_timer = QTimer(self, singleShot=True, interval=BUSY_DELAY_MS)
+        self.busy_timer.timeout.connect(self._update_busy)
+
+        # "opening…" / "decoding frame…" while a worker reads the file
+        self.busy_label = QLabel("")
+        self.busy_bar = QProgressBar()
+        self.busy_bar.setRange(0, 0)  # busy: how long an open takes is not known
+        self.busy_bar.setTextVisible(False)
+        self.busy_bar.setMaximumHeight(10)
+        busy_row = QHBoxLayout()
+        busy_row.setContentsMargins(0, 0, 0, 0)
+        busy_row.addWidget(self.busy_label)
+        busy_row.addWidget(self.busy_bar, 1)
+        self.busy = QWidget()
+        self.busy.setLayout(busy_row)
+        self.busy.setVisible(False)
 
         # faces and crop
         self.face_list = QListWidget()
@@ -138,6 +178,7 @@ class SourcePanel(QWidget):
 
         lay = QVBoxLayout(self)
         lay.addWidget(self.view, 1)
+        lay.addWidget(self.busy)
         lay.addWidget(self.scrubber)
         self.eyes_btn = QToolButton(text="Click eyes", checkable=True)
         self.eyes_btn.setToolTip("Align by the eyes: click the face's two eyes (fixes tilt and scale; "
@@ -154,23 +195,91 @@ class SourcePanel(QWidget):
 
     # ---------------------------------------------------------------- opening
     def open_path(self, path) -> bool:
-        """Open a still or video; on failure emit ``errorOccurred`` with one sentence."""
+        """Start opening a still or video in a worker; False (and ``errorOccurred`` with one
+        sentence) when the file fails the cheap checks (missing, empty, unreadable). Otherwise
+        ``opened`` follows, or ``errorOccurred`` and ``openFailed`` for a file that cannot be decoded."""
         try:
-            src = open_media(path)
-        except Exception as e:  # noqa: BLE001 - shown as a dialog
-            from .worker import user_message
-
-            self.errorOccurred.emit(user_message(e, "Opening the file"))
+            p = check_media(path)
+        except InputError as e:
+            self._open_failed(str(e))
             return False
+        self._open_gen += 1
+        gen = self._open_gen
+        if self._open_job is not None:
+            self._open_job.cancel()  # superseded: stop counting its frames
         self.stop()
-        old = self.source
-        if old is not None and hasattr(old, "close"):
+        self.opening = p
+
+        def work(report, cancel):
+            src = open_media(p, cancel=cancel)
             try:
-                old.close()
-            except Exception:  # noqa: BLE001
-                pass
+                first = src.frame(0)
+                check_cancel(cancel)  # superseded meanwhile: nobody takes the source
+            except BaseException:
+                src.close()
+                raise
+            return src, first
+
+        job = FunctionJob(work, "Opening the file", self)
+        job.succeeded.connect(lambda res, g=gen: self._on_open_done(g, res))
+        job.failed.connect(lambda msg, g=gen: self._on_open_error(g, msg))
+        job.finished.connect(lambda j=job: self._on_open_job_finished(j))
+        self._open_job = job
+        self._start(job)
+        self._set_busy(f"Opening {p.name}…")
+        self.statusMessage.emit(f"Opening {p.name}…")
+        return True
+
+    @property
+    def is_busy(self) -> bool:
+        """True while a file is being opened or a frame read (the busy bar may not show yet)."""
+        return self.opening is not None or self._read_job is not None
+
+    def _start(self, job) -> None:
+        self._jobs.add(job)
+        job.start()
+
+    def _open_failed(self, msg: str) -> None:
+        self.errorOccurred.emit(msg)
+        self.openFailed.emit(msg)
+
+    def _on_open_error(self, gen: int, msg: str) -> None:
+        if gen != self._open_gen:
+            return  # superseded by a later open
+        self.opening = None
+        self._update_busy()
+        self._open_failed(msg)
+
+    def _on_open_job_finished(self, job) -> None:
+        self._jobs.discard(job)
+        if job is self._open_job:
+            self._open_job = None
+        job.deleteLater()
+
+    def _close_later(self, src) -> None:
+        """Close a source in a worker: a frame read in flight holds its lock."""
+        if src is None or not hasattr(src, "close"):
+            return
+        if self._shut:  # closing the window: no new threads
+            src.close()
+            return
+        job = FunctionJob(lambda report, cancel: src.close(), "Closing the file", self)
+        job.finished.connect(lambda j=job: (self._jobs.discard(j), j.deleteLater()))
+        self._start(job)
+
+    def _on_open_done(self, gen: int, result) -> None:
+        src, first = result
+        if gen != self._open_gen:  # superseded by a later open
+            self._close_later(src)
+            return
+        self.opening = None
+        self._update_busy()
+        self.stop()
+        self._close_later(self.source)
         self.source = src
-        self.path = Path(getattr(src, "path", path)).expanduser().absolute()
+        self._source_gen = gen
+        self._wanted = None
+        self.path = Path(getattr(src, "path", "")).expanduser().absolute()
         n = int(src.frame_count)
         for w in (self.slider, self.spin):
             w.blockSignals(True)
@@ -182,8 +291,7 @@ class SourcePanel(QWidget):
         self._prev_box = None
         self._clear_faces()
         self.opened.emit(str(self.path))
-        self.set_frame(0)
-        return True
+        self._show_frame(0, first)
 
     @property
     def frame_count(self) -> int:
@@ -215,23 +323,85 @@ class SourcePanel(QWidget):
         self.scrubber.setVisible(on or self.source is None)
 
     def set_frame(self, i: int) -> None:
+        """Show frame ``i``; it is read in a worker. While a read is in flight only the latest
+        request is remembered, and a result that is no longer wanted is dropped."""
         if self.source is None:
             return
         i = int(min(max(i, 0), self.frame_count - 1))
+        self._wanted = i
+        if self._read_job is not None:
+            return  # read when the one in flight ends
         if i == self.frame_index:
+            self._wanted = None
             return
-        try:
-            img = self.source.frame(i)
-        except Exception as e:  # noqa: BLE001
-            from .worker import user_message
+        self._start_read(i)
 
-            self.stop()
-            self.errorOccurred.emit(user_message(e, "Reading the frame"))
+    def _start_read(self, i: int) -> None:
+        src, gen = self.source, self._source_gen
+
+        def work(report, cancel):
+            return src.frame(i)
+
+        job = FunctionJob(work, "Reading the frame", self)
+        job.succeeded.connect(lambda img, g=gen, i=i: self._on_frame_read(g, i, img))
+        job.failed.connect(lambda msg, g=gen, i=i: self._on_read_failed(g, i, msg))
+        job.finished.connect(lambda j=job: self._on_read_job_finished(j))
+        self._read_job = job
+        self._read_index = i
+        self._start(job)
+        if not self.busy.isHidden():
+            self._update_busy()  # already slow: say which frame now
+        else:
+            self.busy_timer.start()
+
+    def _on_frame_read(self, gen: int, i: int, img) -> None:
+        if gen != self._source_gen or self._wanted not in (None, i):
+            return  # another file, or the user moved on: a newer request follows
+        self._wanted = None
+        self._show_frame(i, img)
+
+    def _on_read_failed(self, gen: int, i: int, msg: str) -> None:
+        if gen != self._source_gen or self._wanted not in (None, i):
+            return  # the user has moved on: the frame is no longer wanted
+        self._wanted = None
+        self.stop()
+        self.errorOccurred.emit(msg)
+
+    def _on_read_job_finished(self, job) -> None:
+        self._jobs.discard(job)
+        job.deleteLater()
+        if job is not self._read_job:
             return
+        self._read_job = None
+        if self._shut:
+            return
+        w = self._wanted
+        if w is not None and self.source is not None and 0 <= w < self.frame_count and w != self.frame_index:
+            self._start_read(w)
+        else:
+            self._wanted = None
+            self.busy_timer.stop()
+            self._update_busy()
+
+    def _set_busy(self, text: str) -> None:
+        self.busy_label.setText(text)
+        self.busy.setVisible(True)
+
+    def _update_busy(self) -> None:
+        """The busy bar: while opening, and while a frame read takes longer than BUSY_DELAY_MS."""
+        if self.opening is not None:
+            self._set_busy(f"Opening {self.opening.name}…")
+        elif self._read_job is not None and not self.busy_timer.isActive():
+            self._set_busy(f"Decoding frame {self._read_index}…")
+        else:
+            self.busy.setVisible(False)
+
+    def _show_frame(self, i: int, img: np.ndarray) -> None:
+        """Show frame ``i`` (already decoded) and schedule face detection on it."""
         self.frame_index = i
         self.image = img
         for w in (self.slider, self.spin):
-            if w.value() != i:
+            if w.value() != i and not (w is self.slider and self.slider.isSliderDown()):
                 w.blockSignals(True)
                 w.setValue(i)
                 w.blockSignals(False)
@@ -255,11 +425,15 @@ class SourcePanel(QWidget):
         if not self.seek_timer.isActive():
             self.seek_timer.start()
 
+    def _target(self) -> int:
+        """The frame being shown, or the one asked for last while it is read."""
+        return self._wanted if self._wanted is not None else self.frame_index
+
     def step_back(self) -> None:
-        self.set_frame(self.frame_index - 1)
+        self.set_frame(self._target() - 1)
 
     def step_forward(self) -> None:
-        self.set_frame(self.frame_index + 1)
+        self.set_frame(self._target() + 1)
 
     def play(self) -> None:
         if self.frame_count > 1:
@@ -281,6 +455,8 @@ class SourcePanel(QWidget):
                 self.detect_timer.start()
 
     def _play_tick(self) -> None:
+        if self._read_job is not None:
+            return  # decoding is slower than the frame rate: play as fast as it goes
         if self.frame_index >= self.frame_count - 1:
             self.stop()
             return
@@ -509,6 +685,16 @@ class SourcePanel(QWidget):
     def shutdown(self) -> None:
         self.stop()
         self.detect_timer.stop()
+        self.busy_timer.stop()
+        self._shut = True
+        self._open_gen += 1  # whatever is still opening or reading is dropped
+        self._source_gen = -1
+        self._wanted = None
         for job in list(self._jobs):
             job.cancel()
-            job.wait(10000)
+            if not job.wait(SHUTDOWN_WAIT_MS):
+                job.setParent(None)
+                _ORPHANS.add(job)
+                job.finished.connect(lambda j=job: _ORPHANS.discard(j))
+        if self.source is not None and hasattr(self.source, "close"):
+            self.source.close()
