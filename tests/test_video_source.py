@@ -168,6 +168,22 @@ def test_bad_files_give_one_clear_error(tmp_path: Path) -> None:
         _one_sentence(e, name)
 
 
+def test_opening_a_video_can_be_cancelled(tmp_path: Path) -> None:
+    """Opening may decode a whole file (to count its frames): a cancel stops it, nothing stays open."""
+    from sdesr_gui.core.errors import Cancelled
+    from sdesr_gui.core.video import check_input_file
+
+    clip = write_clip(tmp_path / "clip.avi", "MJPG", 30)
+    with pytest.raises(Cancelled):
+        open_source(clip, cancel=lambda: True)
+    asked = []
+    with open_source(clip, cancel=lambda: asked.append(1) and False) as src:  # polled, never set
+        assert src.frame_count == 30 and asked
+    assert check_input_file(clip) == clip
+    with pytest.raises(InputError, match="does not exist"):
+        check_input_file(tmp_path / "nope.avi")
+
+
 def test_truncated_video_never_returns_garbage(tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "full.avi", "MJPG", 40)
     data = clip.read_bytes()
