@@ -21,11 +21,14 @@ from . import faces
 from .models.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from .sampling import (
     CORRECTORS,
+    FAST_MAX_NFE,
     FAST_METHODS,
     PREDICTORS,
     NoiseSource,
     SampleResult,
     StepInfo,
+    check_choice,
+    fast_max_steps,
     fast_sample,
     guided_score_fn,
     model_score_fn,
@@ -82,23 +85,20 @@ class SamplerSettings:
 
     def validate(self) -> None:
         """Raise ValueError with one clear sentence for an impossible setting."""
-        if self.sampler not in DEFAULT_STEPS:
-            raise ValueError(f"Unknown sampler {self.sampler!r}; choose 'fast' or 'pc'.")
+        check_choice("sampler", self.sampler, DEFAULT_STEPS)
         if self.samples < 1 or self.samples > 64:
             raise ValueError("The number of samples must be between 1 and 64.")
         if self.n_steps() < 1:
             raise ValueError("The number of steps must be at least 1.")
         if self.sampler == "fast":
-            if self.fast_method not in FAST_METHODS:
-                raise ValueError(f"Unknown fast method {self.fast_method!r}; choose one of {FAST_METHODS}.")
-            limit = 40 if self.fast_method == "dpmpp_2m" else 20
+            check_choice("fast method", self.fast_method, FAST_METHODS)
+            limit = fast_max_steps(self.fast_method)
             if self.n_steps() > limit:
-                raise ValueError(f"The fast sampler ({self.fast_method}) allows at most {limit} steps.")
+                raise ValueError(f"The fast sampler ({self.fast_method}) allows at most {limit} steps "
+                                 f"(at most {FAST_MAX_NFE} network evaluations).")
         else:
-            if self.predictor not in PREDICTORS:
-                raise ValueError(f"Unknown predictor {self.predictor!r}; choose one of {PREDICTORS}.")
-            if self.corrector not in CORRECTORS:
-                raise ValueError(f"Unknown corrector {self.corrector!r}; choose one of {CORRECTORS}.")
+            check_choice("predictor", self.predictor, PREDICTORS)
+            check_choice("corrector", self.corrector, CORRECTORS)
             if self.corrector_steps < 0:
                 raise ValueError("The number of corrector steps cannot be negative.")
         if not 0.0 <= self.snr <= 10.0:
