@@ -1,5 +1,6 @@
 """Samplers checked against exact maths: Gaussian data have a known score, steps are hand-computed."""
 
+import inspect
 import math
 
 import pytest
@@ -317,3 +318,30 @@ def test_step_limit_follows_evaluations_per_step(monkeypatch):
         SamplerSettings(fast_method="triple", steps=15).validate()
     assert one_sentence(str(err.value))
 
+
+def test_presets_table():
+    from sdesr_gui.core import enhance, presets
+
+    fast, pc = presets.SAMPLER_PRESETS["fast"], presets.SAMPLER_PRESETS["pc"]
+    assert list(presets.SAMPLER_PRESETS) == ["fast", "pc"]
+    assert fast.fast_method == "dpmpp_2m" and fast.steps == fast.max_steps == S.fast_max_steps("dpmpp_2m")
+    assert fast.evaluations() == 40 == S.FAST_MAX_NFE
+    # the SDE-SR paper's evaluation: N = 2000, M = 2, r = 0.16, reverse diffusion + Langevin
+    assert (pc.predictor, pc.corrector, pc.steps, pc.corrector_steps, pc.snr) == \
+        ("reverse_diffusion", "langevin", 2000, 2, 0.16)
+    assert pc.evaluations() == 6000
+    assert enhance.DEFAULT_STEPS == {"fast": 40, "pc": 2000} == presets.DEFAULT_STEPS
+    # SamplerSettings' defaults are the presets'
+    s = enhance.SamplerSettings()
+    assert s.sampler == presets.DEFAULT_SAMPLER and s.n_steps() == fast.steps and s.fast_method == fast.fast_method
+    s = enhance.SamplerSettings(sampler="pc")
+    assert (s.n_steps(), s.corrector_steps, s.snr, s.predictor, s.corrector) == \
+        (pc.steps, pc.corrector_steps, pc.snr, pc.predictor, pc.corrector)
+    for p in presets.SAMPLER_PRESETS.values():
+        enhance.SamplerSettings(sampler=p.key, steps=p.max_steps).validate()
+    # the samplers' own keyword defaults are the presets' too
+    pc_kw = inspect.signature(S.pc_sample).parameters
+    assert [pc_kw[k].default for k in ("n_steps", "predictor", "corrector", "corrector_steps", "snr")] == \
+        [pc.steps, pc.predictor, pc.corrector, pc.corrector_steps, pc.snr]
+    fast_kw = inspect.signature(S.fast_sample).parameters
+    assert [fast_kw[k].default for k in ("n_steps", "method", "churn")] == [fast.steps, fast.fast_method, fast.churn]

@@ -300,7 +300,7 @@ def pc_sample(
     shape: Sequence[int],
     noise: NoiseSource,
     *,
-    n_steps: int = 1000,
+    n_steps: int = 2000,
     predictor: str = "reverse_diffusion",
     corrector: str = "langevin",
     corrector_steps: int = 2,
@@ -316,7 +316,8 @@ def pc_sample(
     ``predictor`` and ``corrector`` are names in :data:`PREDICTORS` and :data:`CORRECTORS`;
     the corrector takes ``corrector_steps`` = M Langevin steps whose size follows the
     signal-to-noise ratio ``snr`` = r.  With ``denoise`` the result is the last step's
-    noise-free mean.  Costs N (M + 1) score evaluations (N M with predictor 'none').
+    noise-free mean.  Costs N (M + 1) score evaluations (N M with predictor 'none').  The
+    defaults are the SDE-SR paper's evaluation setting, the "pc" preset of :mod:`.presets`.
 
     **Step order: corrector first, then predictor, at each t_i.**  Times t_0 = T > ... >
     t_{N-1} = eps and t_N = 0 (noise level 0 for the VE SDE).  From x ~ p_T, for i = 0..N-1:
