@@ -497,6 +497,38 @@ def test_settings_persist(qtbot, tmp_path, monkeypatch):
     assert any(a.text().endswith(SAMPLE_FACE.name) for a in win2.recent_menu.actions())
 
 
+def test_sampler_presets_come_from_the_core_table(qtbot, tmp_path, monkeypatch):
+    """The preset list, the N range and default per preset, M and r are the core table's values."""
+    from sdesr_gui.core.enhance import SamplerSettings
+    from sdesr_gui.core.presets import DEFAULT_SAMPLER, MAX_CORRECTOR_STEPS, MAX_SAMPLES, SAMPLER_PRESETS
+    from sdesr_gui.gui.controls import ControlsPanel
+
+    monkeypatch.setenv("SDESR_WEIGHTS_DIR", str(tmp_path / "none"))
+    c = ControlsPanel()
+    qtbot.addWidget(c)
+    assert [(c.preset.itemData(i), c.preset.itemText(i)) for i in range(c.preset.count())] == \
+        [(k, p.label) for k, p in SAMPLER_PRESETS.items()]
+    assert [c.preset.itemData(i, Qt.ItemDataRole.ToolTipRole) for i in range(c.preset.count())] == \
+        [p.summary for p in SAMPLER_PRESETS.values()]
+    assert c.sampler_key() == DEFAULT_SAMPLER
+    assert (c.corrector.maximum(), c.samples.maximum()) == (MAX_CORRECTOR_STEPS, MAX_SAMPLES)
+    pc = SAMPLER_PRESETS["pc"]
+    assert c.corrector.value() == pc.corrector_steps and c.r_value() == pc.snr
+    for key, p in SAMPLER_PRESETS.items():
+        c.preset.setCurrentIndex(c.preset.findData(key))
+        assert (c.steps.minimum(), c.steps.maximum(), c.steps.value()) == (1, p.max_steps, p.steps)
+        assert c.corrector.isEnabled() == c.r_slider.isEnabled() == p.is_pc
+        s = c.take_settings()
+        s.validate()
+        assert s.sampler == key and s.n_steps() == p.steps
+        if p.is_pc:
+            assert (s.predictor, s.corrector, s.corrector_steps, s.snr) == \
+                (p.predictor, p.corrector, p.corrector_steps, p.snr)
+        else:
+            assert s.fast_method == p.fast_method
+    assert SamplerSettings(sampler="pc").n_steps() == c.steps.value() == 2000  # GUI and CLI agree on N
+
+
 def test_shortcuts_and_about(qtbot, window):
     seqs = {a.text(): [s.toString() for s in a.shortcuts()] for a in window.actions()}
     assert "Ctrl+O" in seqs["&Open…"] and "Ctrl+R" in seqs["&Run"] and "Esc" in seqs["&Cancel"]

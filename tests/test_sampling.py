@@ -1,5 +1,6 @@
 """Samplers checked against exact maths: Gaussian data have a known score, steps are hand-computed."""
 
+import inspect
 import math
 
 import pytest
@@ -237,3 +238,110 @@ def test_karras_sigmas():
     s = S.karras_sigmas(5, 0.01, 348.0, 7.0)
     assert s[0].item() == pytest.approx(348.0) and s[4].item() == pytest.approx(0.01) and s[5] == 0
     assert torch.all(s[:-1][1:] < s[:-1][:-1])
+
+
+# ------------------------------------------------------------------------------------------
+# the registries: name -> function tables drive validation and the step limit
+# ------------------------------------------------------------------------------------------
+def one_sentence(msg: str) -> bool:
+    return msg.endswith(".") and "\n" not in msg and ". " not in msg
+
+
+def test_registries_name_the_samplers():
+    assert list(S.PREDICTORS) == ["reverse_diffusion", "euler_maruyama", "none"]
+    assert list(S.CORRECTORS) == ["langevin", "none"]
+    assert list(S.FAST_METHODS) == ["dpmpp_2m", "heun"]
+    assert S.PREDICTORS["none"] is None and S.CORRECTORS["none"] is None
+    assert S.PREDICTORS["reverse_diffusion"] is S.reverse_diffusion_step
+    assert S.FAST_METHODS["heun"] is S.sample_heun
+    assert {m: f.evals_per_step for m, f in S.FAST_METHODS.items()} == {"dpmpp_2m": 1, "heun": 2}
+
+
+def test_unknown_names_are_refused_in_one_sentence():
+    from sdesr_gui.core.enhance import SamplerSettings
+
+    sde, sc = VESDE(), gaussian_score(VESDE())
+    calls = [
+        (lambda: S.pc_sample(sc, sde, SHAPE, S.NoiseSource([0]), predictor="ode"), S.PREDICTORS),
+        (lambda: S.pc_sample(sc, sde, SHAPE, S.NoiseSource([0]), corrector="hmc"), S.CORRECTORS),
+        (lambda: S.fast_sample(sc, sde, SHAPE, S.NoiseSource([0]), method="euler"), S.FAST_METHODS),
+        (lambda: SamplerSettings(sampler="pc", predictor="ode").validate(), S.PREDICTORS),
+        (lambda: SamplerSettings(sampler="pc", corrector="hmc").validate(), S.CORRECTORS),
+        (lambda: SamplerSettings(fast_method="euler").validate(), S.FAST_METHODS),
+        (lambda: SamplerSettings(sampler="ddim").validate(), ("fast", "pc")),
+    ]
+    for call, table in calls:
+        with pytest.raises(ValueError) as err:
+            call()
+        msg = str(err.value)
+        assert msg.startswith("Unknown ") and one_sentence(msg), msg
+        assert msg.endswith(", ".join(table) + "."), msg  # the names come from the table
+
+
+def test_fast_nfe_matches_evaluations_per_step():
+    sde = VESDE()
+    for method in S.FAST_METHODS:
+        limit = S.fast_max_steps(method)
+        assert S.fast_nfe(method, limit) <= S.FAST_MAX_NFE < S.fast_nfe(method, limit + 1)
+        for n in (1, 2, 5):
+            res = S.fast_sample(gaussian_score(sde), sde, (1, 2, 2), S.NoiseSource([0]), n_steps=n, method=method)
+            assert res.nfe == S.fast_nfe(method, n), (method, n)
+    assert [S.fast_max_steps(m) for m in ("dpmpp_2m", "heun")] == [40, 20]
+
+
+def test_step_limit_follows_evaluations_per_step(monkeypatch):
+    """A method with 3 evaluations per step gets (40 - 1) // 3 + 1 = 14 steps everywhere."""
+    from sdesr_gui.core.enhance import SamplerSettings
+
+    def triple(run, x):  # an Euler step that evaluates the denoiser three times (for counting)
+        for i in range(run.n_steps):
+            x, sig_hat, sig_next = run.begin_step(i, x)
+            den = run.denoise(x, sig_hat)
+            if sig_next == 0:
+                x = den
+            else:
+                run.denoise(x, sig_hat), run.denoise(x, sig_hat)
+                x = den + (sig_next / sig_hat) * (x - den)
+            run.end_step(i, x, den, sig_next)
+        return x
+
+    triple.evals_per_step, triple.label = 3, "triple Euler"
+    monkeypatch.setitem(S.FAST_METHODS, "triple", triple)
+    assert S.fast_max_steps("triple") == 14
+    sde = VESDE()
+    res = S.fast_sample(gaussian_score(sde), sde, (1, 2, 2), S.NoiseSource([0]), n_steps=14, method="triple")
+    assert res.nfe == 40 == S.fast_nfe("triple", 14)
+    with pytest.raises(ValueError, match="1 to 14 steps"):
+        S.fast_sample(gaussian_score(sde), sde, (1, 2, 2), S.NoiseSource([0]), n_steps=15, method="triple")
+    SamplerSettings(fast_method="triple", steps=14).validate()
+    with pytest.raises(ValueError, match="at most 14 steps") as err:
+        SamplerSettings(fast_method="triple", steps=15).validate()
+    assert one_sentence(str(err.value))
+
+
+def test_presets_table():
+    from sdesr_gui.core import enhance, presets
+
+    fast, pc = presets.SAMPLER_PRESETS["fast"], presets.SAMPLER_PRESETS["pc"]
+    assert list(presets.SAMPLER_PRESETS) == ["fast", "pc"]
+    assert fast.fast_method == "dpmpp_2m" and fast.steps == fast.max_steps == S.fast_max_steps("dpmpp_2m")
+    assert fast.evaluations() == 40 == S.FAST_MAX_NFE
+    # the SDE-SR paper's evaluation: N = 2000, M = 2, r = 0.16, reverse diffusion + Langevin
+    assert (pc.predictor, pc.corrector, pc.steps, pc.corrector_steps, pc.snr) == \
+        ("reverse_diffusion", "langevin", 2000, 2, 0.16)
+    assert pc.evaluations() == 6000
+    assert enhance.DEFAULT_STEPS == {"fast": 40, "pc": 2000} == presets.DEFAULT_STEPS
+    # SamplerSettings' defaults are the presets'
+    s = enhance.SamplerSettings()
+    assert s.sampler == presets.DEFAULT_SAMPLER and s.n_steps() == fast.steps and s.fast_method == fast.fast_method
+    s = enhance.SamplerSettings(sampler="pc")
+    assert (s.n_steps(), s.corrector_steps, s.snr, s.predictor, s.corrector) == \
+        (pc.steps, pc.corrector_steps, pc.snr, pc.predictor, pc.corrector)
+    for p in presets.SAMPLER_PRESETS.values():
+        enhance.SamplerSettings(sampler=p.key, steps=p.max_steps).validate()
+    # the samplers' own keyword defaults are the presets' too
+    pc_kw = inspect.signature(S.pc_sample).parameters
+    assert [pc_kw[k].default for k in ("n_steps", "predictor", "corrector", "corrector_steps", "snr")] == \
+        [pc.steps, pc.predictor, pc.corrector, pc.corrector_steps, pc.snr]
+    fast_kw = inspect.signature(S.fast_sample).parameters
+    assert [fast_kw[k].default for k in ("n_steps", "method", "churn")] == [fast.steps, fast.fast_method, fast.churn]

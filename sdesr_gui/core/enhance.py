@@ -19,13 +19,17 @@ import torch
 
 from . import faces
 from .models.checkpoint import CheckpointError, file_sha256, load_checkpoint
+from .presets import DEFAULT_H, DEFAULT_SAMPLER, DEFAULT_STEPS, MAX_SAMPLES, SAMPLER_PRESETS
 from .sampling import (
     CORRECTORS,
+    FAST_MAX_NFE,
     FAST_METHODS,
     PREDICTORS,
     NoiseSource,
     SampleResult,
     StepInfo,
+    check_choice,
+    fast_max_steps,
     fast_sample,
     guided_score_fn,
     model_score_fn,
@@ -36,6 +40,7 @@ from .sde import SDE, make_sde
 __all__ = [
     "SCORE_WEIGHTS_NAME",
     "CLASSIFIER_WEIGHTS_NAME",
+    "DEFAULT_STEPS",
     "SamplerSettings",
     "EnhanceResult",
     "Enhancer",
@@ -50,7 +55,7 @@ __all__ = [
 SCORE_WEIGHTS_NAME = "sdesr_ve_8x.safetensors"
 CLASSIFIER_WEIGHTS_NAME = "attributes_ve.safetensors"
 ATTRIBUTE_NAMES = ("male", "beard", "eyeglasses")
-DEFAULT_STEPS = {"fast": 40, "pc": 1000}
+_FAST, _PC = SAMPLER_PRESETS["fast"], SAMPLER_PRESETS["pc"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -60,14 +65,14 @@ DEFAULT_STEPS = {"fast": 40, "pc": 1000}
 class SamplerSettings:
     """Everything that decides a run's samples (recorded in every run record)."""
 
-    sampler: str = "fast"  # "fast" | "pc"
-    steps: int | None = None  # N; default 40 (fast) or 1000 (pc)
-    corrector_steps: int = 2  # M (pc)
-    snr: float = 0.16  # r, the Langevin signal-to-noise ratio (pc)
-    predictor: str = "reverse_diffusion"
-    corrector: str = "langevin"
-    fast_method: str = "dpmpp_2m"
-    churn: float = 0.0
+    sampler: str = DEFAULT_SAMPLER  # a SAMPLER_PRESETS key: "fast" | "pc"
+    steps: int | None = None  # N; None = the preset's (DEFAULT_STEPS: fast 40, pc 2000)
+    corrector_steps: int = _PC.corrector_steps  # M (pc)
+    snr: float = _PC.snr  # r, the Langevin signal-to-noise ratio (pc)
+    predictor: str = _PC.predictor  # a PREDICTORS name (pc)
+    corrector: str = _PC.corrector  # a CORRECTORS name (pc)
+    fast_method: str = _FAST.fast_method  # a FAST_METHODS name (fast)
+    churn: float = _FAST.churn  # (fast)
     h: float | None = None  # guidance scale; None = the classifier's model-card default
     attributes: dict[str, int | None] = field(default_factory=dict)
     samples: int = 1
@@ -82,23 +87,20 @@ class SamplerSettings:
 
     def validate(self) -> None:
         """Raise ValueError with one clear sentence for an impossible setting."""
-        if self.sampler not in DEFAULT_STEPS:
-            raise ValueError(f"Unknown sampler {self.sampler!r}; choose 'fast' or 'pc'.")
-        if self.samples < 1 or self.samples > 64:
-            raise ValueError("The number of samples must be between 1 and 64.")
+        check_choice("sampler", self.sampler, SAMPLER_PRESETS)
+        if self.samples < 1 or self.samples > MAX_SAMPLES:
+            raise ValueError(f"The number of samples must be between 1 and {MAX_SAMPLES}.")
         if self.n_steps() < 1:
             raise ValueError("The number of steps must be at least 1.")
-        if self.sampler == "fast":
-            if self.fast_method not in FAST_METHODS:
-                raise ValueError(f"Unknown fast method {self.fast_method!r}; choose one of {FAST_METHODS}.")
-            limit = 40 if self.fast_method == "dpmpp_2m" else 20
+        if not SAMPLER_PRESETS[self.sampler].is_pc:
+            check_choice("fast method", self.fast_method, FAST_METHODS)
+            limit = fast_max_steps(self.fast_method)
             if self.n_steps() > limit:
-                raise ValueError(f"The fast sampler ({self.fast_method}) allows at most {limit} steps.")
+                raise ValueError(f"The fast sampler ({self.fast_method}) allows at most {limit} steps "
+                                 f"(at most {FAST_MAX_NFE} network evaluations).")
         else:
-            if self.predictor not in PREDICTORS:
-                raise ValueError(f"Unknown predictor {self.predictor!r}; choose one of {PREDICTORS}.")
-            if self.corrector not in CORRECTORS:
-                raise ValueError(f"Unknown corrector {self.corrector!r}; choose one of {CORRECTORS}.")
+            check_choice("predictor", self.predictor, PREDICTORS)
+            check_choice("corrector", self.corrector, CORRECTORS)
             if self.corrector_steps < 0:
                 raise ValueError("The number of corrector steps cannot be negative.")
         if not 0.0 <= self.snr <= 10.0:
@@ -115,7 +117,7 @@ class SamplerSettings:
         d = asdict(self)
         d["steps"] = self.n_steps()
         d["seeds"] = self.seeds()
-        if self.sampler == "fast":
+        if not SAMPLER_PRESETS[self.sampler].is_pc:
             for k in ("corrector_steps", "snr", "predictor", "corrector"):
                 d.pop(k)
         else:
@@ -272,7 +274,7 @@ class Enhancer:
     @property
     def default_h(self) -> float:
         v = (self.classifier_info or {}).get("default_h")
-        return float(v) if v is not None else 500.0
+        return float(v) if v is not None else DEFAULT_H
 
     def run(self, lr: torch.Tensor, settings: SamplerSettings, *,
             callback: Callable[[StepInfo], None] | None = None, cancel=None) -> EnhanceResult:
@@ -305,7 +307,7 @@ class Enhancer:
         shape = (3, faces.FRAME_SIZE, faces.FRAME_SIZE)
         start = time.perf_counter()
         with torch.no_grad():
-            if settings.sampler == "fast":
+            if not SAMPLER_PRESETS[settings.sampler].is_pc:
                 res: SampleResult = fast_sample(
                     score, self.sde, shape, noise, n_steps=settings.n_steps(), method=settings.fast_method,
                     churn=settings.churn, device=self.device, callback=callback, cancel=cancel)

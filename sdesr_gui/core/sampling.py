@@ -1,4 +1,4 @@
-"""Samplers for the conditional score model: the paper's Predictor-Corrector and a fast Heun sampler.
+"""Samplers for the conditional score model: the paper's Predictor-Corrector and fast ODE samplers.
 
 A sampler sees the model only through a *score function* ``score_fn(x, t) -> score`` (the LR
 conditioning is closed over).  :func:`model_score_fn` builds one from a denoiser network and an
@@ -10,6 +10,15 @@ SDE; :func:`guided_score_fn` adds SRDG classifier guidance.  Both samplers
 * check ``cancel()`` before every step and raise :class:`SamplingCancelled`.
 
 Noise is drawn on the CPU and moved to the device, so a seed means the same noise everywhere.
+
+The parts are registries, name -> function, that the settings, the CLI's choices and the GUI
+read (``list(PREDICTORS)`` gives the names):
+
+* :data:`PREDICTORS` -- ``(sde, x, t, t_next, score, z) -> (x, x_mean)``, or None for 'none',
+* :data:`CORRECTORS` -- ``(sde, x, t, t_next, score, z, snr) -> (x, x_mean)``, or None,
+* :data:`FAST_METHODS` -- ``(run: FastRun, x) -> x``, each a short loop over the sigma schedule
+  (k-diffusion style) that declares its network evaluations per step, from which
+  :func:`fast_max_steps` derives the step limit under :data:`FAST_MAX_NFE`.
 """
 
 from __future__ import annotations
@@ -40,9 +49,17 @@ __all__ = [
     "reverse_diffusion_step",
     "euler_maruyama_step",
     "langevin_step",
+    "langevin_corrector",
     "pc_sample",
     "karras_sigmas",
+    "FastRun",
+    "fast_method",
+    "sample_dpmpp_2m",
+    "sample_heun",
+    "fast_nfe",
+    "fast_max_steps",
     "fast_sample",
+    "check_choice",
     "PREDICTORS",
     "CORRECTORS",
     "FAST_MAX_NFE",
@@ -50,10 +67,14 @@ __all__ = [
 ]
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-PREDICTORS = ("reverse_diffusion", "euler_maruyama", "none")
-CORRECTORS = ("langevin", "none")
 #: the fast sampler never spends more score-network evaluations than this
 FAST_MAX_NFE = 40
+
+
+def check_choice(kind: str, name: str, table: Mapping) -> None:
+    """Raise ValueError with one sentence when ``name`` is not one of the ``table``'s names."""
+    if name not in table:
+        raise ValueError(f"Unknown {kind} {name!r}; choose one of {', '.join(table)}.")
 
 
 class SamplingCancelled(Cancelled):
@@ -255,13 +276,31 @@ def langevin_step(x, score, z, snr, alpha):
     return x_mean + bcast(torch.sqrt(2.0 * eps), x) * z, x_mean
 
 
+def langevin_corrector(sde, x, t, t_next, score, z, snr):
+    """The Langevin corrector at time t: :func:`langevin_step` with the SDE's alpha_i."""
+    return langevin_step(x, score, z, snr, sde.langevin_alpha(t, t_next))
+
+
+#: predictor name -> step ``(sde, x, t, t_next, score, z) -> (x, x_mean)``; 'none' skips the predictor
+PREDICTORS: dict[str, Callable | None] = {
+    "reverse_diffusion": reverse_diffusion_step,
+    "euler_maruyama": euler_maruyama_step,
+    "none": None,
+}
+#: corrector name -> step ``(sde, x, t, t_next, score, z, snr) -> (x, x_mean)``; 'none' skips it
+CORRECTORS: dict[str, Callable | None] = {
+    "langevin": langevin_corrector,
+    "none": None,
+}
+
+
 def pc_sample(
     score_fn: ScoreFn,
     sde: SDE,
     shape: Sequence[int],
     noise: NoiseSource,
     *,
-    n_steps: int = 1000,
+    n_steps: int = 2000,
     predictor: str = "reverse_diffusion",
     corrector: str = "langevin",
     corrector_steps: int = 2,
@@ -274,21 +313,47 @@ def pc_sample(
 ) -> SampleResult:
     """Predictor-Corrector sampling of ``len(noise)`` samples of shape ``shape`` ([C, H, W]).
 
-    Times t_0 = T > ... > t_{N-1} = eps; at each t_i the corrector runs ``corrector_steps``
-    Langevin steps (step size from the signal-to-noise ratio ``snr`` = r), then the predictor
-    moves to t_{i+1} (t_N = 0: noise level 0 for the VE SDE).  With ``denoise`` the result is
-    the last step's noise-free mean.
+    ``predictor`` and ``corrector`` are names in :data:`PREDICTORS` and :data:`CORRECTORS`;
+    the corrector takes ``corrector_steps`` = M Langevin steps whose size follows the
+    signal-to-noise ratio ``snr`` = r.  With ``denoise`` the result is the last step's
+    noise-free mean.  Costs N (M + 1) score evaluations (N M with predictor 'none').  The
+    defaults are the SDE-SR paper's evaluation setting, the "pc" preset of :mod:`.presets`.
+
+    **Step order: corrector first, then predictor, at each t_i.**  Times t_0 = T > ... >
+    t_{N-1} = eps and t_N = 0 (noise level 0 for the VE SDE).  From x ~ p_T, for i = 0..N-1:
+    M corrector steps at t_i, then one predictor step from t_i to t_{i+1}.
+
+    Algorithm 1 of Song et al. (2021), which SDE-SR and SRDG cite, orders each iteration the
+    other way round: first the predictor step down to the next time, then the M corrector
+    steps at that time.  The order here is the one of Song et al.'s released code (score_sde,
+    ``get_pc_sampler`` calls ``corrector_update_fn`` before ``predictor_update_fn`` at every
+    timestep).  Nothing in this project records why it was picked; the reason that holds is
+    the end effect below (the last evaluation becomes a denoising step at no extra cost), and
+    we have not checked the SDE-SR authors' own code.  Both orders are the same alternation of
+    predictor and corrector, with the same N (M + 1) evaluations and the corrector always at
+    the noise level x is at; they differ only at the two ends:
+
+    * start: here the first M corrector steps run on the prior draw at t = T, which already
+      follows p_T, so they buy almost nothing (M of N (M + 1) evaluations: 2 of 6000 at the
+      paper's N = 2000, M = 2); Algorithm 1 starts with a predictor step;
+    * end: here the last move is the predictor step from eps to t = 0 and ``denoise`` returns
+      its noise-free mean; for the VE SDE that is x + sigma(eps)^2 score, Tweedie's estimate
+      of x_0.  Algorithm 1 ends with M Langevin steps at eps, so its x_0 keeps the noise of
+      level sigma(eps) (VE: sigma_min = 0.01, about 2.5 grey levels of 255).
+
+    So a run differs from a literal Algorithm 1 by these end effects only: slightly less
+    residual noise, and M evaluations spent at t = T instead of at t = eps.
+    ``tests/test_sampling.py::test_pc_sampler_one_step_by_hand`` pins this order on purpose.
     """
-    if predictor not in PREDICTORS:
-        raise ValueError(f"Unknown predictor {predictor!r}; choose one of {PREDICTORS}.")
-    if corrector not in CORRECTORS:
-        raise ValueError(f"Unknown corrector {corrector!r}; choose one of {CORRECTORS}.")
+    check_choice("predictor", predictor, PREDICTORS)
+    check_choice("corrector", corrector, CORRECTORS)
+    predict, correct = PREDICTORS[predictor], CORRECTORS[corrector]
     if n_steps < 1:
         raise ValueError("The number of steps N must be at least 1.")
-    if corrector == "langevin" and corrector_steps < 0:
+    if correct is not None and corrector_steps < 0:
         raise ValueError("The number of corrector steps M cannot be negative.")
-    m = corrector_steps if corrector == "langevin" else 0
-    if predictor == "none" and m == 0:
+    m = corrector_steps if correct is not None else 0
+    if predict is None and m == 0:
         raise ValueError("Predictor and corrector cannot both be 'none'.")
     start = time.perf_counter()
     k = len(noise)
@@ -298,20 +363,19 @@ def pc_sample(
     zero = torch.zeros((), dtype=x.dtype, device=x.device)
     nfe = 0
     x_mean = x
-    step_fn = reverse_diffusion_step if predictor == "reverse_diffusion" else euler_maruyama_step
     for i in range(n_steps):
         _check_cancel(cancel)
         t = ts[i] * ones
         t_next = (ts[i + 1] if i + 1 < n_steps else zero) * ones
         x_eval, score = x, None  # last position the score was evaluated at (for the preview)
-        for _ in range(m):
+        for _ in range(m):  # corrector first ...
             x_eval, score = x, score_fn(x, t)
             nfe += 1
-            x, x_mean = langevin_step(x, score, noise.randn_like(x), snr, sde.langevin_alpha(t, t_next))
-        if predictor != "none":
+            x, x_mean = correct(sde, x, t, t_next, score, noise.randn_like(x), snr)
+        if predict is not None:  # ... then the predictor to t_{i+1}
             x_eval, score = x, score_fn(x, t)
             nfe += 1
-            x, x_mean = step_fn(sde, x, t, t_next, score, noise.randn_like(x))
+            x, x_mean = predict(sde, x, t, t_next, score, noise.randn_like(x))
         if callback is not None:
             sigma = float((sde.marginal_std(t) / sde.mean_coeff(t))[0])
             callback(StepInfo(i + 1, n_steps, x, tweedie(sde, x_eval, t, score), sigma, nfe))
@@ -320,7 +384,7 @@ def pc_sample(
 
 
 # ------------------------------------------------------------------------------------------
-# fast sampler: Heun steps on a Karras et al. (2022) sigma schedule, optional churn
+# fast samplers: probability-flow ODE methods on a Karras et al. (2022) sigma schedule
 # ------------------------------------------------------------------------------------------
 def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
     """n noise levels from sigma_max down to sigma_min, spaced uniformly in sigma^(1/rho), then 0."""
@@ -335,7 +399,120 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
     return torch.cat([s, torch.zeros(1, dtype=torch.float64)])
 
 
-FAST_METHODS = ("dpmpp_2m", "heun")
+class FastRun:
+    """What the fast methods share in one run: the sigma schedule, the VE-form denoiser, churn,
+    cancel and the per-step report.
+
+    A method loops ``for i in range(run.n_steps)``: ``x, sig_hat, sig_next = run.begin_step(i, x)``
+    (cancel check, churn), evaluates ``run.denoise(x, sigma)``, moves x to ``sig_next`` and calls
+    ``run.end_step(i, x, denoised, sig_next)``.  ``run.nfe`` counts the evaluations.
+    """
+
+    def __init__(self, score_fn: ScoreFn, sde: SDE, sigmas: torch.Tensor, noise: NoiseSource,
+                 ones: torch.Tensor, *, churn: float, churn_range: tuple[float, float], s_noise: float,
+                 callback: Callable[[StepInfo], None] | None, cancel):
+        self.score_fn, self.sde, self.sigmas, self.noise, self.ones = score_fn, sde, sigmas, noise, ones
+        self.churn, self.churn_range, self.s_noise = churn, churn_range, s_noise
+        self.callback, self.cancel = callback, cancel
+        self.n_steps = len(sigmas) - 1
+        self.nfe = 0
+
+    def denoise(self, xh: torch.Tensor, sigma: float) -> torch.Tensor:
+        """D(x_hat, sigma): Tweedie's estimate of x_0 from the VE-form x_hat = x_t / s(t)."""
+        sde, ones = self.sde, self.ones
+        t = sde.t_from_sigma(torch.tensor(sigma, dtype=torch.float64)).to(dtype=ones.dtype, device=ones.device) * ones
+        xt = xh * bcast(sde.mean_coeff(t), xh)
+        sc = self.score_fn(xt, t)
+        self.nfe += 1
+        return tweedie(sde, xt, t, sc)
+
+    def begin_step(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, float, float]:
+        """Check cancel; with churn raise sigma_i to sig_hat with fresh noise.  -> (x, sig_hat, sig_next)."""
+        _check_cancel(self.cancel)
+        sig, sig_next = float(self.sigmas[i]), float(self.sigmas[i + 1])
+        lo, hi = self.churn_range
+        gamma = min(self.churn / self.n_steps, math.sqrt(2.0) - 1.0) if self.churn > 0 and lo <= sig <= hi else 0.0
+        sig_hat = min(sig * (1.0 + gamma), self.sde.sigma_max)
+        if sig_hat > sig:
+            x = x + math.sqrt(sig_hat**2 - sig**2) * self.s_noise * self.noise.randn_like(x)
+        return x, sig_hat, sig_next
+
+    def end_step(self, i: int, x: torch.Tensor, denoised: torch.Tensor, sig_next: float) -> None:
+        if self.callback is not None:
+            self.callback(StepInfo(i + 1, self.n_steps, x, denoised, sig_next, self.nfe))
+
+
+#: fast-method name -> ``(run: FastRun, x) -> x``; each carries ``evals_per_step`` and ``label``
+FAST_METHODS: dict[str, Callable[[FastRun, torch.Tensor], torch.Tensor]] = {}
+
+
+def fast_method(name: str, *, evals_per_step: int, label: str):
+    """Register a fast method under ``name``.
+
+    ``evals_per_step``: network evaluations of every step but the last; the last step (to
+    sigma 0) takes one, x = D(x, sigma), in every method, so n steps cost
+    ``evals_per_step * (n - 1) + 1`` (:func:`fast_nfe`).
+    """
+
+    def register(fn):
+        fn.evals_per_step, fn.label = int(evals_per_step), label
+        FAST_METHODS[name] = fn
+        return fn
+
+    return register
+
+
+@fast_method("dpmpp_2m", evals_per_step=1, label="DPM-Solver++(2M)")
+def sample_dpmpp_2m(run: FastRun, x: torch.Tensor) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022): the exact solution of the linear part,
+    x_next = (sigma_next/sigma) x + (1 - sigma_next/sigma) D, with a second-order multistep
+    estimate of D from the last two denoisings."""
+    old_den, h_last = None, None
+    for i in range(run.n_steps):
+        x, sig_hat, sig_next = run.begin_step(i, x)
+        den = run.denoise(x, sig_hat)
+        if sig_next == 0:
+            x = den
+        else:
+            h = math.log(sig_hat / sig_next)
+            if old_den is None:
+                d_est = den
+            else:
+                r = h_last / h
+                d_est = (1.0 + 1.0 / (2.0 * r)) * den - (1.0 / (2.0 * r)) * old_den
+            x = (sig_next / sig_hat) * x - math.expm1(-h) * d_est
+            old_den, h_last = den, h
+        run.end_step(i, x, den, sig_next)
+    return x
+
+
+@fast_method("heun", evals_per_step=2, label="Heun (Karras et al. Algorithm 2)")
+def sample_heun(run: FastRun, x: torch.Tensor) -> torch.Tensor:
+    """Heun's 2nd-order method (Karras et al. 2022, Algorithm 2): an Euler step, then the
+    average of the slopes at both ends; the last step to sigma 0 is Euler."""
+    for i in range(run.n_steps):
+        x, sig_hat, sig_next = run.begin_step(i, x)
+        den = run.denoise(x, sig_hat)
+        if sig_next == 0:
+            x = den
+        else:
+            d = (x - den) / sig_hat
+            x_next = x + (sig_next - sig_hat) * d
+            den = run.denoise(x_next, sig_next)
+            d2 = (x_next - den) / sig_next
+            x = x + (sig_next - sig_hat) * 0.5 * (d + d2)
+        run.end_step(i, x, den, sig_next)
+    return x
+
+
+def fast_nfe(method: str, n_steps: int) -> int:
+    """Network evaluations of ``n_steps`` steps of ``method`` (from its ``evals_per_step``)."""
+    return FAST_METHODS[method].evals_per_step * (int(n_steps) - 1) + 1
+
+
+def fast_max_steps(method: str) -> int:
+    """The most steps of ``method`` within :data:`FAST_MAX_NFE` evaluations."""
+    return (FAST_MAX_NFE - 1) // FAST_METHODS[method].evals_per_step + 1
 
 
 def fast_sample(
@@ -359,22 +536,19 @@ def fast_sample(
     """Probability-flow ODE sampling in VE form on a Karras et al. (2022) sigma schedule.
 
     Works for every SDE through x_hat = x_t / s(t) and sigma = std / s; never more than
-    ``FAST_MAX_NFE`` score evaluations.
+    ``FAST_MAX_NFE`` score evaluations.  ``method`` is a name in :data:`FAST_METHODS`:
 
-    * ``method="dpmpp_2m"`` (default): DPM-Solver++(2M) (Lu et al. 2022), the exact solution of
-      the linear part x_next = (sigma_next/sigma) x + (1 - sigma_next/sigma) D with a second-order
-      multistep estimate of D; one evaluation per step, so up to 40 steps.
-    * ``method="heun"``: Heun's 2nd-order method (Karras et al. Algorithm 2); 2 n - 1
-      evaluations, so up to 20 steps.
+    * ``"dpmpp_2m"`` (default): :func:`sample_dpmpp_2m`, one evaluation per step, so up to
+      40 steps.
+    * ``"heun"``: :func:`sample_heun`, 2 n - 1 evaluations, so up to 20 steps.
 
     ``churn`` > 0 adds Karras' stochastic churn: before a step at a sigma inside ``churn_range``
     the noise level is raised by gamma = min(churn / n, sqrt(2) - 1) with fresh noise.
     On a Gaussian target with sigma_max 348 the ODE solvers' error in the sample std is about
     2 % for DPM-Solver++(2M) with 40 steps and 9 % for Heun with 20 (tests/test_sampling.py).
     """
-    if method not in FAST_METHODS:
-        raise ValueError(f"Unknown fast-sampler method {method!r}; choose one of {FAST_METHODS}.")
-    max_steps = FAST_MAX_NFE if method == "dpmpp_2m" else (FAST_MAX_NFE + 1) // 2
+    check_choice("fast-sampler method", method, FAST_METHODS)
+    max_steps = fast_max_steps(method)
     if not 1 <= n_steps <= max_steps:
         raise ValueError(f"The fast sampler ({method}) allows 1 to {max_steps} steps "
                          f"(at most {FAST_MAX_NFE} network evaluations).")
@@ -382,51 +556,9 @@ def fast_sample(
     smin = sde.sigma_min if sigma_min is None else float(sigma_min)
     smax = sde.sigma_max if sigma_max is None else float(sigma_max)
     sigmas = karras_sigmas(n_steps, smin, smax, rho)
-    k = len(noise)
     x = noise.randn(shape, device=device) * smax  # x_hat at sigma_max
-    dtype, dev = x.dtype, x.device
-    ones = torch.ones(k, dtype=dtype, device=dev)
-    top = sde.sigma_max
-    nfe = 0
-
-    def denoiser(xh: torch.Tensor, sigma: float) -> torch.Tensor:
-        nonlocal nfe
-        sig = torch.tensor(sigma, dtype=torch.float64)
-        t = sde.t_from_sigma(sig).to(dtype=dtype, device=dev) * ones
-        s = sde.mean_coeff(t)
-        xt = xh * bcast(s, xh)
-        sc = score_fn(xt, t)
-        nfe += 1
-        return tweedie(sde, xt, t, sc)
-
-    gamma_max = math.sqrt(2.0) - 1.0
-    old_den, h_last = None, None
-    for i in range(n_steps):
-        _check_cancel(cancel)
-        sig, sig_next = float(sigmas[i]), float(sigmas[i + 1])
-        gamma = min(churn / n_steps, gamma_max) if churn > 0 and churn_range[0] <= sig <= churn_range[1] else 0.0
-        sig_hat = min(sig * (1.0 + gamma), top)
-        if sig_hat > sig:
-            x = x + math.sqrt(sig_hat**2 - sig**2) * s_noise * noise.randn_like(x)
-        den = denoiser(x, sig_hat)
-        if sig_next == 0:
-            x = den
-        elif method == "heun":
-            d = (x - den) / sig_hat
-            x_next = x + (sig_next - sig_hat) * d
-            den2 = denoiser(x_next, sig_next)
-            d2 = (x_next - den2) / sig_next
-            x = x + (sig_next - sig_hat) * 0.5 * (d + d2)
-            den = den2
-        else:
-            h = math.log(sig_hat / sig_next)
-            if old_den is None:
-                d_est = den
-            else:
-                r = h_last / h
-                d_est = (1.0 + 1.0 / (2.0 * r)) * den - (1.0 / (2.0 * r)) * old_den
-            x = (sig_next / sig_hat) * x - math.expm1(-h) * d_est
-            old_den, h_last = den, h
-        if callback is not None:
-            callback(StepInfo(i + 1, n_steps, x, den, sig_next, nfe))
-    return SampleResult(x, nfe, n_steps, time.perf_counter() - start)
+    ones = torch.ones(len(noise), dtype=x.dtype, device=x.device)
+    run = FastRun(score_fn, sde, sigmas, noise, ones, churn=churn, churn_range=churn_range, s_noise=s_noise,
+                  callback=callback, cancel=cancel)
+    x = FAST_METHODS[method](run, x)
+    return SampleResult(x, run.nfe, n_steps, time.perf_counter() - start)

@@ -27,13 +27,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.presets import DEFAULT_H, DEFAULT_SAMPLER, MAX_CORRECTOR_STEPS, MAX_SAMPLES, SAMPLER_PRESETS
 from .imaging import pixmap_from_rgb
 
 ATTRIBUTES = (("male", "Male"), ("beard", "Beard"), ("eyeglasses", "Eyeglasses"))
-PRESETS = (("fast", "Fast (DPM-Solver++ 2M)"), ("pc", "Paper PC (predictor-corrector)"))
-PRESET_DEFAULTS = {"fast": {"steps": 40, "max": 40}, "pc": {"steps": 2000, "max": 10000}}
-DEFAULT_R = 0.16
-DEFAULT_H = 500
+#: the Langevin knobs start at the Paper PC preset's values (they only apply to PC)
+DEFAULT_M = SAMPLER_PRESETS["pc"].corrector_steps
+DEFAULT_R = SAMPLER_PRESETS["pc"].snr
 CHOOSE = "__choose__"
 MAX_SEED = 2**31 - 1
 LIVE_SIZE = 112
@@ -134,7 +134,7 @@ class ControlsPanel(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self._steps = {k: v["steps"] for k, v in PRESET_DEFAULTS.items()}
+        self._steps = {k: p.steps for k, p in SAMPLER_PRESETS.items()}
         self._model_prev = 0
         self._cls_prev = 0
 
@@ -164,13 +164,14 @@ class ControlsPanel(QWidget):
 
         # sampler
         self.preset = QComboBox()
-        for key, label in PRESETS:
-            self.preset.addItem(label, key)
+        for key, p in SAMPLER_PRESETS.items():
+            self.preset.addItem(p.label, key)
+            self.preset.setItemData(self.preset.count() - 1, p.summary, Qt.ItemDataRole.ToolTipRole)
         self.steps = QSpinBox()
         self.steps.setToolTip("N: sampler steps")
         self.corrector = QSpinBox()
-        self.corrector.setRange(0, 10)
-        self.corrector.setValue(2)
+        self.corrector.setRange(0, MAX_CORRECTOR_STEPS)
+        self.corrector.setValue(DEFAULT_M)
         self.corrector.setToolTip("M: Langevin corrector steps per predictor step (Paper PC)")
         self.r_slider = QSlider(Qt.Orientation.Horizontal)
         self.r_slider.setRange(0, 100)
@@ -181,7 +182,7 @@ class ControlsPanel(QWidget):
         self.r_label.setMinimumWidth(36)
         self.h_slider = QSlider(Qt.Orientation.Horizontal)
         self.h_slider.setRange(0, 1000)
-        self.h_slider.setValue(DEFAULT_H)
+        self.h_slider.setValue(int(round(DEFAULT_H)))
         self.h_slider.setToolTip("h: attribute guidance scale (used only for attributes set below)")
         self.h_label = QLabel()
         self.h_label.setMinimumWidth(36)
@@ -203,7 +204,7 @@ class ControlsPanel(QWidget):
 
         # samples, seed, device
         self.samples = QSpinBox()
-        self.samples.setRange(1, 64)
+        self.samples.setRange(1, MAX_SAMPLES)
         self.samples.setValue(4)
         self.samples.setToolTip("Number of samples: each is a different plausible face (seed, seed+1, …)")
         self.seed = QSpinBox()
@@ -407,9 +408,9 @@ class ControlsPanel(QWidget):
         c = self.classifier_path()
         v = read_meta(c).get("default_h") if c else None
         try:
-            return float(v) if v is not None else float(DEFAULT_H)
+            return float(v) if v is not None else DEFAULT_H
         except (TypeError, ValueError):
-            return float(DEFAULT_H)
+            return DEFAULT_H
 
     # ---------------------------------------------------------------- sampler
     def sampler_key(self) -> str:
@@ -418,10 +419,10 @@ class ControlsPanel(QWidget):
     def _on_preset(self, *_) -> None:
         key = self.sampler_key()
         self.steps.blockSignals(True)
-        self.steps.setRange(1, PRESET_DEFAULTS[key]["max"])
+        self.steps.setRange(1, SAMPLER_PRESETS[key].max_steps)
         self.steps.setValue(self._steps[key])
         self.steps.blockSignals(False)
-        pc = key == "pc"
+        pc = SAMPLER_PRESETS[key].is_pc
         self.corrector.setEnabled(pc)
         self.r_slider.setEnabled(pc)
         self._update_labels()
@@ -488,8 +489,8 @@ class ControlsPanel(QWidget):
     # ---------------------------------------------------------------- settings
     def save(self, s) -> None:
         s.setValue("controls/preset", self.sampler_key())
-        s.setValue("controls/steps_fast", self._steps["fast"])
-        s.setValue("controls/steps_pc", self._steps["pc"])
+        for key, n in self._steps.items():
+            s.setValue(f"controls/steps_{key}", n)
         s.setValue("controls/corrector", self.corrector.value())
         s.setValue("controls/r", self.r_slider.value())
         s.setValue("controls/h", self.h_slider.value())
@@ -520,13 +521,13 @@ class ControlsPanel(QWidget):
             self.cls_combo.setCurrentIndex(0)
             self._cls_prev = 0
             self._on_models_changed()
-        self._steps["fast"] = min(max(get_int("controls/steps_fast", self._steps["fast"]), 1), 40)
-        self._steps["pc"] = max(get_int("controls/steps_pc", self._steps["pc"]), 1)
-        idx = self.preset.findData(s.value("controls/preset", "fast"))
+        for key, p in SAMPLER_PRESETS.items():
+            self._steps[key] = min(max(get_int(f"controls/steps_{key}", self._steps[key]), 1), p.max_steps)
+        idx = self.preset.findData(s.value("controls/preset", DEFAULT_SAMPLER))
         self.preset.setCurrentIndex(max(idx, 0))
         self._on_preset()
-        self.corrector.setValue(get_int("controls/corrector", 2))
-        self.r_slider.setValue(get_int("controls/r", int(DEFAULT_R * 100)))
+        self.corrector.setValue(get_int("controls/corrector", DEFAULT_M))
+        self.r_slider.setValue(get_int("controls/r", int(round(DEFAULT_R * 100))))
         self.h_slider.setValue(get_int("controls/h", self.h_slider.value()))
         self.samples.setValue(get_int("controls/samples", 4))
         self.seed.setValue(get_int("controls/seed", 0))
