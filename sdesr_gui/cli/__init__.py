@@ -20,7 +20,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-from .core.errors import Cancelled, SdesrError, UsageError  # noqa: E402
+from ..core.errors import Cancelled, SdesrError, UsageError  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------
@@ -36,7 +36,7 @@ def _warn(msg: str) -> None:
 
 
 def _check_out_dir(out: Path, input_dirs: list[Path]) -> None:
-    from .core.provenance import is_inside
+    from ..core.provenance import is_inside
 
     for d in input_dirs:
         if is_inside(out, d):
@@ -58,7 +58,7 @@ def _unique_stems(paths: list[Path]) -> list[str]:
 
 
 def _settings_from_args(args):
-    from .core.enhance import SamplerSettings, parse_attributes
+    from ..core.enhance import SamplerSettings, parse_attributes
 
     try:
         attrs = parse_attributes(args.attr)
@@ -76,7 +76,7 @@ def _settings_from_args(args):
 
 
 def _load_enhancer(args, need_classifier: bool):
-    from .core.enhance import CLASSIFIER_WEIGHTS_NAME, SCORE_WEIGHTS_NAME, Enhancer, find_default_weights, \
+    from ..core.enhance import CLASSIFIER_WEIGHTS_NAME, SCORE_WEIGHTS_NAME, Enhancer, find_default_weights, \
         resolve_device, weights_dir
 
     try:
@@ -102,10 +102,10 @@ def _load_enhancer(args, need_classifier: bool):
 def cmd_enhance(args) -> int:
     from tqdm import tqdm
 
-    from .core import faces, metrics
-    from .core.enhance import prepare_face
-    from .core.provenance import atomic_save_png, make_run_record, sha256_file
-    from .core.video import iter_image_files, load_still
+    from ..core import faces, metrics
+    from ..core.enhance import prepare_face
+    from ..core.provenance import atomic_save_png, make_run_record, sha256_file
+    from ..core.video import iter_image_files, load_still
 
     settings = _settings_from_args(args)
     out = Path(args.out).expanduser()
@@ -198,11 +198,11 @@ def cmd_enhance(args) -> int:
 def cmd_bench(args) -> int:
     import torch
 
-    from .core import faces
-    from .core.enhance import Enhancer, SamplerSettings, resolve_device
-    from .core.models import ScoreNetConfig, ScoreUNet
-    from .core.provenance import device_info
-    from .core.sde import VESDE
+    from ..core import faces
+    from ..core.enhance import Enhancer, SamplerSettings, resolve_device
+    from ..core.models import ScoreNetConfig, ScoreUNet
+    from ..core.provenance import device_info
+    from ..core.sde import VESDE
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -287,7 +287,7 @@ def _hr_faces_from(paths: list[str], split: str | None) -> list[Path]:
     """Image files from folders/files, or the ``split`` rows of a prepared dataset's manifest."""
     import csv
 
-    from .core.video import iter_image_files
+    from ..core.video import iter_image_files
 
     out: list[Path] = []
     for p in map(Path, paths):
@@ -309,9 +309,9 @@ def cmd_evaluate(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from .core.evaluation import evaluate, format_table
-    from .core.provenance import to_json, versions, device_info, atomic_write_text
-    from .core.video import load_still
+    from ..core.evaluation import evaluate, format_table
+    from ..core.provenance import to_json, versions, device_info, atomic_write_text
+    from ..core.video import load_still
 
     settings = _settings_from_args(args)
     files = _hr_faces_from(args.inputs, args.split)[: args.limit]
@@ -343,7 +343,7 @@ def cmd_evaluate(args) -> int:
 def cmd_prepare(args) -> int:
     import torch
 
-    from .core.datasets import prepare_dataset
+    from ..core.datasets import prepare_dataset
 
     sources = [Path(s).expanduser() for s in args.sources]
     for s in sources:
@@ -376,7 +376,7 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .core import training as T
+    from ..core import training as T
 
     run = Path(args.run).expanduser()
     if args.kind == "export":
@@ -423,7 +423,7 @@ def cmd_train(args) -> int:
     net = dict(base["net"])
     if args.kind == "score":
         if args.arch:
-            from .core.models import ScoreNetConfig
+            from ..core.models import ScoreNetConfig
             net = (ScoreNetConfig.v2() if args.arch == "v2" else ScoreNetConfig()).to_dict()
         if args.sigma_data is not None:
             net["sigma_data"] = args.sigma_data
@@ -479,9 +479,9 @@ def _frames_to_scan(args, src) -> list[int]:
 def cmd_detect(args) -> int:
     from tqdm import tqdm
 
-    from .core import faces
-    from .core.provenance import atomic_save_png, make_run_record, sha256_file
-    from .core.video import open_source
+    from ..core import faces
+    from ..core.provenance import atomic_save_png, make_run_record, sha256_file
+    from ..core.video import open_source
 
     inp = Path(args.input).expanduser()
     out = Path(args.out).expanduser()
@@ -579,13 +579,13 @@ def cmd_detect(args) -> int:
 # gallery: index, match, eval-match, bench-gallery
 # ------------------------------------------------------------------------------------------
 def _embedder_from_args(args):
-    from .core.gallery import get_embedder
+    from ..core.gallery import get_embedder
 
     return get_embedder(args.embedder, args.embedder_weights)
 
 
 def _open_index(args, embedder):
-    from .core.gallery import GalleryIndex
+    from ..core.gallery import GalleryIndex
 
     gallery = Path(args.gallery).expanduser()
     if not gallery.is_dir():
@@ -597,7 +597,7 @@ def _open_index(args, embedder):
 def _update_index(index, quiet: bool, verbose_skips: bool = True):
     from tqdm import tqdm
 
-    from .core.gallery import IndexCancelled
+    from ..core.gallery import IndexCancelled
 
     with tqdm(desc="index", unit="file", file=sys.stderr, disable=quiet) as bar:
         def progress(done, total, name=""):
@@ -631,8 +631,8 @@ def cmd_index(args) -> int:
 
 def _probe_frame(path: Path, min_prob: float = 0.9):
     """A probe image as a canonical face frame: 128x128 as is, 16x16 as LR (bicubic), else detected."""
-    from .core import faces
-    from .core.video import load_still
+    from ..core import faces
+    from ..core.video import load_still
 
     img = load_still(path)
     h, w = img.shape[:2]
@@ -649,7 +649,7 @@ def _probe_frame(path: Path, min_prob: float = 0.9):
 def _match_json_target(value, gallery: Path, probes) -> "Path | None":
     """``--json``: None (no JSON), ``-``/no value (stdout: returns None) or a file outside the
     gallery and the probes' folders (those are evidence and never written to)."""
-    from .core.provenance import is_inside
+    from ..core.provenance import is_inside
 
     if value is None or value == "-":
         return None
@@ -666,7 +666,7 @@ def _match_json_target(value, gallery: Path, probes) -> "Path | None":
 
 
 def cmd_match(args) -> int:
-    from .core.video import iter_image_files
+    from ..core.video import iter_image_files
 
     if args.top < 1:
         raise UsageError("--top must be at least 1")
@@ -688,7 +688,7 @@ def cmd_match(args) -> int:
     vecs = emb.embed_aligned(frames)
     bic_vecs = None
     if args.bicubic:  # the baseline: each probe's own 16x16 LR, bicubic-upsampled
-        from .core import faces
+        from ..core import faces
 
         bic = faces.to_uint8(faces.upsample(faces.degrade(faces.frames_to_tensor(frames))))
         bic_vecs = emb.embed_aligned(bic)
@@ -714,7 +714,7 @@ def cmd_match(args) -> int:
         if json_file is None:
             print(text)
             return 0
-        from .core.provenance import atomic_write_text
+        from ..core.provenance import atomic_write_text
 
         json_file.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json_file, text + "\n")
@@ -743,8 +743,8 @@ def cmd_match(args) -> int:
 
 
 def _probe_files(folder: Path) -> list[tuple[Path, str]]:
-    from .core.gallery import identity_of
-    from .core.video import is_still_file
+    from ..core.gallery import identity_of
+    from ..core.video import is_still_file
 
     out = []
     for root, dirs, files in os.walk(folder):
@@ -761,9 +761,9 @@ def cmd_eval_match(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from .core import faces
-    from .core.gallery import evaluate_identification
-    from .core.provenance import atomic_write_text, device_info, sha256_file, to_json, versions
+    from ..core import faces
+    from ..core.gallery import evaluate_identification
+    from ..core.provenance import atomic_write_text, device_info, sha256_file, to_json, versions
 
     probes_dir = Path(args.probes).expanduser()
     if not probes_dir.is_dir():
@@ -843,8 +843,8 @@ def cmd_eval_match(args) -> int:
 def cmd_bench_gallery(args) -> int:
     import numpy as np
 
-    from .core.gallery import benchmark_query
-    from .core.provenance import device_info
+    from ..core.gallery import benchmark_query
+    from ..core.provenance import device_info
 
     if args.size < 1 or args.queries < 1 or args.samples < 1:
         raise UsageError("--faces, --queries and --samples must be at least 1")
@@ -854,7 +854,7 @@ def cmd_bench_gallery(args) -> int:
             emb = _embedder_from_args(args)
             from PIL import Image
 
-            frame = np.asarray(Image.open(Path(__file__).resolve().parents[1] / "resources" /
+            frame = np.asarray(Image.open(Path(__file__).resolve().parents[2] / "resources" /
                                           "sample_face.png").convert("RGB"))
             emb.embed_aligned([frame])
             times = []
@@ -912,7 +912,7 @@ def _add_sampler_args(e: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="sdesr", description="SDE-SR Studio: score-based SDE face super-resolution "
                                  "(16x16 -> 128x128). Generated faces are investigative leads, not identifications.")
-    from . import __version__
+    from .. import __version__
 
     ap.add_argument("--version", action="version", version=f"sdesr {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
@@ -1103,7 +1103,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sdesr: interrupted; unfinished outputs were removed", file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
