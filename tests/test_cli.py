@@ -59,6 +59,19 @@ def test_enhance_writes_samples_bicubic_and_record(tmp_path, inputs, tiny_weight
     assert "investigative lead" in rec["notice"]
 
 
+def test_enhance_pngs_say_in_the_file_whether_they_are_generated(tmp_path, inputs, tiny_weights, capsys):
+    from sdesr_gui.core.provenance import DERIVED_NOTICE, GENERATED_NOTICE
+
+    out = tmp_path / "out"
+    code, _, err = run(["enhance", inputs / "lr.png", "--out", out, "--weights", tiny_weights["score"],
+                        "--steps", "1", "--quiet"], capsys)
+    assert code == 0, err
+    sample, bicubic = Image.open(out / "lr_sample1.png"), Image.open(out / "lr_bicubic.png")
+    assert sample.text["Comment"] == GENERATED_NOTICE and "investigative lead" in sample.text["Comment"]
+    assert bicubic.text["Comment"] == DERIVED_NOTICE  # an interpolation of the input, not generated
+    assert sample.text["Software"] == bicubic.text["Software"] == "SDE-SR Studio"
+
+
 def test_enhance_is_byte_identical_for_the_same_seed(tmp_path, inputs, tiny_weights, capsys):
     hashes = []
     for name in ("a", "b"):

@@ -107,9 +107,9 @@ def cmd_detect(args) -> int:
     written: list[Path] = []
     try:
         for (i, ts, j, af), (crop_p, lr_p) in zip(found, names):
-            d1 = atomic_save_png(crop_p, af.crop)
+            d1 = atomic_save_png(crop_p, af.crop, generated=False)  # cut from the input
             written.append(crop_p)
-            d2 = atomic_save_png(lr_p, af.lr)
+            d2 = atomic_save_png(lr_p, af.lr, generated=False)
             written.append(lr_p)
             entry = {"frame": i, "timestamp_s": round(float(ts), 6), "face": j, "crop": crop_p.name,
                      "lr": lr_p.name, **af.to_dict()}

@@ -75,7 +75,7 @@ def cmd_enhance(args) -> int:
                          "ssim": float(metrics.ssim(res.bicubic, prep.hr)[0])}
             for i, (img, seed) in enumerate(zip(samples_u8, res.seeds)):
                 p = out / f"{stem}_sample{i + 1}.png"
-                digest = atomic_save_png(p, img)
+                digest = atomic_save_png(p, img, generated=True)  # labelled in the file itself
                 written.append(p)
                 entry = {"kind": "sample", "index": i + 1, "seed": seed, "consistency": float(cons[i]),
                          "generated": True}
@@ -83,7 +83,8 @@ def cmd_enhance(args) -> int:
                     entry[name] = float(vals[i])
                 rec.add_output(p, digest, **entry)
             p = out / f"{stem}_bicubic.png"
-            digest = atomic_save_png(p, faces.to_uint8(res.bicubic)[0])
+            # the bicubic baseline interpolates the input: labelled not generated, as in the GUI export
+            digest = atomic_save_png(p, faces.to_uint8(res.bicubic)[0], generated=False)
             written.append(p)
             bic = {"kind": "bicubic", "consistency": float(metrics.consistency(res.bicubic, res.lr)[0])}
             if prep.hr is not None:
