@@ -209,6 +209,23 @@ def test_console_script_runs_without_traceback(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
 
 
+def test_python_dash_m_and_sampler_choices_come_from_core(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "sdesr_gui.cli", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("sdesr "), r.stderr
+    from sdesr_gui.cli import build_parser
+    from sdesr_gui.core.enhance import DEFAULT_STEPS, SamplerSettings
+    from sdesr_gui.core.sampling import CORRECTORS, FAST_METHODS, PREDICTORS
+
+    args = build_parser().parse_args(["enhance", "x.png", "--out", str(tmp_path)])
+    d = SamplerSettings()
+    assert (args.sampler, args.predictor, args.corrector, args.fast_method) == (
+        d.sampler, d.predictor, d.corrector, d.fast_method)
+    sub = next(a for a in build_parser()._subparsers._group_actions if a.choices).choices["enhance"]
+    choices = {a.dest: a.choices for a in sub._actions if a.choices}
+    assert choices == {"sampler": list(DEFAULT_STEPS), "predictor": list(PREDICTORS),
+                       "corrector": list(CORRECTORS), "fast_method": list(FAST_METHODS)}
+
+
 def test_evaluate_reports_bicubic_and_sampler(tmp_path, astronaut_face, tiny_weights, capsys):
     d = tmp_path / "hr"
     d.mkdir()
