@@ -59,6 +59,19 @@ def test_enhance_writes_samples_bicubic_and_record(tmp_path, inputs, tiny_weight
     assert "investigative lead" in rec["notice"]
 
 
+def test_enhance_pngs_say_in_the_file_whether_they_are_generated(tmp_path, inputs, tiny_weights, capsys):
+    from sdesr_gui.core.provenance import DERIVED_NOTICE, GENERATED_NOTICE
+
+    out = tmp_path / "out"
+    code, _, err = run(["enhance", inputs / "lr.png", "--out", out, "--weights", tiny_weights["score"],
+                        "--steps", "1", "--quiet"], capsys)
+    assert code == 0, err
+    sample, bicubic = Image.open(out / "lr_sample1.png"), Image.open(out / "lr_bicubic.png")
+    assert sample.text["Comment"] == GENERATED_NOTICE and "investigative lead" in sample.text["Comment"]
+    assert bicubic.text["Comment"] == DERIVED_NOTICE  # an interpolation of the input, not generated
+    assert sample.text["Software"] == bicubic.text["Software"] == "SDE-SR Studio"
+
+
 def test_enhance_is_byte_identical_for_the_same_seed(tmp_path, inputs, tiny_weights, capsys):
     hashes = []
     for name in ("a", "b"):
@@ -194,6 +207,23 @@ def test_console_script_runs_without_traceback(tmp_path):
     r = subprocess.run([*cmd, "enhance", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o")],
                        capture_output=True, text=True, env={**os.environ, "SDESR_WEIGHTS_DIR": str(tmp_path)})
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_python_dash_m_and_sampler_choices_come_from_core(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "sdesr_gui.cli", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("sdesr "), r.stderr
+    from sdesr_gui.cli import build_parser
+    from sdesr_gui.core.enhance import DEFAULT_STEPS, SamplerSettings
+    from sdesr_gui.core.sampling import CORRECTORS, FAST_METHODS, PREDICTORS
+
+    args = build_parser().parse_args(["enhance", "x.png", "--out", str(tmp_path)])
+    d = SamplerSettings()
+    assert (args.sampler, args.predictor, args.corrector, args.fast_method) == (
+        d.sampler, d.predictor, d.corrector, d.fast_method)
+    sub = next(a for a in build_parser()._subparsers._group_actions if a.choices).choices["enhance"]
+    choices = {a.dest: a.choices for a in sub._actions if a.choices}
+    assert choices == {"sampler": list(DEFAULT_STEPS), "predictor": list(PREDICTORS),
+                       "corrector": list(CORRECTORS), "fast_method": list(FAST_METHODS)}
 
 
 def test_evaluate_reports_bicubic_and_sampler(tmp_path, astronaut_face, tiny_weights, capsys):

@@ -64,6 +64,8 @@ def test_detect_still_writes_crops_lr_and_record(evidence: Path, tmp_path: Path,
                                                       "scene_faces.json"]
     assert Image.open(out / "scene_f000000_00.png").size == (128, 128)
     assert Image.open(out / "scene_f000000_00_lr.png").size == (16, 16)
+    for name in ("scene_f000000_00.png", "scene_f000000_00_lr.png"):  # cut from the input: labelled so
+        assert "not generated" in Image.open(out / name).text["Comment"]
     rec = json.loads((out / "scene_faces.json").read_text())
     assert rec["kind"] == "detect" and rec["inputs"][0]["sha256"] == before["scene.jpg"]
     (face,) = rec["extra"]["faces"]

@@ -66,6 +66,20 @@ def test_png_deterministic_and_hash_matches(tmp_path: Path) -> None:
         pv.encode_png(img.astype(np.float32))
 
 
+def test_png_label_says_generated_or_derived(tmp_path: Path) -> None:
+    img = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    pv.atomic_save_png(tmp_path / "gen.png", img, generated=True)
+    pv.atomic_save_png(tmp_path / "crop.png", img, generated=False)
+    pv.atomic_save_png(tmp_path / "plain.png", img)
+    gen, crop, plain = (Image.open(tmp_path / n) for n in ("gen.png", "crop.png", "plain.png"))
+    assert gen.text == {"Software": pv.PNG_SOFTWARE, "Comment": pv.GENERATED_NOTICE}
+    assert crop.text == {"Software": pv.PNG_SOFTWARE, "Comment": pv.DERIVED_NOTICE}
+    assert plain.text == {}  # unlabelled: training grids, prepared datasets
+    for im in (gen, crop, plain):
+        assert np.array_equal(np.asarray(im), img)  # the label never touches the pixels
+    assert pv.encode_png(img, generated=True) == pv.encode_png(img.copy(), generated=True)  # deterministic
+
+
 def test_is_inside(tmp_path: Path) -> None:
     parent = tmp_path / "evidence"
     (parent / "sub").mkdir(parents=True)

@@ -22,6 +22,8 @@ import numpy as np
 
 __all__ = [
     "GENERATED_NOTICE",
+    "DERIVED_NOTICE",
+    "PNG_SOFTWARE",
     "sha256_file",
     "sha256_bytes",
     "versions",
@@ -176,13 +178,25 @@ def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Pat
     return atomic_write_bytes(path, text.encode(encoding))
 
 
-def encode_png(image: np.ndarray) -> bytes:
+#: ``Software`` text chunk of every PNG this application writes with a label.
+PNG_SOFTWARE = "SDE-SR Studio"
+
+#: ``Comment`` text chunk of an image derived from the input without the model (crop, LR,
+#: bicubic interpolation): the counterpart of :data:`GENERATED_NOTICE`.
+DERIVED_NOTICE = "Derived from the input by cropping/resampling; not generated."
+
+
+def encode_png(image: np.ndarray, *, generated: Optional[bool] = None) -> bytes:
     """Encode an HxWx3 (or HxW / HxWx4) uint8 array as PNG bytes, deterministically.
 
-    No metadata chunks (no timestamps), fixed compression level: the same array always
-    gives the same bytes.
+    The one PNG encoder of the application. ``generated`` labels the image in PNG text chunks
+    (``Software`` and ``Comment``): ``True`` -> :data:`GENERATED_NOTICE` (a model's output),
+    ``False`` -> :data:`DERIVED_NOTICE` (cropped/resampled from the input), ``None`` -> no
+    text chunks (training grids, prepared datasets). No timestamps and a fixed compression
+    level: the same array and label always give the same bytes.
     """
     from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
 
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
@@ -192,14 +206,25 @@ def encode_png(image: np.ndarray) -> bytes:
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
         raise ValueError(f"expected an HxWx3 image, got shape {arr.shape}")
     img = Image.fromarray(np.ascontiguousarray(arr))
+    info = None
+    if generated is not None:
+        info = PngInfo()
+        info.add_text("Software", PNG_SOFTWARE)
+        info.add_text("Comment", GENERATED_NOTICE if generated else DERIVED_NOTICE)
     buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=False, compress_level=6)
+    img.save(buf, format="PNG", pnginfo=info, optimize=False, compress_level=6)
     return buf.getvalue()
 
 
-def atomic_save_png(path: PathLike, image: np.ndarray) -> str:
-    """Save a uint8 image as PNG atomically; return the hex SHA-256 of the bytes written."""
-    data = encode_png(image)
+def atomic_save_png(path: PathLike, image: np.ndarray, *, generated: Optional[bool] = None) -> str:
+    """Encode a uint8 image (:func:`encode_png`) and write it atomically; return the hex SHA-256
+    of the bytes written.
+
+    The one writer of image outputs, for the CLI and the GUI export alike: a model's output
+    passes ``generated=True`` so the file itself says it is generated; an image cut or
+    resampled from the input passes ``generated=False``.
+    """
+    data = encode_png(image, generated=generated)
     atomic_write_bytes(path, data)
     return sha256_bytes(data)
 

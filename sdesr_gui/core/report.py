@@ -2,9 +2,11 @@
 
 An export is one new folder, created next to nothing else, holding
 
-* the evidence-derived images (the aligned face crop and its LR), marked *not generated*;
-* the bicubic baseline (an interpolation) and every exported sample, marked *generated*
-  in the file name, in a PNG text chunk, in the run record and in the report;
+* the evidence-derived images (the aligned face crop, its LR and the bicubic baseline, an
+  interpolation), marked *not generated* in a PNG text chunk and in the run record;
+* every exported sample, marked *generated* in the file name, in a PNG text chunk, in the
+  run record and in the report (PNGs are written by
+  :func:`~sdesr_gui.core.provenance.atomic_save_png`, the writer the CLI uses too);
 * ``run.json``: the provenance record (:class:`~sdesr_gui.core.provenance.RunRecord`);
 * ``report.html``: one file with every image embedded as base64 PNG (the very bytes written
   next to it), the settings, seeds, gallery candidates and the SHA-256 of every output;
@@ -20,7 +22,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
-import io
 import os
 import re
 import shutil
@@ -32,6 +33,7 @@ import numpy as np
 
 from .provenance import (
     GENERATED_NOTICE,
+    atomic_save_png,
     atomic_write_bytes,
     is_inside,
     make_run_record,
@@ -47,7 +49,6 @@ __all__ = [
     "ExportJob",
     "ExportResult",
     "CANDIDATE_NOTICE",
-    "encode_png_marked",
     "safe_stem",
     "check_export_parent",
     "export_run",
@@ -114,26 +115,6 @@ class ExportResult:
 # ------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------
-def encode_png_marked(image: np.ndarray, generated: bool) -> bytes:
-    """PNG bytes of a uint8 image with a text chunk saying whether it is generated.
-
-    Deterministic (no time stamps): the same image always gives the same bytes.
-    """
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
-
-    arr = np.ascontiguousarray(np.asarray(image))
-    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 uint8 image, got {arr.dtype} {arr.shape}")
-    info = PngInfo()
-    info.add_text("Software", "SDE-SR Studio")
-    info.add_text("Comment", GENERATED_NOTICE if generated
-                  else "Derived from the input by cropping/resampling; not generated.")
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", pnginfo=info, optimize=False, compress_level=6)
-    return buf.getvalue()
-
-
 def safe_stem(text: str, limit: int = 60) -> str:
     """A file-name-safe version of ``text`` (letters, digits, ``-_.``)."""
     s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")
@@ -377,9 +358,8 @@ def export_run(job: ExportJob, parent: os.PathLike | str, *, folder_name: str = 
         hashes: dict[str, str] = {}
         for img in job.images:
             name = _file_name(img, used)
-            data = encode_png_marked(img.image, img.generated)
-            atomic_write_bytes(tmp / name, data)
-            digest = sha256_bytes(data)
+            digest = atomic_save_png(tmp / name, img.image, generated=bool(img.generated))
+            data = (tmp / name).read_bytes()  # the report embeds the very bytes written
             pngs[name], hashes[name] = data, digest
             entry = {"file": name, "sha256": digest, "kind": img.kind, "generated": bool(img.generated),
                      "caption": img.caption,

@@ -1,0 +1,106 @@
+"""``sdesr bench``: network and sampler speed on this machine."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+from .common import UsageError, add_model_args, load_enhancer
+
+
+def cmd_bench(args) -> int:
+    import torch
+
+    from ..core import faces
+    from ..core.enhance import Enhancer, SamplerSettings, resolve_device
+    from ..core.models import ScoreNetConfig, ScoreUNet
+    from ..core.provenance import device_info
+    from ..core.sde import VESDE
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.random_init:
+        try:
+            device = resolve_device(args.device)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        torch.manual_seed(0)
+        enh = Enhancer(ScoreUNet(ScoreNetConfig()), VESDE(), device=device,
+                       model_info={"name": "random-init default config"})
+    else:
+        enh = load_enhancer(args, need_classifier=False)
+    dev = enh.device
+    model = enh.model
+    n_params = sum(p.numel() for p in model.parameters())
+    lr = torch.rand(1, 3, faces.LR_SIZE, faces.LR_SIZE)
+    y = faces.upsample(lr).to(dev)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    # per-NFE latency: one network evaluation at batch 1 (and at batch K)
+    def nfe_latency(batch: int) -> float:
+        x = torch.randn(batch, 3, 128, 128, device=dev)
+        yb = y.expand(batch, -1, -1, -1)
+        sig = torch.full((batch,), 1.0, device=dev)
+        times = []
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.float16, enabled=dev.type == "cuda"):
+            for i in range(args.repeats + 3):
+                sync()
+                t = time.perf_counter()
+                model.denoise(x, sig, yb)
+                sync()
+                if i >= 3:
+                    times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    lat1 = nfe_latency(1)
+    rows = []
+    fast = SamplerSettings(sampler="fast", samples=1)
+    res = enh.run(lr, fast)
+    rows.append({"sampler": "fast (DPM-Solver++ 2M, defaults)", "steps": fast.n_steps(), "nfe": res.nfe,
+                 "seconds_per_sample": res.seconds, "measured": "full run"})
+    pc = SamplerSettings(sampler="pc", samples=1)
+    n_meas = min(args.pc_steps, pc.n_steps())
+    meas = SamplerSettings(sampler="pc", steps=n_meas, samples=1)
+    r2 = enh.run(lr, meas)
+    per_step = r2.seconds / n_meas
+    nfe_pc = pc.n_steps() * (pc.corrector_steps + 1)
+    rows.append({"sampler": f"PC defaults (N={pc.n_steps()}, M={pc.corrector_steps})", "steps": pc.n_steps(),
+                 "nfe": nfe_pc, "seconds_per_sample": per_step * pc.n_steps(),
+                 "measured": f"{n_meas} steps timed, extrapolated"})
+    paper_nfe = 2000 * 3
+    paper_s = per_step * 2000
+    rows.append({"sampler": "paper PC (N=2000, M=2)", "steps": 2000, "nfe": paper_nfe,
+                 "seconds_per_sample": paper_s, "measured": f"{n_meas} steps timed, extrapolated"})
+    for r in rows:
+        r["vs_paper_time"] = r["seconds_per_sample"] / paper_s
+    report = {"device": device_info(str(dev)), "model": enh.model_info.get("name"), "parameters": n_params,
+              "threads": torch.get_num_threads(), "nfe_latency_ms_batch1": lat1 * 1000, "samplers": rows}
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    d = report["device"]
+    what = d.get("cuda_device") or f"{d.get('cpu')}, {d.get('cpu_count')} cores"
+    print(f"device: {d.get('device')} ({what}), torch threads {report['threads']}")
+    print(f"model: {report['model']} ({n_params / 1e6:.2f} M parameters)")
+    print(f"one network evaluation (batch 1, 128x128): {lat1 * 1000:.1f} ms")
+    print(f"{'sampler':38s} {'NFE':>6s} {'s/sample':>10s} {'x paper':>8s}  how")
+    for r in rows:
+        print(f"{r['sampler']:38s} {r['nfe']:6d} {r['seconds_per_sample']:10.2f} {r['vs_paper_time']:8.4f}  "
+              f"{r['measured']}")
+    return 0
+
+
+def register(sub) -> None:
+    """Add this module's sub-command(s) to ``sub`` (the sub-parsers of ``sdesr``)."""
+    b = sub.add_parser("bench", help="measure network and sampler speed on this machine")
+    add_model_args(b)
+    b.add_argument("--random-init", action="store_true", help="benchmark the default architecture untrained")
+    b.add_argument("--repeats", type=int, default=20, help="timed network evaluations (20)")
+    b.add_argument("--pc-steps", type=int, default=30, help="PC steps to time before extrapolating (30)")
+    b.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)

@@ -1,0 +1,126 @@
+"""Helpers shared by the verbs of the ``sdesr`` command: messages, output-folder checks, sampler
+settings and the score model from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..core.errors import UsageError
+
+__all__ = ["EXIT_USAGE", "EXIT_INTERRUPTED", "UsageError", "fail", "warn", "check_out_dir", "unique_stems",
+           "settings_from_args", "load_enhancer", "add_model_args", "add_sampler_args"]
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def fail(msg: str) -> int:
+    print(f"sdesr: error: {msg}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def warn(msg: str) -> None:
+    print(f"sdesr: warning: {msg}", file=sys.stderr)
+
+
+def check_out_dir(out: Path, input_dirs: list[Path]) -> None:
+    from ..core.provenance import is_inside
+
+    for d in input_dirs:
+        if is_inside(out, d):
+            raise UsageError(f"the output folder {out} is inside the input folder {d}; inputs are evidence, "
+                             f"so choose an output folder elsewhere")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"the output path {out} exists and is not a folder")
+
+
+def unique_stems(paths: list[Path]) -> list[str]:
+    seen: dict[str, int] = {}
+    stems = []
+    for p in paths:
+        stem = p.stem
+        n = seen.get(stem, 0) + 1
+        seen[stem] = n
+        stems.append(stem if n == 1 else f"{stem}-{n}")
+    return stems
+
+
+def settings_from_args(args):
+    from ..core.enhance import SamplerSettings, parse_attributes
+
+    try:
+        attrs = parse_attributes(args.attr)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    s = SamplerSettings(
+        sampler=args.sampler, steps=args.steps, corrector_steps=args.corrector_steps, snr=args.r,
+        predictor=args.predictor, corrector=args.corrector, fast_method=args.fast_method, churn=args.churn,
+        h=args.h, attributes=attrs, samples=args.samples, seed=args.seed)
+    try:
+        s.validate()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return s
+
+
+def load_enhancer(args, need_classifier: bool):
+    from ..core.enhance import CLASSIFIER_WEIGHTS_NAME, SCORE_WEIGHTS_NAME, Enhancer, find_default_weights, \
+        resolve_device, weights_dir
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    weights = Path(args.weights) if args.weights else find_default_weights(SCORE_WEIGHTS_NAME)
+    if weights is None:
+        raise UsageError(f"no score model is installed ({weights_dir() / SCORE_WEIGHTS_NAME} is missing); "
+                         f"pass --weights FILE or train one with `sdesr train score`")
+    clf = Path(args.classifier) if getattr(args, "classifier", None) else None
+    if clf is None and need_classifier:
+        clf = find_default_weights(CLASSIFIER_WEIGHTS_NAME)
+        if clf is None:
+            raise UsageError("attribute guidance needs the attribute classifier, which is not installed; "
+                             "pass --classifier FILE or leave the attributes unknown")
+    return Enhancer.from_files(weights, clf, device=device)
+
+
+# ------------------------------------------------------------------------------------------
+# arguments shared by several verbs
+# ------------------------------------------------------------------------------------------
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", metavar="FILE", help="score model (.safetensors); default: the shipped model")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+
+
+def _num(x) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def add_sampler_args(e: argparse.ArgumentParser) -> None:
+    """The sampler flags; choices come from core.sampling and defaults from core.enhance, so a
+    sampler or default added there needs no change here."""
+    from ..core.enhance import DEFAULT_STEPS, SamplerSettings
+    from ..core.sampling import CORRECTORS, FAST_METHODS, PREDICTORS
+
+    d = SamplerSettings()
+    steps = ", ".join(f"{k} {v}" for k, v in DEFAULT_STEPS.items())
+    e.add_argument("--sampler", choices=list(DEFAULT_STEPS), default=d.sampler,
+                   help="fast: DPM-Solver++(2M), <= 40 evaluations (default); pc: the paper's predictor-corrector")
+    e.add_argument("--steps", type=int, metavar="N", help=f"sampler steps (default: {steps})")
+    e.add_argument("--corrector-steps", type=int, default=d.corrector_steps, metavar="M",
+                   help=f"Langevin steps per PC step ({_num(d.corrector_steps)})")
+    e.add_argument("--r", type=float, default=d.snr, help=f"Langevin signal-to-noise ratio r ({_num(d.snr)})")
+    e.add_argument("--predictor", choices=list(PREDICTORS), default=d.predictor)
+    e.add_argument("--corrector", choices=list(CORRECTORS), default=d.corrector)
+    e.add_argument("--fast-method", choices=list(FAST_METHODS), default=d.fast_method)
+    e.add_argument("--churn", type=float, default=d.churn,
+                   help=f"stochastic churn of the fast sampler ({_num(d.churn)})")
+    e.add_argument("--h", type=float, default=d.h, help="guidance scale (default: the classifier's model card)")
+    e.add_argument("--attr", metavar="LIST", help="known attributes, e.g. male=1,beard=0,eyeglasses=?")
+    e.add_argument("--classifier", metavar="FILE", help="attribute classifier (.safetensors)")
+    e.add_argument("--samples", type=int, default=d.samples, metavar="K",
+                   help=f"samples per input ({_num(d.samples)})")
+    e.add_argument("--seed", type=int, default=d.seed,
+                   help=f"seed of sample 1; sample k uses seed + k - 1 ({_num(d.seed)})")

@@ -1,0 +1,78 @@
+"""``sdesr evaluate``: PSNR/SSIM/consistency of a model against bicubic on aligned HR faces."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .common import UsageError, add_model_args, add_sampler_args, load_enhancer, settings_from_args
+
+
+def _hr_faces_from(paths: list[str], split: str | None) -> list[Path]:
+    """Image files from folders/files, or the ``split`` rows of a prepared dataset's manifest."""
+    import csv
+
+    from ..core.video import iter_image_files
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        manifest = p / "manifest.csv"
+        if p.is_dir() and manifest.is_file():
+            with open(manifest, newline="") as fh:
+                for row in csv.DictReader(fh):
+                    if split is None or row.get("split") == split:
+                        f = p / row["file"]  # manifest paths are relative to the dataset folder
+                        out.append(f if f.exists() else p / "images" / row["file"])
+        else:
+            out += iter_image_files([p])
+    if not out:
+        raise UsageError("no faces to evaluate were found")
+    return out
+
+
+def cmd_evaluate(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from ..core.evaluation import evaluate, format_table
+    from ..core.provenance import to_json, versions, device_info, atomic_write_text
+    from ..core.video import load_still
+
+    settings = settings_from_args(args)
+    files = _hr_faces_from(args.inputs, args.split)[: args.limit]
+    imgs = []
+    for p in files:
+        im = load_still(p)
+        if im.shape[:2] != (128, 128):
+            raise UsageError(f"{p.name} is {im.shape[1]}x{im.shape[0]}; evaluation needs aligned 128x128 faces")
+        imgs.append(im)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    enh = load_enhancer(args, need_classifier=any(v is not None for v in settings.attributes.values()))
+    with tqdm(total=len(imgs), desc="evaluate", unit="face", file=sys.stderr, disable=args.quiet) as bar:
+        res = evaluate(enh, imgs, {args.name or settings.sampler: settings}, batch=args.batch,
+                       progress=lambda d, n: bar.update(d - bar.n))
+    summary = res.summary()
+    print(format_table(summary))
+    if args.json:
+        report = {"faces": len(imgs), "settings": settings.to_dict(), "model": enh.model_info,
+                  "summary": summary, "seconds": res.seconds, "per_face": res.per_face,
+                  "files": [str(p) for p in files], "versions": versions(), "device": device_info(str(enh.device))}
+        atomic_write_text(args.json, to_json(report))
+    return 0
+
+
+def register(sub) -> None:
+    """Add this module's sub-command(s) to ``sub`` (the sub-parsers of ``sdesr``)."""
+    v = sub.add_parser("evaluate", help="PSNR/SSIM/consistency of a model vs bicubic on aligned HR faces")
+    v.add_argument("inputs", nargs="+", metavar="INPUT", help="folders/files of 128x128 faces, or a prepared dataset")
+    v.add_argument("--split", default="val", help="dataset split to use when INPUT is a prepared dataset (val)")
+    v.add_argument("--limit", type=int, default=200, help="at most this many faces (200)")
+    v.add_argument("--batch", type=int, default=8, help="faces per sampler batch (8)")
+    v.add_argument("--name", help="label of this setting in the table")
+    v.add_argument("--json", metavar="FILE", help="write the full report (per-face values) here")
+    v.add_argument("--threads", type=int, default=0)
+    v.add_argument("--quiet", action="store_true")
+    add_sampler_args(v)
+    add_model_args(v)
+    v.set_defaults(func=cmd_evaluate)

@@ -1,0 +1,390 @@
+"""``sdesr index``, ``match``, ``eval-match`` and ``bench-gallery``: a gallery of known faces."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .common import EXIT_INTERRUPTED, UsageError, add_model_args, add_sampler_args, check_out_dir, load_enhancer, \
+    settings_from_args, warn
+
+
+def _gallery_args(p, need_gallery=True):
+    """The gallery and embedder flags of the four gallery commands."""
+    if need_gallery:
+        p.add_argument("--gallery", required=True, metavar="GALLERY", help="folder of known faces (only read)")
+    p.add_argument("--embedder", choices=["dlib", "facenet"], default="dlib",
+                   help="face embedder: dlib (offline, default) or facenet (VGGFace2; downloads its weights)")
+    p.add_argument("--embedder-weights", metavar="PATH",
+                   help="facenet: a local weights file; dlib: a folder with its model files")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="where the index lives (default: the user cache folder; never inside the gallery)")
+
+
+def _embedder_from_args(args):
+    from ..core.gallery import get_embedder
+
+    return get_embedder(args.embedder, args.embedder_weights)
+
+
+def _open_index(args, embedder):
+    from ..core.gallery import GalleryIndex
+
+    gallery = Path(args.gallery).expanduser()
+    if not gallery.is_dir():
+        raise UsageError(f"the gallery folder {gallery} does not exist" if not gallery.exists()
+                         else f"the gallery {gallery} is not a folder")
+    return GalleryIndex(gallery, embedder, cache_dir=args.cache_dir)
+
+
+def _update_index(index, quiet: bool, verbose_skips: bool = True):
+    from tqdm import tqdm
+
+    from ..core.gallery import IndexCancelled
+
+    with tqdm(desc="index", unit="file", file=sys.stderr, disable=quiet) as bar:
+        def progress(done, total, name=""):
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            rep = index.update(progress=progress)
+        except KeyboardInterrupt:
+            print("sdesr: interrupted; every file indexed so far is kept", file=sys.stderr)
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        except IndexCancelled as e:  # pragma: no cover - the CLI has no cancel button
+            rep = e.report
+    if verbose_skips and not quiet:
+        for f, why in rep.skipped:
+            warn(f"skipped {f}: {why}")
+    return rep
+
+
+def cmd_index(args) -> int:
+    emb = _embedder_from_args(args)
+    index = _open_index(args, emb)
+    rep = _update_index(index, args.quiet)
+    if args.json:
+        print(json.dumps({"gallery": str(index.folder), "database": str(index.db_path), "embedder": emb.info(),
+                          **rep.to_dict()}, indent=2))
+    else:
+        print(f"{index.folder}: {rep.summary()} ({rep.seconds:.1f} s; index {index.db_path})")
+    return 0
+
+
+def _probe_frame(path: Path, min_prob: float = 0.9):
+    """A probe image as a canonical face frame: 128x128 as is, 16x16 as LR (bicubic), else detected."""
+    from ..core import faces
+    from ..core.video import load_still
+
+    img = load_still(path)
+    h, w = img.shape[:2]
+    if (h, w) == (faces.FRAME_SIZE, faces.FRAME_SIZE):
+        return img, "frame"
+    if (h, w) == (faces.LR_SIZE, faces.LR_SIZE):
+        return faces.to_uint8(faces.upsample(faces.to_tensor(img)))[0], "lr (bicubic)"
+    found = faces.detect_faces(img, min_prob=min_prob)
+    if not found:
+        return None, "no face"
+    return faces.align_face(img, found[0].landmarks)[0], "detected"
+
+
+def _match_json_target(value, gallery: Path, probes) -> "Path | None":
+    """``--json``: None (no JSON), ``-``/no value (stdout: returns None) or a file outside the
+    gallery and the probes' folders (those are evidence and never written to)."""
+    from ..core.provenance import is_inside
+
+    if value is None or value == "-":
+        return None
+    target = Path(value).expanduser()
+    if target.exists() and target.is_dir():
+        raise UsageError(f"--json {target} is a folder; give a file name")
+    folders = [gallery] + [Path(p).expanduser() if Path(p).expanduser().is_dir() else Path(p).expanduser().parent
+                           for p in probes]
+    for d in folders:
+        if is_inside(target, d):
+            raise UsageError(f"--json {target} is inside {d}; galleries and probes are evidence and are "
+                             "never written to, so choose a file elsewhere")
+    return target
+
+
+def cmd_match(args) -> int:
+    from ..core.video import iter_image_files
+
+    if args.top < 1:
+        raise UsageError("--top must be at least 1")
+    probes = iter_image_files(args.probes)
+    emb = _embedder_from_args(args)
+    index = _open_index(args, emb)
+    json_file = _match_json_target(args.json, index.folder, args.probes)
+    frames = []
+    for p in probes:
+        fr, how = _probe_frame(p)
+        if fr is None:
+            raise UsageError(f"no face was found in the probe {p.name}; crop it with `sdesr detect` "
+                             f"(--box for a face the detector misses)")
+        frames.append(fr)
+    if not args.no_update:
+        _update_index(index, args.quiet or args.json == "-", verbose_skips=False)
+    if len(index) == 0:
+        raise UsageError(f"the gallery {index.folder} holds no indexed face")
+    vecs = emb.embed_aligned(frames)
+    bic_vecs = None
+    if args.bicubic:  # the baseline: each probe's own 16x16 LR, bicubic-upsampled
+        from ..core import faces
+
+        bic = faces.to_uint8(faces.upsample(faces.degrade(faces.frames_to_tensor(frames))))
+        bic_vecs = emb.embed_aligned(bic)
+
+    def listed(v):
+        return [{"identity": c.identity, "file": str(index.path_of(c.file)), "score": round(c.score, 6)}
+                for c in index.query(v, args.top, per_identity=not args.per_file)]
+
+    results = []
+    for k, (p, v) in enumerate(zip(probes, vecs)):
+        results.append({"probe": str(p), "candidates": listed(v)})
+        if bic_vecs is not None:
+            results[-1]["bicubic_candidates"] = listed(bic_vecs[k])
+    consensus = index.query_samples(vecs, args.top) if args.consensus and len(vecs) > 1 else None
+    if args.json:
+        if consensus is not None:
+            doc = consensus.to_dict()
+            for c in doc["candidates"]:
+                c["file"] = str(index.path_of(c["file"]))
+            text = json.dumps({"probes": results, "consensus": doc}, indent=2)
+        else:
+            text = json.dumps(results, indent=2)
+        if json_file is None:
+            print(text)
+            return 0
+        from ..core.provenance import atomic_write_text
+
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json_file, text + "\n")
+        if not args.quiet:
+            print(f"{len(results)} probe(s) ranked against {index.folder} -> {json_file}", file=sys.stderr)
+        return 0
+    print(f"gallery {index.folder} ({len(index)} faces, embedder {emb.name}); candidates are investigative "
+          "leads, not identifications")
+    for r in results:
+        print(f"\n{r['probe']}")
+        for k, c in enumerate(r["candidates"], 1):
+            print(f"  {k:3d}. {c['score']:.4f}  {c['identity']:24s} {c['file']}")
+        if "bicubic_candidates" in r:
+            print("  bicubic baseline of its 16x16 LR:")
+            for k, c in enumerate(r["bicubic_candidates"], 1):
+                print(f"  {k:3d}. {c['score']:.4f}  {c['identity']:24s} {c['file']}")
+    if consensus is not None:
+        st = consensus.stability()
+        print(f"\nconsensus over {consensus.samples} samples (rank-1 agreement {st.get('rank1_agreement', 0):.0%}, "
+              f"{st.get('distinct_rank1', 0)} distinct rank-1 identities)")
+        print(f"  {'':3s}  {'mean':>6s} {'sd':>6s} {'rank1':>6s} {'mean rank':>9s}  identity")
+        for k, c in enumerate(consensus.candidates, 1):
+            print(f"  {k:3d}. {c.mean_score:6.4f} {c.std_score:6.4f} {c.rank1_frequency:6.0%} {c.mean_rank:9.1f}  "
+                  f"{c.identity}")
+    return 0
+
+
+def _probe_files(folder: Path) -> list[tuple[Path, str]]:
+    from ..core.gallery import identity_of
+    from ..core.video import is_still_file
+
+    out = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith(".") and is_still_file(name):
+                p = Path(root) / name
+                out.append((p, identity_of(p.relative_to(folder))))
+    return out
+
+
+def cmd_eval_match(args) -> int:
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from ..core import faces
+    from ..core.gallery import evaluate_identification
+    from ..core.provenance import atomic_write_text, device_info, sha256_file, to_json, versions
+
+    probes_dir = Path(args.probes).expanduser()
+    if not probes_dir.is_dir():
+        raise UsageError(f"the probe folder {probes_dir} does not exist or is not a folder")
+    if args.json:
+        check_out_dir(Path(args.json).expanduser().parent, [probes_dir.resolve(), Path(args.gallery).resolve()])
+    settings = None if args.no_sr else settings_from_args(args)
+    emb = _embedder_from_args(args)
+    index = _open_index(args, emb)
+    items = _probe_files(probes_dir)[: args.limit] if args.limit else _probe_files(probes_dir)
+    if not items:
+        raise UsageError(f"no probe images were found in {probes_dir}")
+    enh = None
+    if settings is not None:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        enh = load_enhancer(args, need_classifier=any(v is not None for v in settings.attributes.values()))
+    rep = _update_index(index, args.quiet, verbose_skips=False)
+    files, _, shas, _ = index.entries()
+    by_sha: dict[str, list[str]] = {}
+    for f, s in zip(files, shas):
+        by_sha.setdefault(s, []).append(f)
+
+    hr, ids, exclude, used, skipped = [], [], [], [], []
+    for p, ident in tqdm(items, desc="probes", unit="face", file=sys.stderr, disable=args.quiet):
+        fr, how = _probe_frame(p)
+        if fr is None:
+            skipped.append((str(p), how))
+            continue
+        hr.append(fr)
+        ids.append(ident)
+        exclude.append(by_sha.get(sha256_file(p), []))  # a probe never matches its own photo
+        used.append(str(p))
+    if not hr:
+        raise UsageError(f"no face was found in any probe image in {probes_dir}")
+    t0 = time.perf_counter()
+    hr_t = faces.frames_to_tensor(hr)
+    lr = faces.degrade(hr_t)
+    kinds = {"hr": hr, "bicubic": faces.to_uint8(faces.upsample(lr))}
+    sr_seconds = None
+    if enh is not None:
+        sr = []
+        b = max(1, int(args.batch))
+        with tqdm(total=len(hr), desc="super-resolve", unit="face", file=sys.stderr, disable=args.quiet) as bar:
+            for k in range(0, len(hr), b):
+                s = enh.run_many(lr[k:k + b], settings)
+                sr += faces.to_uint8(s)
+                bar.update(s.shape[0])
+        kinds["sr"] = sr
+        sr_seconds = time.perf_counter() - t0
+    vec = {k: emb.embed_aligned(v) for k, v in kinds.items()}
+    table = {}
+    for k, v in vec.items():
+        r = evaluate_identification(index, v, ids, exclude)
+        r["cs_to_hr"] = float(np.mean(np.sum(v * vec["hr"], axis=1)))
+        table[k] = r
+    print(f"gallery {index.folder}: {rep.faces} faces, {len(index.identities())} identities; "
+          f"{len(hr)} probes ({table['hr']['counted']} with their identity in the gallery), embedder {emb.name}")
+    print(f"{'probe':10s} {'Rank-1':>7s} {'Rank-5':>7s} {'Rank-10':>7s} {'AUC':>7s} {'CS->HR':>7s}")
+    for k, r in table.items():
+        print(f"{k:10s} {r['rank1']:7.3f} {r['rank5']:7.3f} {r['rank10']:7.3f} {r['auc']:7.3f} {r['cs_to_hr']:7.3f}")
+    if skipped and not args.quiet:
+        warn(f"{len(skipped)} probe(s) without a face were left out")
+    if args.json:
+        report = {"gallery": str(index.folder), "probes_folder": str(probes_dir), "embedder": emb.info(),
+                  "index": rep.to_dict(), "probes": used, "probe_identities": ids, "skipped_probes": skipped,
+                  "results": table, "sampler": settings.to_dict() if settings else None,
+                  "model": enh.model_info if enh else None, "sr_seconds": sr_seconds,
+                  "versions": versions(), "device": device_info(str(enh.device) if enh else "cpu"),
+                  "notice": "Rank-N and AUC of an evaluation set; candidates are leads, not identifications."}
+        target = Path(args.json).expanduser()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, to_json(report))
+    return 0
+
+
+def cmd_bench_gallery(args) -> int:
+    import numpy as np
+
+    from ..core.gallery import benchmark_query
+    from ..core.provenance import device_info
+
+    if args.size < 1 or args.queries < 1 or args.samples < 1:
+        raise UsageError("--faces, --queries and --samples must be at least 1")
+    r = benchmark_query(n=args.size, dim=args.dim, queries=args.queries, samples=args.samples, top_k=args.top)
+    if args.embed:
+        try:
+            emb = _embedder_from_args(args)
+            from PIL import Image
+
+            frame = np.asarray(Image.open(Path(__file__).resolve().parents[2] / "resources" /
+                                          "sample_face.png").convert("RGB"))
+            emb.embed_aligned([frame])
+            times = []
+            for _ in range(5):
+                t = time.perf_counter()
+                emb.embed_aligned([frame])
+                times.append((time.perf_counter() - t) * 1000)
+            r["embed_ms"] = {"embedder": emb.name, "median_ms": float(np.median(times))}
+        except Exception as e:  # noqa: BLE001 - the embedding time is optional
+            r["embed_ms"] = {"error": str(e)}
+    d = device_info("cpu")
+    r["device"] = d
+    if args.json:
+        print(json.dumps(r, indent=2, default=str))
+        return 0
+    print(f"machine: {d.get('cpu')}, {d.get('cpu_count')} cores; numpy {np.__version__}")
+    print(f"synthetic gallery: {r['faces']} faces, {r['identities']} identities, {r['dim']}-D; "
+          f"SQLite {r['database_bytes'] / 2**20:.1f} MiB, loaded in {r['load_seconds'] * 1000:.0f} ms")
+    for key, label in (("query", f"one probe, top-{r['top_k']} faces"),
+                       ("query_per_identity", f"one probe, top-{r['top_k']} identities"),
+                       ("query_samples", f"{r['samples']} samples, consensus")):
+        s = r[key]
+        print(f"{label:34s} median {s['median_ms']:7.2f} ms   p95 {s['p95_ms']:7.2f} ms   max {s['max_ms']:7.2f} ms")
+    if "embed_ms" in r and "median_ms" in r["embed_ms"]:
+        print(f"embedding one probe ({r['embed_ms']['embedder']}): {r['embed_ms']['median_ms']:.1f} ms")
+    return 0
+
+
+def register(sub) -> None:
+    """Add this module's sub-command(s) to ``sub`` (the sub-parsers of ``sdesr``)."""
+    ix = sub.add_parser("index", help="index a gallery folder of known faces (incremental)",
+                        description="Embed the largest face of every image in GALLERY (recursively; identity = "
+                        "sub-folder name, else file stem). Only new and changed files are embedded again; "
+                        "the index lives in the user cache folder, never in the gallery.")
+    ix.add_argument("gallery", metavar="GALLERY")
+    _gallery_args(ix, need_gallery=False)
+    ix.add_argument("--json", action="store_true", help="print the report as JSON")
+    ix.add_argument("--quiet", action="store_true")
+    ix.set_defaults(func=cmd_index)
+
+    m = sub.add_parser("match", help="rank gallery identities for probe faces",
+                       description="Rank the gallery for each probe: a 128x128 image is taken as an aligned face "
+                       "frame (e.g. a sample from `sdesr enhance`), a 16x16 one as an LR input (bicubic), any "
+                       "other photo is detected and aligned. The index is brought up to date first. Candidates "
+                       "are investigative leads, not identifications.")
+    m.add_argument("probes", nargs="+", metavar="PROBE", help="probe images or folders")
+    _gallery_args(m)
+    m.add_argument("--top", type=int, default=10, metavar="K", help="candidates per probe (10)")
+    m.add_argument("--per-file", action="store_true", help="rank gallery files, not identities")
+    m.add_argument("--consensus", action="store_true",
+                   help="the probes are samples of one face: add the mean score and rank-1 stability per candidate")
+    m.add_argument("--bicubic", action="store_true",
+                   help="also rank the bicubic baseline (each probe degraded to 16x16 and upsampled)")
+    m.add_argument("--no-update", action="store_true", help="use the index as it is")
+    m.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help='write [{"probe", "candidates": [{"identity", "file", "score"}]}] as JSON to FILE '
+                        '(never inside the gallery or a probe folder); no FILE or "-": print it')
+    m.add_argument("--quiet", action="store_true")
+    m.set_defaults(func=cmd_match)
+
+    em = sub.add_parser("eval-match", help="Rank-1/5/10 and verification AUC of HR, bicubic and SR probes",
+                        description="Align each probe (identity = sub-folder name, else file stem), degrade it "
+                        "to 16x16, super-resolve it with the score model and match HR, bicubic and SR against "
+                        "the gallery. A probe never matches its own photo if that is in the gallery.")
+    _gallery_args(em)
+    em.add_argument("--probes", required=True, metavar="DIR", help="folder of probe photos")
+    em.add_argument("--limit", type=int, default=0, help="at most this many probes (0: all)")
+    em.add_argument("--batch", type=int, default=8, help="faces per sampler batch (8)")
+    em.add_argument("--no-sr", action="store_true", help="HR and bicubic only (no score model needed)")
+    em.add_argument("--json", metavar="FILE", help="write the full report here")
+    em.add_argument("--threads", type=int, default=0)
+    em.add_argument("--quiet", action="store_true")
+    add_sampler_args(em)
+    add_model_args(em)
+    em.set_defaults(func=cmd_eval_match)
+
+    bg = sub.add_parser("bench-gallery", help="time gallery queries on a synthetic 10,000-face index")
+    bg.add_argument("--faces", "--size", dest="size", type=int, default=10_000,
+                    help="faces in the synthetic gallery (10000)")
+    bg.add_argument("--dim", type=int, default=128, help="embedding size (128, as dlib)")
+    bg.add_argument("--queries", type=int, default=200, help="timed queries (200)")
+    bg.add_argument("--samples", type=int, default=8, help="samples per consensus query (8)")
+    bg.add_argument("--top", type=int, default=10)
+    bg.add_argument("--embed", action="store_true", help="also time embedding one probe")
+    _gallery_args(bg, need_gallery=False)
+    bg.add_argument("--json", action="store_true")
+    bg.set_defaults(func=cmd_bench_gallery)

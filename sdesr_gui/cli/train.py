@@ -1,0 +1,170 @@
+"""``sdesr prepare`` (faces into a training dataset) and ``sdesr train`` (score network,
+attribute classifier, export of a run)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from .common import EXIT_INTERRUPTED, UsageError, check_out_dir
+
+
+def cmd_prepare(args) -> int:
+    import torch
+
+    from ..core.datasets import prepare_dataset
+
+    sources = [Path(s).expanduser() for s in args.sources]
+    for s in sources:
+        if not s.exists():
+            raise UsageError(f"the source {s} does not exist")
+    out = Path(args.out).expanduser()
+    check_out_dir(out, [s if s.is_dir() else s.parent for s in sources])
+    for f in [args.identities, *(args.attributes or [])]:
+        if f and not Path(f).is_file():
+            raise UsageError(f"the table {f} does not exist")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.time()
+    last = [0.0]
+
+    def progress(done: int, total: int, info: dict) -> None:
+        now = time.time()
+        if not args.quiet and (now - last[0] > 10 or done == total):
+            last[0] = now
+            rate = done / max(now - t0, 1e-9)
+            print(f"{done}/{total} photos: {info['prepared']} prepared, {info['reused']} reused, "
+                  f"{info['failed']} failed ({rate:.1f}/s)", file=sys.stderr, flush=True)
+
+    report = prepare_dataset(sources, out, identities_csv=args.identities,
+                             attributes_csvs=args.attributes or [], val_fraction=args.val_fraction,
+                             min_prob=args.min_prob, progress=progress,
+                             log=(lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr)))
+    print(report.summary())
+    return 0
+
+
+def cmd_train(args) -> int:
+    from ..core import training as T
+
+    run = Path(args.run).expanduser()
+    if args.kind == "export":
+        if not args.out:
+            raise UsageError("export needs --out FILE.safetensors")
+        out = Path(args.out).expanduser()
+        if out.exists() and not args.overwrite:
+            raise UsageError(f"{out} exists; pass --overwrite to replace it")
+        state = T.load_train_state(run)
+        if state is None:
+            raise UsageError(f"the folder {run} holds no training run")
+        kind = state[0].get("kind")
+        if kind == "score":
+            meta = T.export_score(run, out)
+        else:
+            meta = T.export_attributes(run, out, default_h=args.default_h)
+        print(f"exported the {kind} run at step {state[0]['step']} to {out} "
+              f"({out.stat().st_size / 2**20:.1f} MiB)")
+        return 0
+
+    dataset = Path(args.dataset).expanduser()
+    if not (dataset / "manifest.csv").is_file():
+        raise UsageError(f"{dataset} is not a prepared dataset (no manifest.csv); run 'sdesr prepare' first")
+    kw = {k: v for k, v in dict(
+        steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup, ema=args.ema,
+        val_every=args.val_every, ckpt_every=args.ckpt_every, seed=args.seed, device=args.device,
+        threads=args.threads, amp=not args.no_amp).items() if v is not None}
+    cls = T.ScoreTrainConfig if args.kind == "score" else T.AttrTrainConfig
+    if args.kind == "score":
+        if args.crop is not None:
+            kw["crop"] = args.crop or None
+        if args.degradation:
+            kw["degradation"] = args.degradation
+        if args.p_mean is not None:
+            kw["p_mean"] = args.p_mean
+        if args.p_std is not None:
+            kw["p_std"] = args.p_std
+    elif args.default_h is not None:
+        kw["default_h"] = args.default_h
+    saved = None if args.new else T.load_train_state(run)
+    # resuming: start from the run's own settings, so only what changes needs to be given
+    base = dict(saved[0]["config"]) if saved is not None and saved[0].get("kind") == (
+        "score" if args.kind == "score" else "attributes") else cls().to_dict()
+    net = dict(base["net"])
+    if args.kind == "score":
+        if args.arch:
+            from ..core.models import ScoreNetConfig
+            net = (ScoreNetConfig.v2() if args.arch == "v2" else ScoreNetConfig()).to_dict()
+        if args.sigma_data is not None:
+            net["sigma_data"] = args.sigma_data
+        if args.channels:
+            try:
+                net["channels"] = [int(c) for c in args.channels.split(",")]
+            except ValueError:
+                raise UsageError("--channels must be comma-separated integers, e.g. 16,32,64,96") from None
+    try:
+        cfg = cls.from_dict({**base, **kw, "net": net})
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"invalid training settings: {e}") from None
+    fn = T.train_score if args.kind == "score" else T.train_attributes
+    res = fn(dataset, run, cfg, resume=not args.new,
+             log=(lambda m: print(m, file=sys.stderr)), show_progress=not args.quiet)
+    state = "cancelled" if res.cancelled else ("finished" if res.done else "paused")
+    sps = f", {res.sec_per_step:.3f} s/step" if res.sec_per_step else ""
+    print(f"{args.kind} run {state} at step {res.step}/{res.total}{sps}; state in {res.run_dir}")
+    if res.last_val:
+        print("last validation: " + ", ".join(f"{k} {v:.4g}" for k, v in res.last_val.items()
+                                              if isinstance(v, (int, float))))
+    return EXIT_INTERRUPTED if res.cancelled else 0
+
+
+def register(sub) -> None:
+    """Add this module's sub-command(s) to ``sub`` (the sub-parsers of ``sdesr``)."""
+    pr = sub.add_parser("prepare", help="detect and align faces into a training dataset",
+                        description="Detect (MTCNN) and align every face to the canonical 128x128 frame, "
+                        "write images/ and manifest.csv with a deterministic train/val split by identity. "
+                        "Re-running reuses what is already prepared.")
+    pr.add_argument("sources", nargs="+", metavar="SRC", help="folders (or files) of photos")
+    pr.add_argument("--out", required=True, metavar="DATASET", help="dataset folder to write (never inside a source)")
+    pr.add_argument("--identities", metavar="CSV",
+                    help="file,identity table (default: sub-folder name, else one identity per file)")
+    pr.add_argument("--attributes", metavar="CSV", action="append",
+                    help="attribute table: CelebA-style 1/0 labels or teacher probabilities (repeatable)")
+    pr.add_argument("--val-fraction", type=float, default=0.1, help="share of identities in validation (0.1)")
+    pr.add_argument("--min-prob", type=float, default=0.9, help="minimum detection probability (0.9)")
+    pr.add_argument("--threads", type=int, default=1, help="torch CPU threads (1)")
+    pr.add_argument("--quiet", action="store_true")
+    pr.set_defaults(func=cmd_prepare)
+
+    tr = sub.add_parser("train", help="train the score network or the attribute classifier; export a run",
+                        description="Train (resumable: re-run the same command to continue) or export a run's "
+                        "EMA weights as a .safetensors file for weights/.")
+    tr.add_argument("kind", choices=["score", "attributes", "export"])
+    tr.add_argument("dataset", nargs="?", metavar="DATASET", help="prepared dataset (not for export)")
+    tr.add_argument("--run", required=True, metavar="DIR", help="run folder: checkpoints, metrics.jsonl, grids")
+    tr.add_argument("--new", action="store_true", help="refuse to resume an existing run")
+    tr.add_argument("--steps", type=int, help="total steps of the schedule")
+    tr.add_argument("--batch", type=int)
+    tr.add_argument("--lr", type=float)
+    tr.add_argument("--warmup", type=int)
+    tr.add_argument("--ema", type=float)
+    tr.add_argument("--crop", type=int, help="score: random training crop (0 = full 128 frame; default 64)")
+    tr.add_argument("--degradation", choices=["bicubic", "realistic"], help="score: LR degradation (bicubic)")
+    tr.add_argument("--sigma-data", type=float, help="score: EDM sigma_data (std of HR - bicubic)")
+    tr.add_argument("--p-mean", type=float, help="score: mean of log sigma in training (EDM P_mean, -1.2)")
+    tr.add_argument("--p-std", type=float, help="score: std of log sigma in training (EDM P_std, 1.2)")
+    tr.add_argument("--channels", help="score: U-Net widths, e.g. 16,32,64,96")
+    tr.add_argument("--arch", choices=["v1", "v2"],
+                    help="score: network design of a new run: v1 = the 1.9 M full-resolution U-Net, "
+                    "v2 = pixel-unshuffle by 4 then a wide U-Net at 32/16/8 (default: v1)")
+    tr.add_argument("--default-h", type=float, help="attributes/export: guidance scale written to the model")
+    tr.add_argument("--val-every", type=int)
+    tr.add_argument("--ckpt-every", type=int)
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--device", help="cpu, cuda or auto (auto)")
+    tr.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    tr.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    tr.add_argument("--out", metavar="FILE", help="export: the .safetensors file to write")
+    tr.add_argument("--overwrite", action="store_true")
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=cmd_train)
