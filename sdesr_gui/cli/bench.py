@@ -6,7 +6,7 @@ import json
 import statistics
 import time
 
-from .common import UsageError, add_model_args, load_enhancer
+from .common import add_model_args, load_enhancer
 
 
 def cmd_bench(args) -> int:
@@ -21,10 +21,7 @@ def cmd_bench(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.random_init:
-        try:
-            device = resolve_device(args.device)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+        device = resolve_device(args.device)
         torch.manual_seed(0)
         enh = Enhancer(ScoreUNet(ScoreNetConfig()), VESDE(), device=device,
                        model_info={"name": "random-init default config"})

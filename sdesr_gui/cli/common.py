@@ -69,10 +69,7 @@ def load_enhancer(args, need_classifier: bool):
     from ..core.enhance import CLASSIFIER_WEIGHTS_NAME, SCORE_WEIGHTS_NAME, Enhancer, find_default_weights, \
         resolve_device, weights_dir
 
-    try:
-        device = resolve_device(args.device)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    device = resolve_device(args.device)
     weights = Path(args.weights) if args.weights else find_default_weights(SCORE_WEIGHTS_NAME)
     if weights is None:
         raise UsageError(f"no score model is installed ({weights_dir() / SCORE_WEIGHTS_NAME} is missing); "
@@ -89,6 +86,17 @@ def load_enhancer(args, need_classifier: bool):
 # ------------------------------------------------------------------------------------------
 # arguments shared by several verbs
 # ------------------------------------------------------------------------------------------
+def add_sampling_job_args(p: argparse.ArgumentParser, json_help: str) -> None:
+    """The options every batch evaluation shares: --batch, --json, --threads, --quiet, the
+    sampler and the model."""
+    p.add_argument("--batch", type=int, default=8, help="faces per sampler batch (8)")
+    p.add_argument("--json", metavar="FILE", help=json_help)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    add_sampler_args(p)
+    add_model_args(p)
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", metavar="FILE", help="score model (.safetensors); default: the shipped model")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")

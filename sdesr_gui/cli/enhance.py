@@ -65,31 +65,18 @@ def cmd_enhance(args) -> int:
             if enh.classifier_info:
                 rec.extra["classifier"] = enh.classifier_info
             samples_u8 = faces.to_uint8(res.samples)
-            cons = metrics.consistency(res.samples, res.lr.expand(k, -1, -1, -1))
-            quality = {}
-            if prep.hr is not None:
-                hr = prep.hr.expand(k, -1, -1, -1)
-                quality = {"psnr": metrics.psnr(res.samples, hr).tolist(),
-                           "ssim": metrics.ssim(res.samples, hr).tolist()}
-                bic_q = {"psnr": float(metrics.psnr(res.bicubic, prep.hr)[0]),
-                         "ssim": float(metrics.ssim(res.bicubic, prep.hr)[0])}
+            per_sample = metrics.image_metrics(res.samples, res.lr, prep.hr)
             for i, (img, seed) in enumerate(zip(samples_u8, res.seeds)):
                 p = out / f"{stem}_sample{i + 1}.png"
                 digest = atomic_save_png(p, img, generated=True)  # labelled in the file itself
                 written.append(p)
-                entry = {"kind": "sample", "index": i + 1, "seed": seed, "consistency": float(cons[i]),
-                         "generated": True}
-                for name, vals in quality.items():
-                    entry[name] = float(vals[i])
-                rec.add_output(p, digest, **entry)
+                rec.add_output(p, digest, kind="sample", index=i + 1, seed=seed, generated=True,
+                               **per_sample[i])
             p = out / f"{stem}_bicubic.png"
             # the bicubic baseline interpolates the input: labelled not generated, as in the GUI export
             digest = atomic_save_png(p, faces.to_uint8(res.bicubic)[0], generated=False)
             written.append(p)
-            bic = {"kind": "bicubic", "consistency": float(metrics.consistency(res.bicubic, res.lr)[0])}
-            if prep.hr is not None:
-                bic.update(bic_q)
-            rec.add_output(p, digest, **bic)
+            rec.add_output(p, digest, kind="bicubic", **metrics.image_metrics(res.bicubic, res.lr, prep.hr)[0])
             rec.timings = {"load_seconds": round(t_load, 4), "sampling_seconds": round(res.seconds, 4),
                            "seconds_per_sample": round(res.seconds / k, 4), "nfe": res.nfe}
             rec.write(out / f"{stem}.json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import UsageError, add_model_args, add_sampler_args, load_enhancer, settings_from_args
+from .common import UsageError, add_sampling_job_args, load_enhancer, settings_from_args
 
 
 def _hr_faces_from(paths: list[str], split: str | None) -> list[Path]:
@@ -68,11 +68,6 @@ def register(sub) -> None:
     v.add_argument("inputs", nargs="+", metavar="INPUT", help="folders/files of 128x128 faces, or a prepared dataset")
     v.add_argument("--split", default="val", help="dataset split to use when INPUT is a prepared dataset (val)")
     v.add_argument("--limit", type=int, default=200, help="at most this many faces (200)")
-    v.add_argument("--batch", type=int, default=8, help="faces per sampler batch (8)")
     v.add_argument("--name", help="label of this setting in the table")
-    v.add_argument("--json", metavar="FILE", help="write the full report (per-face values) here")
-    v.add_argument("--threads", type=int, default=0)
-    v.add_argument("--quiet", action="store_true")
-    add_sampler_args(v)
-    add_model_args(v)
+    add_sampling_job_args(v, "write the full report (per-face values) here")
     v.set_defaults(func=cmd_evaluate)

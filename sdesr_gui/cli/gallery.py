@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import EXIT_INTERRUPTED, UsageError, add_model_args, add_sampler_args, check_out_dir, load_enhancer, \
+from .common import EXIT_INTERRUPTED, UsageError, add_sampling_job_args, check_out_dir, load_enhancer, \
     settings_from_args, warn
 
 
@@ -81,10 +81,10 @@ def _probe_frame(path: Path, min_prob: float = 0.9):
     from ..core.video import load_still
 
     img = load_still(path)
-    h, w = img.shape[:2]
-    if (h, w) == (faces.FRAME_SIZE, faces.FRAME_SIZE):
+    role = faces.image_role(img)
+    if role == "frame":
         return img, "frame"
-    if (h, w) == (faces.LR_SIZE, faces.LR_SIZE):
+    if role == "lr":
         return faces.to_uint8(faces.upsample(faces.to_tensor(img)))[0], "lr (bicubic)"
     found = faces.detect_faces(img, min_prob=min_prob)
     if not found:
@@ -368,13 +368,8 @@ def register(sub) -> None:
     _gallery_args(em)
     em.add_argument("--probes", required=True, metavar="DIR", help="folder of probe photos")
     em.add_argument("--limit", type=int, default=0, help="at most this many probes (0: all)")
-    em.add_argument("--batch", type=int, default=8, help="faces per sampler batch (8)")
     em.add_argument("--no-sr", action="store_true", help="HR and bicubic only (no score model needed)")
-    em.add_argument("--json", metavar="FILE", help="write the full report here")
-    em.add_argument("--threads", type=int, default=0)
-    em.add_argument("--quiet", action="store_true")
-    add_sampler_args(em)
-    add_model_args(em)
+    add_sampling_job_args(em, "write the full report here")
     em.set_defaults(func=cmd_eval_match)
 
     bg = sub.add_parser("bench-gallery", help="time gallery queries on a synthetic 10,000-face index")

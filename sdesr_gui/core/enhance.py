@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import faces
+from .device import resolve_device  # noqa: F401  (re-exported: the CLI and the GUI import it here)
 from .models.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from .presets import DEFAULT_H, DEFAULT_SAMPLER, DEFAULT_STEPS, MAX_SAMPLES, SAMPLER_PRESETS
 from .sampling import (
@@ -174,21 +175,6 @@ def find_default_weights(name: str = SCORE_WEIGHTS_NAME) -> Path | None:
     return p if p.is_file() else None
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """'cpu', 'cuda', 'cuda:N' or None/'auto' (CUDA when available); ValueError if unavailable."""
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"Unknown device {device!r}; use 'cpu' or 'cuda'.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("CUDA was requested but no CUDA GPU is available; use --device cpu.")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"Unsupported device {device!r}; use 'cpu' or 'cuda'.")
-    return dev
-
-
 # ------------------------------------------------------------------------------------------
 # inputs
 # ------------------------------------------------------------------------------------------
@@ -208,9 +194,10 @@ def prepare_face(image: np.ndarray, frame: int = faces.FRAME_SIZE, lr_size: int 
     """
     h, w = image.shape[:2]
     x = faces.to_tensor(image)
-    if (h, w) == (lr_size, lr_size):
+    role = faces.image_role(image, frame, lr_size)
+    if role == "lr":
         return PreparedInput(faces.quantize(x), None, "lr")
-    if (h, w) == (frame, frame):
+    if role == "frame":
         return PreparedInput(faces.degrade(x, lr_size), x, "hr")
     warn = (f"input is {w}x{h}, not the {frame}x{frame} face frame or a {lr_size}x{lr_size} LR face; "
             f"it was resized to {frame}x{frame}" + (" (aspect ratio changed)" if h != w else "")

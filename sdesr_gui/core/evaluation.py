@@ -75,9 +75,9 @@ def evaluate(
         emb_hr = embed_fn(hr) if embed_fn is not None else None
         for name, sr in outs.items():
             d = res.per_face[name]
-            d["psnr"] += metrics.psnr(sr, hr).tolist()
-            d["ssim"] += metrics.ssim(sr, hr).tolist()
-            d["consistency"] += metrics.consistency(sr, lr).tolist()
+            for m in metrics.image_metrics(sr, lr, hr):
+                for key in ("psnr", "ssim", "consistency"):
+                    d[key].append(m[key])
             if emb_hr is not None:
                 d["cs"] += [float(v) for v in metrics.cosine_similarity(embed_fn(sr), emb_hr)]
         done += len(chunk)

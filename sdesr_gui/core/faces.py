@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 __all__ = [
+    "image_role",
     "FRAME_SIZE",
     "LR_SIZE",
     "TEMPLATE_LANDMARKS",
@@ -38,6 +39,19 @@ __all__ = [
 FRAME_SIZE: int = 128
 #: Side of the low-resolution input for the default 8x model.
 LR_SIZE: int = 16
+
+
+def image_role(image_or_shape, frame: int = FRAME_SIZE, lr_size: int = LR_SIZE) -> str:
+    """What an image is by its size alone: ``"frame"`` (an aligned frame x frame face, its own
+    reference HR), ``"lr"`` (an lr_size x lr_size LR face) or ``"other"`` (to be detected,
+    aligned or resized). Takes an HxW[xC] array or its shape."""
+    shape = image_or_shape if isinstance(image_or_shape, tuple) else np.shape(image_or_shape)
+    hw = tuple(int(v) for v in shape[:2])
+    if hw == (frame, frame):
+        return "frame"
+    if hw == (lr_size, lr_size):
+        return "lr"
+    return "other"
 
 #: 5 landmark positions (x, y) in the 128x128 frame: left eye, right eye, nose tip,
 #: mouth left corner, mouth right corner (image left/right).

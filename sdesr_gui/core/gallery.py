@@ -42,6 +42,8 @@ import numpy as np
 from . import faces
 from .video import InputError, is_still_file, load_still
 from .errors import Cancelled, is_cancelled
+from .metrics import l2_normalize, rank_of_true
+from .provenance import sha256_file
 
 __all__ = ["EmbedderUnavailable", "Embedder", "DlibEmbedder", "FacenetEmbedder", "get_embedder",
            "EMBEDDERS", "FRAME_BOX_DLIB", "FACENET_WEIGHTS_URL", "facenet_weights_path",
@@ -64,10 +66,7 @@ class EmbedderUnavailable(InputError):
     """The requested face embedder cannot be loaded (message: one sentence for the user)."""
 
 
-def _l2(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(n, 1e-12)
+_l2 = l2_normalize
 
 
 def _check_frames(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -223,7 +222,7 @@ class FacenetEmbedder(Embedder):
             p = Path(weights).expanduser()
             if not p.is_file():
                 raise EmbedderUnavailable(f"The facenet weights file {p} does not exist.")
-            self._key = "facenet-" + _file_sha256(p)[:12]
+            self._key = "facenet-" + sha256_file(p)[:12]
         else:
             p = facenet_weights_path()
             if not p.is_file():
@@ -330,15 +329,6 @@ def get_embedder(name: str = "dlib", weights: Optional[str] = None) -> Embedder:
 # The gallery index
 # ==========================================================================================
 SCHEMA_VERSION = 1
-_CHUNK = 1 << 20
-
-
-def _file_sha256(path: PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def default_cache_dir() -> Path:
@@ -642,7 +632,7 @@ class GalleryIndex:
             self._count_known(row, rel, rep)
             return
         try:
-            sha = _file_sha256(path)
+            sha = sha256_file(path)
         except OSError as e:
             rep.skipped.append((rel, f"cannot be read ({e.strerror or 'OS error'})"))
             return
@@ -927,7 +917,7 @@ def evaluate_identification(index: GalleryIndex, probe_embeddings: np.ndarray, p
         if j is None or not np.isfinite(ids[r, j]):
             continue
         row = ids[r]
-        rank_list.append(int(1 + np.sum(np.delete(row, j) >= row[j])))
+        rank_list.append(rank_of_true(row, j))
         gen.append(float(row[j]))
         others = np.delete(row, j)
         imp.extend(float(v) for v in others[np.isfinite(others)])

@@ -31,6 +31,9 @@ __all__ = [
     "ssim",
     "consistency",
     "cosine_similarity",
+    "image_metrics",
+    "l2_normalize",
+    "rank_of_true",
     "cs",
     "identity_ranks",
     "rank_n",
@@ -199,6 +202,43 @@ def cs(embed_fn: Callable[[torch.Tensor], torch.Tensor], sr: ImageInput,
     return _out(torch.as_tensor(val), single)
 
 
+def image_metrics(images: torch.Tensor, lr: torch.Tensor | None = None,
+                  hr: torch.Tensor | None = None) -> list[dict[str, float]]:
+    """The per-image numbers shown with every result: ``consistency`` against the LR input
+    (when given) and ``psnr`` / ``ssim`` against the reference HR (when known).
+
+    ``images`` is ``[K, 3, 128, 128]`` in [0, 1]; ``lr`` ``[1 or K, 3, 16, 16]``; ``hr``
+    ``[1 or K, 3, 128, 128]``. Returns one dict of floats per image (the CLI record, the GUI
+    tiles and the export all use this).
+    """
+    k = images.shape[0]
+    out: list[dict[str, float]] = [{} for _ in range(k)]
+    if lr is not None:
+        for d, v in zip(out, consistency(images, lr.expand(k, -1, -1, -1))):
+            d["consistency"] = float(v)
+    if hr is not None:
+        hrk = hr.expand(k, -1, -1, -1)
+        for d, p, s in zip(out, psnr(images, hrk), ssim(images, hrk)):
+            d["psnr"], d["ssim"] = float(p), float(s)
+    return out
+
+
+def l2_normalize(x, eps: float = 1e-12) -> np.ndarray:
+    """Rows of ``x`` scaled to unit length (float32; zero rows stay zero): the one normalisation
+    behind every cosine score (a dot product of normalised embeddings is their cosine)."""
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(n, eps)
+
+
+def rank_of_true(scores, true_index: int) -> int:
+    """1-based rank of ``scores[true_index]`` among one probe's identity scores (higher =
+    better). Ties are pessimistic: another identity with an equal score ranks ahead."""
+    row = np.asarray(scores)
+    others = np.delete(row, int(true_index))
+    return 1 + int(np.sum(others >= row[int(true_index)]))
+
+
 def identity_ranks(similarity: Union[np.ndarray, torch.Tensor], probe_ids: Sequence,
                    gallery_ids: Sequence) -> np.ndarray:
     """Rank (1 = best) of each probe's true identity among the gallery identities.
@@ -226,9 +266,7 @@ def identity_ranks(similarity: Union[np.ndarray, torch.Tensor], probe_ids: Seque
         j = col.get(pid)
         if j is None:
             continue
-        true_score = best[i, j]
-        others = np.delete(best[i], j)
-        ranks[i] = 1 + int(np.sum(others >= true_score))
+        ranks[i] = rank_of_true(best[i], j)
     return ranks
 
 

@@ -91,12 +91,13 @@ def whole_image(image: np.ndarray, frame_index: int = 0) -> Optional[FaceSelecti
     """A 128x128 still as the face frame, or a 16x16 still as the LR; ``None`` otherwise."""
     h, w = image.shape[:2]
     rgb = np.ascontiguousarray(image[:, :, :3])
-    if (h, w) == (FRAME, FRAME):
+    role = faces.image_role(image)
+    if role == "frame":
         return FaceSelection("frame", frame_index, faces.lr_from_frame(rgb), rgb, rgb,
                              box=(0.0, 0.0, float(w), float(h)), matrix=np.eye(2, 3),
                              note="The whole image is taken as an aligned 128×128 face frame "
                                   "(it is its own reference HR).")
-    if (h, w) == (LR, LR):
+    if role == "lr":
         return FaceSelection("lr", frame_index, rgb, None, None, box=(0.0, 0.0, float(w), float(h)),
                              note="The whole image is taken as the 16×16 LR input; no reference HR.")
     return None

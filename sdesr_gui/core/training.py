@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import faces
+from .device import resolve_device
 from .datasets import ATTRIBUTES, FaceDataset
 from .metrics import consistency, psnr, ssim
 from .models import (
@@ -352,15 +353,6 @@ def _set_rng_state(st: Mapping[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------
 # the engine
 # ------------------------------------------------------------------------------------------
-def _resolve_device(name: str) -> torch.device:
-    if name in ("auto", "", None):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("CUDA was requested for training but no CUDA GPU is available.")
-    return dev
-
-
 @contextlib.contextmanager
 def _torch_threads(n: int):
     """Use ``n`` CPU threads for the duration (0: leave torch's setting)."""
@@ -751,6 +743,57 @@ def _data_info(dataset_dir: Path, train: FaceDataset, val: Optional[FaceDataset]
             "n_val": len(val) if val is not None else 0}
 
 
+def _validated(cfg):
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise TrainingError(f"The training settings are invalid: {exc}.") from None
+    return cfg
+
+
+def _open_data(dataset_dir: Path, cfg, log, **train_kw) -> tuple[FaceDataset, Optional[FaceDataset]]:
+    """The training split (with ``train_kw``) and the fixed validation faces (or None)."""
+    train = FaceDataset(dataset_dir, "train", crop=cfg.crop, flip=cfg.flip, seed=cfg.seed,
+                        max_scale=cfg.max_scale, **train_kw)
+    if len(train) == 0:
+        raise TrainingError(f"The dataset '{dataset_dir}' has no training images.", dataset_dir)
+    val = None
+    if cfg.val_every and cfg.val_images > 0:
+        val = FaceDataset(dataset_dir, "val", crop=None, flip=False, limit=cfg.val_images)
+        if len(val) == 0:
+            log("No validation images in the dataset; validation is skipped.")
+    return train, val
+
+
+def _start_engine(kind: str, run: Path, cfg, loaded, build: Callable[[], nn.Module],
+                  device: torch.device, log, describe: Callable[[nn.Module], str]) -> "_Engine":
+    """Seed a new run (or restore a saved one) and return its engine; ``build`` makes the model
+    after seeding, ``describe(model)`` is the first log line of a new run."""
+    if loaded is None:
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2 ** 32)
+    model = build()
+    engine = _Engine(kind, run, cfg, model, device, log)
+    if loaded is not None:
+        engine.load(*loaded)
+        log(f"Resuming the {kind} run in '{run}' at step {engine.step}.")
+    else:
+        run.mkdir(parents=True, exist_ok=True)
+        log(describe(model))
+    return engine
+
+
+def _train(engine: "_Engine", steps: Optional[int], loss_fn, validate, info: dict,
+           progress: Optional[ProgressFn], cancel, show_progress: bool) -> "TrainResult":
+    """Run ``engine`` to ``steps`` (at most the config's schedule) with its thread setting."""
+    cfg = engine.cfg
+    total = int(cfg.steps if steps is None else min(int(steps), cfg.steps))
+    with _torch_threads(cfg.threads):
+        return _run_loop(engine, total=total, loss_fn=loss_fn, validate=validate, data_info=info,
+                         progress=progress, cancel=cancel, show_progress=show_progress)
+
+
 def _check_data(loaded, info: dict, log) -> None:
     if loaded is None:
         return
@@ -849,41 +892,19 @@ def train_score(
         steps: stop after this many steps in total (default ``config.steps``), e.g. to run
             part of a schedule now and the rest later.
     """
-    cfg = config or ScoreTrainConfig()
-    try:
-        cfg.validate()
-    except ValueError as exc:
-        raise TrainingError(f"The training settings are invalid: {exc}.") from None
+    cfg = _validated(config or ScoreTrainConfig())
     run, loaded = _prepare_run("score", run_dir, cfg, resume, log)
     dataset_dir = Path(dataset_dir).expanduser()
-    device = _resolve_device(cfg.device)
-    train = FaceDataset(dataset_dir, "train", crop=cfg.crop, flip=cfg.flip,
-                        degradation=cfg.degradation, seed=cfg.seed, max_scale=cfg.max_scale)
-    if len(train) == 0:
-        raise TrainingError(f"The dataset '{dataset_dir}' has no training images.", dataset_dir)
-    val = None
-    if cfg.val_every and cfg.val_images > 0:
-        val = FaceDataset(dataset_dir, "val", crop=None, flip=False, limit=cfg.val_images)
-        if len(val) == 0:
-            log("No validation images in the dataset; validation is skipped.")
+    device = resolve_device(cfg.device)
+    train, val = _open_data(dataset_dir, cfg, log, degradation=cfg.degradation)
     info = _data_info(dataset_dir, train, val)
     _check_data(loaded, info, log)
-
-    if loaded is None:
-        torch.manual_seed(cfg.seed)
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed % 2 ** 32)
-    model = ScoreUNet(ScoreNetConfig.from_dict(dict(cfg.net)))
-    engine = _Engine("score", run, cfg, model, device, log)
-    if loaded is not None:
-        engine.load(*loaded)
-        log(f"Resuming the score run in '{run}' at step {engine.step}.")
-    else:
-        run.mkdir(parents=True, exist_ok=True)
-        log(f"Training a score network with {model.num_parameters():,} parameters on "
-            f"{len(train)} images ({info['n_train_identities']} identities), device {device}.")
+    engine = _start_engine(
+        "score", run, cfg, loaded, lambda: ScoreUNet(ScoreNetConfig.from_dict(dict(cfg.net))), device, log,
+        lambda m: f"Training a score network with {m.num_parameters():,} parameters on {len(train)} "
+                  f"images ({info['n_train_identities']} identities), device {device}.")
+    model = engine.model
     engine.extra.setdefault("num_parameters", model.num_parameters())
-    total = int(cfg.steps if steps is None else min(int(steps), cfg.steps))
     batches = _Batches(len(train), cfg.batch_size, cfg.seed)
 
     def loss_fn(m: nn.Module, step: int) -> torch.Tensor:
@@ -897,11 +918,8 @@ def train_score(
         return edm_loss(m, b["hr"].to(device), b["y_up"].to(device), sigma.to(device),
                         noise.to(device), autocast_dtype=engine.amp_dtype).mean()
 
-    validate = _score_validate_fn(cfg, val, run, device)
-    with _torch_threads(cfg.threads):
-        return _run_loop(engine, total=total, loss_fn=loss_fn, validate=validate,
-                         data_info=info, progress=progress, cancel=cancel,
-                         show_progress=show_progress)
+    return _train(engine, steps, loss_fn, _score_validate_fn(cfg, val, run, device), info,
+                  progress, cancel, show_progress)
 
 
 # ------------------------------------------------------------------------------------------
@@ -1000,51 +1018,29 @@ def train_attributes(
     and cancel work as in :func:`train_score`; validation writes accuracy and balanced
     accuracy per attribute at each ``val_sigmas`` to ``metrics.jsonl``.
     """
-    cfg = config or AttrTrainConfig()
-    try:
-        cfg.validate()
-    except ValueError as exc:
-        raise TrainingError(f"The training settings are invalid: {exc}.") from None
+    cfg = _validated(config or AttrTrainConfig())
     run, loaded = _prepare_run("attributes", run_dir, cfg, resume, log)
     dataset_dir = Path(dataset_dir).expanduser()
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     net_cfg = AttributeClassifierConfig.from_dict(dict(cfg.net))
     attributes = list(net_cfg.attributes)
     cols = _attr_columns(attributes)
-    train = FaceDataset(dataset_dir, "train", crop=cfg.crop, flip=cfg.flip, seed=cfg.seed,
-                        max_scale=cfg.max_scale)
-    if len(train) == 0:
-        raise TrainingError(f"The dataset '{dataset_dir}' has no training images.", dataset_dir)
+    train, val = _open_data(dataset_dir, cfg, log)
     counts = train.label_counts()
     if all(counts[a]["pos"] + counts[a]["neg"] == 0 for a in attributes):
         raise TrainingError(f"The dataset '{dataset_dir}' has no attribute labels; prepare it "
                             "with attribute tables.", dataset_dir)
-    val = None
-    if cfg.val_every and cfg.val_images > 0:
-        val = FaceDataset(dataset_dir, "val", crop=None, flip=False, limit=cfg.val_images)
-        if len(val) == 0:
-            log("No validation images in the dataset; validation is skipped.")
     info = _data_info(dataset_dir, train, val)
     info["label_counts"] = counts
     _check_data(loaded, info, log)
 
-    if loaded is None:
-        torch.manual_seed(cfg.seed)
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed % 2 ** 32)
-    model = AttributeClassifier(net_cfg)
-    engine = _Engine("attributes", run, cfg, model, device, log)
-    if loaded is not None:
-        engine.load(*loaded)
-        log(f"Resuming the attribute run in '{run}' at step {engine.step}.")
-    else:
-        run.mkdir(parents=True, exist_ok=True)
-        log(f"Training an attribute classifier ({', '.join(attributes)}) with "
-            f"{model.num_parameters():,} parameters on {len(train)} images, device {device}.")
+    engine = _start_engine(
+        "attributes", run, cfg, loaded, lambda: AttributeClassifier(net_cfg), device, log,
+        lambda m: f"Training an attribute classifier ({', '.join(attributes)}) with "
+                  f"{m.num_parameters():,} parameters on {len(train)} images, device {device}.")
     pw = _pos_weight(train, cfg, attributes)
     engine.extra["pos_weight"] = dict(zip(attributes, pw))
     pos_weight = torch.tensor(pw, dtype=torch.float32, device=device)
-    total = int(cfg.steps if steps is None else min(int(steps), cfg.steps))
     batches = _Batches(len(train), cfg.batch_size, cfg.seed)
 
     def loss_fn(m: nn.Module, step: int) -> torch.Tensor:
@@ -1057,11 +1053,8 @@ def train_attributes(
             logits = m(x.to(device), sigma.to(device))
         return masked_bce(logits.float(), b["attrs"][:, cols].to(device), pos_weight)
 
-    validate = _attr_validate_fn(cfg, val, attributes, device)
-    with _torch_threads(cfg.threads):
-        return _run_loop(engine, total=total, loss_fn=loss_fn, validate=validate,
-                         data_info=info, progress=progress, cancel=cancel,
-                         show_progress=show_progress)
+    return _train(engine, steps, loss_fn, _attr_validate_fn(cfg, val, attributes, device), info,
+                  progress, cancel, show_progress)
 
 
 # ------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from ..core import selection as sel_mod
 from ..core.errors import InputError, check_cancel
+from ..core.faces import image_role
 from ..core.media import check_media, open_media, source_kind
 from .frame_view import FrameView
 from .imaging import nearest_upscale, pixmap_from_rgb
@@ -565,11 +566,11 @@ class SourcePanel(QWidget):
             self.face_list.addItem("Aligned by eye clicks" + (" in the hand-drawn box" if self.manual_box else ""))
             self._rows.append(("eyes",))
         if self.image is not None:
-            h, w = self.image.shape[:2]
-            if (h, w) == (sel_mod.FRAME, sel_mod.FRAME):
+            role = image_role(self.image)
+            if role == "frame":
                 self.face_list.addItem("Whole image as an aligned face frame (128×128)")
                 self._rows.append(("whole",))
-            elif (h, w) == (sel_mod.LR, sel_mod.LR):
+            elif role == "lr":
                 self.face_list.addItem("Whole image as the LR input (16×16)")
                 self._rows.append(("whole",))
         if self._sel_key in self._rows:

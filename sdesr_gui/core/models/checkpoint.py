@@ -75,21 +75,16 @@ def tensor_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def file_sha256(path: PathLike, chunk_size: int = 1 << 20) -> str:
-    """sha256 of a file's bytes, read in chunks."""
-    h = hashlib.sha256()
+def file_sha256(path: PathLike) -> str:
+    """:func:`provenance.sha256_file` of a checkpoint, failing as a :class:`CheckpointError`."""
+    from ..provenance import sha256_file
+
     try:
-        with open(path, "rb") as f:
-            while True:
-                block = f.read(chunk_size)
-                if not block:
-                    break
-                h.update(block)
+        return sha256_file(path)
     except FileNotFoundError:
         raise CheckpointError(f"The file {os.fspath(path)!s} does not exist.") from None
     except OSError as exc:
         raise CheckpointError(f"The file {os.fspath(path)!s} could not be read ({exc.strerror or exc}).") from exc
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- models

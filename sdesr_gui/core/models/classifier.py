@@ -6,14 +6,13 @@ returns one binary logit per attribute; ``grad_x log C_a`` guides the sampler.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Downsample, FourierNoiseEmbedding, ResBlock, c_noise_from_sigma, norm
+from .layers import ConfigDict, Downsample, FourierNoiseEmbedding, ResBlock, c_noise_from_sigma, norm
 from .score_net import as_sigma
 
 __all__ = ["AttributeClassifierConfig", "AttributeClassifier", "DEFAULT_ATTRIBUTES"]
@@ -26,7 +25,7 @@ _DATA_STD = 0.25
 
 
 @dataclass(frozen=True)
-class AttributeClassifierConfig:
+class AttributeClassifierConfig(ConfigDict):
     """Architecture of :class:`AttributeClassifier` (stored in checkpoints).
 
     ``channels[i]`` is the width at resolution ``image_size / 2**i``; the last
@@ -51,25 +50,8 @@ class AttributeClassifierConfig:
         if not self.channels or any(c < 1 for c in self.channels):
             raise ValueError("channels must be a non-empty tuple of positive widths.")
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (tuples become lists)."""
-        d = asdict(self)
-        d["attributes"] = list(self.attributes)
-        d["channels"] = list(self.channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AttributeClassifierConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown classifier config keys: {', '.join(unknown)}.")
-        kw = dict(d)
-        for key in ("attributes", "channels"):
-            if key in kw:
-                kw[key] = tuple(kw[key])
-        return cls(**kw)
+    TUPLE_FIELDS = ("attributes", "channels")
+    WHAT = "classifier config"
 
     @classmethod
     def tiny(cls) -> "AttributeClassifierConfig":

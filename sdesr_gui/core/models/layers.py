@@ -8,6 +8,7 @@ level enters every network through :class:`FourierNoiseEmbedding`, which maps
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "ConfigDict",
     "FOURIER_SEED",
     "group_count",
     "c_noise_from_sigma",
@@ -29,6 +31,34 @@ __all__ = [
 #: Seed of the generator that draws the (fixed) Fourier frequencies, so that two
 #: freshly built models with the same config have identical buffers.
 FOURIER_SEED = 20220512
+
+
+class ConfigDict:
+    """``to_dict`` / ``from_dict`` for the frozen architecture dataclasses stored in checkpoints:
+    tuple fields (``TUPLE_FIELDS``) become JSON lists and back; unknown keys raise ValueError."""
+
+    TUPLE_FIELDS: tuple[str, ...] = ()
+    WHAT: str = "config"
+
+    def to_dict(self) -> dict:
+        """JSON-friendly dict (tuples become lists)."""
+        d = dataclasses.asdict(self)  # type: ignore[call-overload]
+        for key in self.TUPLE_FIELDS:
+            d[key] = list(d[key])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.WHAT} keys: {', '.join(unknown)}.")
+        kw = dict(d)
+        for key in cls.TUPLE_FIELDS:
+            if key in kw:
+                kw[key] = tuple(kw[key])
+        return cls(**kw)
 
 
 def group_count(channels: int, max_groups: int = 32) -> int:

@@ -15,14 +15,14 @@ preconditioned denoiser is
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .layers import (
+    ConfigDict,
     Downsample,
     FourierNoiseEmbedding,
     ResBlock,
@@ -37,7 +37,7 @@ __all__ = ["ScoreNetConfig", "ScoreUNet", "as_sigma"]
 
 
 @dataclass(frozen=True)
-class ScoreNetConfig:
+class ScoreNetConfig(ConfigDict):
     """Architecture of :class:`ScoreUNet` (stored in checkpoints as a dict).
 
     ``patch`` > 1 pixel-unshuffles the input by that factor first (128x128x6 ->
@@ -90,25 +90,8 @@ class ScoreNetConfig:
         """Whether the blocks of ``level`` are followed by self-attention."""
         return self.level_resolution(level) in self.attn_resolutions
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (tuples become lists)."""
-        d = asdict(self)
-        d["channels"] = list(self.channels)
-        d["attn_resolutions"] = list(self.attn_resolutions)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ScoreNetConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown score-network config keys: {', '.join(unknown)}.")
-        kw = dict(d)
-        for key in ("channels", "attn_resolutions"):
-            if key in kw:
-                kw[key] = tuple(kw[key])
-        return cls(**kw)
+    TUPLE_FIELDS = ("channels", "attn_resolutions")
+    WHAT = "score-network config"
 
     @classmethod
     def tiny(cls) -> "ScoreNetConfig":
