@@ -10,14 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdesr_gui.cli import main
+from cli_util import run
 from sdesr_gui.core.provenance import sha256_file
-
-
-def run(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture()

@@ -13,26 +13,12 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from sdesr_gui.cli import main
+from cli_util import one_line_error, run
 
 ROOT = Path(__file__).resolve().parents[1]
 STILL = ROOT / "resources" / "sample_scene.jpg"
 CLIP = ROOT / "resources" / "sample_clip.mp4"
 FACE = ROOT / "resources" / "sample_face.png"
-
-
-def run(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code: int, err: str, *words: str) -> None:
-    assert code == 2, err
-    lines = [ln for ln in err.splitlines() if ln.startswith("sdesr: error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 def tree(d: Path) -> dict:
@@ -112,7 +98,7 @@ def test_detect_bad_input_is_one_line_and_writes_nothing(evidence: Path, tmp_pat
     before = tree(evidence)
     for args, words in cases:
         code, _, err = run(args, capsys)
-        one_line_error(code, err, *words)
+        one_line_error(code, err, *words, alone=False)
     assert not out.exists() and not (evidence / "crops").exists()
     assert tree(evidence) == before
 
@@ -121,7 +107,7 @@ def test_detect_refuses_to_overwrite(evidence: Path, tmp_path: Path, capsys) -> 
     out = tmp_path / "out"
     assert run(["detect", evidence / "scene.jpg", "--out", out, "--quiet"], capsys)[0] == 0
     code, _, err = run(["detect", evidence / "scene.jpg", "--out", out], capsys)
-    one_line_error(code, err, "already exists")
+    one_line_error(code, err, "already exists", alone=False)
     assert run(["detect", evidence / "scene.jpg", "--out", out, "--overwrite", "--quiet"], capsys)[0] == 0
 
 
@@ -195,7 +181,7 @@ def test_match_and_index_errors(gallery: Path, tmp_path: Path, capsys) -> None:
     ]
     for args, words in cases:
         code, _, err = run(args, capsys)
-        one_line_error(code, err, *words)
+        one_line_error(code, err, *words, alone=False)
     assert not (gallery / "idx").exists()
 
 
@@ -225,7 +211,7 @@ def test_eval_match_hr_bicubic_sr(gallery: Path, tmp_path: Path, tiny_weights, c
 
     code, out, err = run(["eval-match", "--gallery", gallery, "--probes", probes, "--no-sr", "--json",
                           gallery / "eval.json", "--cache-dir", tmp_path / "cache"], capsys)
-    one_line_error(code, err, "inside the input folder")
+    one_line_error(code, err, "inside the input folder", alone=False)
     assert not (gallery / "eval.json").exists()
 
 

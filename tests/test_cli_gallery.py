@@ -12,24 +12,10 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from sdesr_gui.cli import main
+from cli_util import one_line_error, run
 
 ROOT = Path(__file__).resolve().parents[1]
 FACE = ROOT / "resources" / "sample_face.png"  # an aligned 128x128 frame of the astronaut
-
-
-def run(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code: int, err: str, *words: str) -> None:
-    assert code == 2, err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("sdesr: error:") and "Traceback" not in err, err
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 def snapshot(d: Path) -> dict:

@@ -64,6 +64,7 @@ __all__ = [
     "TrainingError",
     "ScoreTrainConfig",
     "AttrTrainConfig",
+    "TrainOptions",
     "TrainResult",
     "train_score",
     "train_attributes",
@@ -242,6 +243,30 @@ class AttrTrainConfig(_ConfigMixin):
                     ckpt_every=0, log_every=0, net=AttributeClassifierConfig.tiny().to_dict())
         base.update(kw)
         return cls(**base)
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    """How a training call runs (none of it changes what is learned).
+
+    resume: continue the run saved in the run folder (its settings must match the config,
+        except the step count, logging/validation cadence and the device); if False and the
+        folder already holds a run, :class:`TrainingError` is raised.
+    progress: ``progress(step, total, info)`` after every step (and after validation).
+    cancel: callable or Event; polled before every step. On cancel the state is saved and the
+        result says ``cancelled``.
+    log: sink for one-line messages.
+    show_progress: a tqdm bar on stderr.
+    steps: stop after this many steps in total (default ``config.steps``), e.g. to run part of
+        a schedule now and the rest later.
+    """
+
+    resume: bool = True
+    progress: Optional[ProgressFn] = None
+    cancel: Any = None
+    log: Callable[[str], None] = print
+    show_progress: bool = True
+    steps: Optional[int] = None
 
 
 @dataclasses.dataclass
@@ -867,13 +892,7 @@ def train_score(
     dataset_dir: PathLike,
     run_dir: PathLike,
     config: Optional[ScoreTrainConfig] = None,
-    *,
-    resume: bool = True,
-    progress: Optional[ProgressFn] = None,
-    cancel=None,
-    log: Callable[[str], None] = print,
-    show_progress: bool = True,
-    steps: Optional[int] = None,
+    **options: Any,
 ) -> TrainResult:
     """Train (or resume) the conditional score network on a prepared dataset.
 
@@ -881,26 +900,19 @@ def train_score(
         dataset_dir: folder written by :func:`datasets.prepare_dataset`.
         run_dir: where checkpoints, ``metrics.jsonl`` and validation grids go (created).
         config: :class:`ScoreTrainConfig` (defaults if omitted).
-        resume: continue the run saved in ``run_dir`` (its settings must match the config,
-            except the step count, logging/validation cadence and the device); if False and
-            ``run_dir`` already holds a run, :class:`TrainingError` is raised.
-        progress: ``progress(step, total, info)`` after every step (and after validation).
-        cancel: callable or Event; polled before every step. On cancel the state is saved
-            and the result says ``cancelled``.
-        log: sink for one-line messages.
-        show_progress: a tqdm bar on stderr.
-        steps: stop after this many steps in total (default ``config.steps``), e.g. to run
-            part of a schedule now and the rest later.
+        options: how the call runs (:class:`TrainOptions`: resume, progress, cancel, log,
+            show_progress, steps).
     """
+    o = TrainOptions(**options)
     cfg = _validated(config or ScoreTrainConfig())
-    run, loaded = _prepare_run("score", run_dir, cfg, resume, log)
+    run, loaded = _prepare_run("score", run_dir, cfg, o.resume, o.log)
     dataset_dir = Path(dataset_dir).expanduser()
     device = resolve_device(cfg.device)
-    train, val = _open_data(dataset_dir, cfg, log, degradation=cfg.degradation)
+    train, val = _open_data(dataset_dir, cfg, o.log, degradation=cfg.degradation)
     info = _data_info(dataset_dir, train, val)
-    _check_data(loaded, info, log)
+    _check_data(loaded, info, o.log)
     engine = _start_engine(
-        "score", run, cfg, loaded, lambda: ScoreUNet(ScoreNetConfig.from_dict(dict(cfg.net))), device, log,
+        "score", run, cfg, loaded, lambda: ScoreUNet(ScoreNetConfig.from_dict(dict(cfg.net))), device, o.log,
         lambda m: f"Training a score network with {m.num_parameters():,} parameters on {len(train)} "
                   f"images ({info['n_train_identities']} identities), device {device}.")
     model = engine.model
@@ -918,8 +930,8 @@ def train_score(
         return edm_loss(m, b["hr"].to(device), b["y_up"].to(device), sigma.to(device),
                         noise.to(device), autocast_dtype=engine.amp_dtype).mean()
 
-    return _train(engine, steps, loss_fn, _score_validate_fn(cfg, val, run, device), info,
-                  progress, cancel, show_progress)
+    return _train(engine, o.steps, loss_fn, _score_validate_fn(cfg, val, run, device), info,
+                  o.progress, o.cancel, o.show_progress)
 
 
 # ------------------------------------------------------------------------------------------
@@ -1003,13 +1015,7 @@ def train_attributes(
     dataset_dir: PathLike,
     run_dir: PathLike,
     config: Optional[AttrTrainConfig] = None,
-    *,
-    resume: bool = True,
-    progress: Optional[ProgressFn] = None,
-    cancel=None,
-    log: Callable[[str], None] = print,
-    show_progress: bool = True,
-    steps: Optional[int] = None,
+    **options: Any,
 ) -> TrainResult:
     """Train (or resume) the time-dependent attribute classifier on x_t = x0 + sigma z.
 
@@ -1018,24 +1024,25 @@ def train_attributes(
     and cancel work as in :func:`train_score`; validation writes accuracy and balanced
     accuracy per attribute at each ``val_sigmas`` to ``metrics.jsonl``.
     """
+    o = TrainOptions(**options)
     cfg = _validated(config or AttrTrainConfig())
-    run, loaded = _prepare_run("attributes", run_dir, cfg, resume, log)
+    run, loaded = _prepare_run("attributes", run_dir, cfg, o.resume, o.log)
     dataset_dir = Path(dataset_dir).expanduser()
     device = resolve_device(cfg.device)
     net_cfg = AttributeClassifierConfig.from_dict(dict(cfg.net))
     attributes = list(net_cfg.attributes)
     cols = _attr_columns(attributes)
-    train, val = _open_data(dataset_dir, cfg, log)
+    train, val = _open_data(dataset_dir, cfg, o.log)
     counts = train.label_counts()
     if all(counts[a]["pos"] + counts[a]["neg"] == 0 for a in attributes):
         raise TrainingError(f"The dataset '{dataset_dir}' has no attribute labels; prepare it "
                             "with attribute tables.", dataset_dir)
     info = _data_info(dataset_dir, train, val)
     info["label_counts"] = counts
-    _check_data(loaded, info, log)
+    _check_data(loaded, info, o.log)
 
     engine = _start_engine(
-        "attributes", run, cfg, loaded, lambda: AttributeClassifier(net_cfg), device, log,
+        "attributes", run, cfg, loaded, lambda: AttributeClassifier(net_cfg), device, o.log,
         lambda m: f"Training an attribute classifier ({', '.join(attributes)}) with "
                   f"{m.num_parameters():,} parameters on {len(train)} images, device {device}.")
     pw = _pos_weight(train, cfg, attributes)
@@ -1053,8 +1060,8 @@ def train_attributes(
             logits = m(x.to(device), sigma.to(device))
         return masked_bce(logits.float(), b["attrs"][:, cols].to(device), pos_weight)
 
-    return _train(engine, steps, loss_fn, _attr_validate_fn(cfg, val, attributes, device), info,
-                  progress, cancel, show_progress)
+    return _train(engine, o.steps, loss_fn, _attr_validate_fn(cfg, val, attributes, device), info,
+                  o.progress, o.cancel, o.show_progress)
 
 
 # ------------------------------------------------------------------------------------------
