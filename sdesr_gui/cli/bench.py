@@ -6,6 +6,7 @@ import json
 import statistics
 import time
 
+from ..core.models.score_net import ARCHITECTURES
 from .common import add_model_args, load_enhancer
 
 
@@ -14,7 +15,8 @@ def cmd_bench(args) -> int:
 
     from ..core import faces
     from ..core.enhance import Enhancer, SamplerSettings, resolve_device
-    from ..core.models import ScoreNetConfig, ScoreUNet
+    from ..core.models import ScoreUNet
+    from ..core.presets import SAMPLER_PRESETS
     from ..core.provenance import device_info
     from ..core.sde import VESDE
 
@@ -23,8 +25,8 @@ def cmd_bench(args) -> int:
     if args.random_init:
         device = resolve_device(args.device)
         torch.manual_seed(0)
-        enh = Enhancer(ScoreUNet(ScoreNetConfig()), VESDE(), device=device,
-                       model_info={"name": "random-init default config"})
+        enh = Enhancer(ScoreUNet(ARCHITECTURES[args.arch]()), VESDE(), device=device,
+                       model_info={"name": f"random-init {args.arch} design"})
     else:
         enh = load_enhancer(args, need_classifier=False)
     dev = enh.device
@@ -59,19 +61,15 @@ def cmd_bench(args) -> int:
     res = enh.run(lr, fast)
     rows.append({"sampler": "fast (DPM-Solver++ 2M, defaults)", "steps": fast.n_steps(), "nfe": res.nfe,
                  "seconds_per_sample": res.seconds, "measured": "full run"})
-    pc = SamplerSettings(sampler="pc", samples=1)
-    n_meas = min(args.pc_steps, pc.n_steps())
+    n_meas = min(args.pc_steps, SAMPLER_PRESETS["pc"].steps)
     meas = SamplerSettings(sampler="pc", steps=n_meas, samples=1)
     r2 = enh.run(lr, meas)
     per_step = r2.seconds / n_meas
-    nfe_pc = pc.n_steps() * (pc.corrector_steps + 1)
-    rows.append({"sampler": f"PC defaults (N={pc.n_steps()}, M={pc.corrector_steps})", "steps": pc.n_steps(),
-                 "nfe": nfe_pc, "seconds_per_sample": per_step * pc.n_steps(),
+    paper = SAMPLER_PRESETS["pc"]  # the SDE-SR paper's setting is the PC preset
+    paper_s = per_step * paper.steps
+    rows.append({"sampler": f"paper PC (N={paper.steps}, M={paper.corrector_steps})", "steps": paper.steps,
+                 "nfe": paper.evaluations(), "seconds_per_sample": paper_s,
                  "measured": f"{n_meas} steps timed, extrapolated"})
-    paper_nfe = 2000 * 3
-    paper_s = per_step * 2000
-    rows.append({"sampler": "paper PC (N=2000, M=2)", "steps": 2000, "nfe": paper_nfe,
-                 "seconds_per_sample": paper_s, "measured": f"{n_meas} steps timed, extrapolated"})
     for r in rows:
         r["vs_paper_time"] = r["seconds_per_sample"] / paper_s
     report = {"device": device_info(str(dev)), "model": enh.model_info.get("name"), "parameters": n_params,
@@ -95,7 +93,9 @@ def register(sub) -> None:
     """Add this module's sub-command(s) to ``sub`` (the sub-parsers of ``sdesr``)."""
     b = sub.add_parser("bench", help="measure network and sampler speed on this machine")
     add_model_args(b)
-    b.add_argument("--random-init", action="store_true", help="benchmark the default architecture untrained")
+    b.add_argument("--random-init", action="store_true", help="benchmark an untrained network of --arch")
+    b.add_argument("--arch", choices=list(ARCHITECTURES), default="v2",
+                   help="with --random-init: the network design (v2: pixel-unshuffle + wide U-Net)")
     b.add_argument("--repeats", type=int, default=20, help="timed network evaluations (20)")
     b.add_argument("--pc-steps", type=int, default=30, help="PC steps to time before extrapolating (30)")
     b.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")

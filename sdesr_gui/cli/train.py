@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..core.models.score_net import ARCHITECTURES
 from .common import EXIT_INTERRUPTED, UsageError, check_out_dir
 
 
@@ -93,8 +94,7 @@ def cmd_train(args) -> int:
     net = dict(base["net"])
     if args.kind == "score":
         if args.arch:
-            from ..core.models import ScoreNetConfig
-            net = (ScoreNetConfig.v2() if args.arch == "v2" else ScoreNetConfig()).to_dict()
+            net = ARCHITECTURES[args.arch]().to_dict()
         if args.sigma_data is not None:
             net["sigma_data"] = args.sigma_data
         if args.channels:
@@ -154,7 +154,7 @@ def register(sub) -> None:
     tr.add_argument("--p-mean", type=float, help="score: mean of log sigma in training (EDM P_mean, -1.2)")
     tr.add_argument("--p-std", type=float, help="score: std of log sigma in training (EDM P_std, 1.2)")
     tr.add_argument("--channels", help="score: U-Net widths, e.g. 16,32,64,96")
-    tr.add_argument("--arch", choices=["v1", "v2"],
+    tr.add_argument("--arch", choices=list(ARCHITECTURES),
                     help="score: network design of a new run: v1 = the 1.9 M full-resolution U-Net, "
                     "v2 = pixel-unshuffle by 4 then a wide U-Net at 32/16/8 (default: v1)")
     tr.add_argument("--default-h", type=float, help="attributes/export: guidance scale written to the model")

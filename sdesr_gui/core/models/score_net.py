@@ -33,7 +33,7 @@ from .layers import (
     zero_module,
 )
 
-__all__ = ["ScoreNetConfig", "ScoreUNet", "as_sigma"]
+__all__ = ["ScoreNetConfig", "ScoreUNet", "as_sigma", "ARCHITECTURES"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,11 @@ class ScoreNetConfig(ConfigDict):
         frames) with widths 64/128/192, two blocks per level, attention at 16 and 8."""
         return cls(channels=(64, 128, 192), blocks_per_level=2, attn_resolutions=(16, 8),
                    emb_dim=128, sigma_data=0.1, patch=4)
+
+
+#: named network designs (``sdesr train --arch``, ``sdesr bench --arch``): v1 = the 1.9 M
+#: full-resolution U-Net, v2 = pixel-unshuffle by 4 then a wide U-Net at 32/16/8
+ARCHITECTURES = {"v1": ScoreNetConfig, "v2": ScoreNetConfig.v2}
 
 
 def as_sigma(sigma: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
