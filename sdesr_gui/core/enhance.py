@@ -1,8 +1,9 @@
 """The enhancement job shared by the CLI and the GUI: face frame in, samples and a run record out.
 
 ``Enhancer`` owns a loaded score model (and optionally the attribute classifier) and runs one
-of the two samplers on one LR face with K seeds.  Nothing here touches Qt or the file system
-except :func:`find_default_weights` and the loaders.
+of the two samplers on one LR face with K seeds, under the SDE the settings name (the model's
+own VE by default; VP and sub-VP through the same VE-trained denoiser).  Nothing here
+touches Qt or the file system except :func:`find_default_weights` and the loaders.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from .sampling import (
     SampleResult,
     StepInfo,
     check_choice,
+    check_pc_steps,
     fast_max_steps,
     fast_sample,
     guided_score_fn,
     model_score_fn,
     pc_sample,
 )
-from .sde import SDE, make_sde
+from .sde import DEFAULT_SDE, SDE, SDES, make_sde
 
 __all__ = [
     "SCORE_WEIGHTS_NAME",
@@ -66,6 +68,7 @@ class SamplerSettings:
     """Everything that decides a run's samples (recorded in every run record)."""
 
     sampler: str = DEFAULT_SAMPLER  # a SAMPLER_PRESETS key: "fast" | "pc"
+    sde: str = DEFAULT_SDE  # an SDES name: "ve" (the model's own) | "vp" | "subvp"
     steps: int | None = None  # N; None = the preset's (DEFAULT_STEPS: fast 40, pc 2000)
     corrector_steps: int = _PC.corrector_steps  # M (pc)
     snr: float = _PC.snr  # r, the Langevin signal-to-noise ratio (pc)
@@ -88,6 +91,7 @@ class SamplerSettings:
     def validate(self) -> None:
         """Raise ValueError with one clear sentence for an impossible setting."""
         check_choice("sampler", self.sampler, SAMPLER_PRESETS)
+        check_choice("SDE", self.sde, SDES)
         if self.samples < 1 or self.samples > MAX_SAMPLES:
             raise ValueError(f"The number of samples must be between 1 and {MAX_SAMPLES}.")
         if self.n_steps() < 1:
@@ -103,6 +107,8 @@ class SamplerSettings:
             check_choice("corrector", self.corrector, CORRECTORS)
             if self.corrector_steps < 0:
                 raise ValueError("The number of corrector steps cannot be negative.")
+            # VP / sub-VP: with N <= beta_max a step's beta(t) dt reaches 1 (VP: all-NaN samples)
+            check_pc_steps(SDES[self.sde](), self.n_steps())
         if not 0.0 <= self.snr <= 10.0:
             raise ValueError("The signal-to-noise ratio r must be between 0 and 10.")
         if self.h is not None and self.h < 0:
@@ -294,30 +300,38 @@ class Enhancer:
         res, _, _ = self._sample(y_up, seeds, settings, None, cancel)
         return res.samples.clamp(0, 1).cpu()
 
+    def sampling_sde(self, name: str) -> SDE:
+        """The SDE a run named ``name`` samples under: "ve" is the model's own (its trained
+        sigma range), "vp" / "subvp" the papers' (beta 0.1 to 20), through the same denoiser."""
+        check_choice("SDE", name, SDES)
+        return self.sde if name == "ve" else make_sde(name)
+
     def _sample(self, y_up, seeds, settings, callback, cancel):
         settings.validate()
         active = {k: v for k, v in settings.attributes.items() if v is not None}
         if active and self.classifier is None:
             raise ValueError("Attribute guidance needs the attribute classifier weights, which are not loaded.")
         h = settings.h if settings.h is not None else (self.default_h if active else 0.0)
-        score = model_score_fn(self.model, self.sde, y_up)
+        sde = self.sampling_sde(settings.sde)
+        score = model_score_fn(self.model, sde, y_up)
         if active:
-            score = guided_score_fn(score, self.classifier, self.sde, active, h)
+            score = guided_score_fn(score, self.classifier, sde, active, h)
         noise = NoiseSource(seeds)
         shape = (3, faces.FRAME_SIZE, faces.FRAME_SIZE)
         start = time.perf_counter()
         with torch.no_grad():
             if not SAMPLER_PRESETS[settings.sampler].is_pc:
                 res: SampleResult = fast_sample(
-                    score, self.sde, shape, noise, n_steps=settings.n_steps(), method=settings.fast_method,
+                    score, sde, shape, noise, n_steps=settings.n_steps(), method=settings.fast_method,
                     churn=settings.churn, device=self.device, callback=callback, cancel=cancel)
             else:
                 res = pc_sample(
-                    score, self.sde, shape, noise, n_steps=settings.n_steps(), predictor=settings.predictor,
+                    score, sde, shape, noise, n_steps=settings.n_steps(), predictor=settings.predictor,
                     corrector=settings.corrector, corrector_steps=settings.corrector_steps, snr=settings.snr,
                     device=self.device, callback=callback, cancel=cancel)
         seconds = time.perf_counter() - start
         rec = settings.to_dict()
         rec["h"] = h
+        rec["sde_params"] = sde.to_dict()
         rec["attributes"] = {n: settings.attributes.get(n) for n in ATTRIBUTE_NAMES}
         return res, seconds, rec
