@@ -1,4 +1,4 @@
-"""core.enhance: sampling under each SDE with both samplers and the SDE guard.
+"""core.enhance: sampling under each SDE with both samplers, the mean estimate, the SDE guard.
 
 The score model is a tiny random network (pixel-unshuffled, no attention: fast on a CPU), so
 the pictures are noise; these tests check finiteness, determinism and the run record.
@@ -11,7 +11,7 @@ import torch
 
 from sdesr_gui.core import faces
 from sdesr_gui.core import sampling as S
-from sdesr_gui.core.enhance import Enhancer, SamplerSettings
+from sdesr_gui.core.enhance import MEAN_ESTIMATE_WHAT, Enhancer, SamplerSettings
 from sdesr_gui.core.models import ScoreNetConfig, ScoreUNet
 from sdesr_gui.core.sde import DEFAULT_SDE, SDES, SubVPSDE, VESDE, VPSDE, make_sde
 
@@ -79,3 +79,25 @@ def test_samples_are_finite_under_each_sde(enhancer, sde, sampler):
         assert res.settings["sde_params"] == enhancer.sde.to_dict()
     else:
         assert res.settings["sde_params"] == make_sde(sde).to_dict()
+
+
+def test_mean_estimate_is_the_denoiser_at_sigma_max(enhancer):
+    lr = lr_face(2)
+    mean = enhancer.mean_estimate(lr)
+    assert mean.shape == (1, 3, 128, 128) and mean.device.type == "cpu"
+    assert torch.equal(mean, enhancer.mean_estimate(lr))  # deterministic
+    # by hand: one evaluation of the denoiser at the trained VE sigma_max, fixed seeded noise
+    y_up = faces.upsample(lr, faces.FRAME_SIZE)
+    z = torch.randn(3, 128, 128, generator=torch.Generator().manual_seed(S.MEAN_ESTIMATE_SEED))
+    with torch.no_grad():
+        d = enhancer.model.denoise(y_up + 348.0 * z, 348.0, y_up)
+    assert torch.allclose(mean, d.clamp(0, 1), atol=1e-6)
+    assert not torch.allclose(mean, y_up.clamp(0, 1), atol=1e-3)  # the network did contribute
+
+    # every run returns it, whatever the sampler and SDE, and says what it is
+    for s in (SamplerSettings(steps=2, seed=1), SamplerSettings(sampler="fast", sde="vp", steps=2, seed=9)):
+        res = enhancer.run(lr, s)
+        assert torch.equal(res.mean, mean)
+        assert res.settings["mean_estimate"] == {"what": MEAN_ESTIMATE_WHAT, "sigma": 348.0,
+                                                 "noise_seed": S.MEAN_ESTIMATE_SEED}
+        assert "not a sample" in res.settings["mean_estimate"]["what"]
