@@ -316,6 +316,17 @@ def test_run_shows_live_frames_and_samples_then_rerun(qtbot, window, fast_weight
     for s in samples:
         assert s.image.shape == (128, 128, 3) and s.generated
         assert {"consistency", "psnr", "ssim"} <= set(s.metrics)
+    # the mean estimate: its own tile beside bicubic, never called a sample
+    keys = [it.key for it in window.compare.items]
+    assert keys[:3] == ["lr", "bicubic", "mean"] and keys[-2:] == ["s1", "s2"]
+    mean = window.compare.item("mean")
+    assert mean.kind == "mean" and mean.title == "Mean estimate" and mean.seed is None
+    assert {"consistency", "psnr", "ssim"} <= set(mean.metrics)
+    tile = window.compare.tiles["mean"]
+    assert tile.fav is None and "ESTIMATE" in tile.title.text() and "GENERATED" in tile.title.text()
+    assert "not a sample" in tile.toolTip() and "most accurate single image" in tile.toolTip()
+    assert "blurrier" in tile.toolTip()
+    assert window.run.settings["mean_estimate"]["sigma"] == 348.0
     assert window.run.settings["attributes"]["male"] == 1 and window.run.settings["h"] == 50.0
     qtbot.waitUntil(lambda: "cs" in window.compare.item("s2").metrics, timeout=30_000)  # vs the reference
     assert -1.0 <= window.compare.item("s1").metrics["cs"] <= 1.0
@@ -327,6 +338,7 @@ def test_run_shows_live_frames_and_samples_then_rerun(qtbot, window, fast_weight
     window.compare.tiles["s2"].fav.setChecked(True)
     assert window.compare.item("s2").favourite
     run_and_wait(qtbot, window, rerun_key="s1")
+    assert window.compare.item("mean").image is mean.image  # kept across a re-run of one sample
     again = window.compare.samples()[-1]
     assert again.seed == 7 and "re-run of Sample 1" in again.note
     diff = np.abs(again.image.astype(int) - samples[0].image.astype(int))
@@ -441,7 +453,10 @@ def test_export_report_hashes_match_files(qtbot, window, fast_weights, tmp_path)
     assert rec["inputs"][0]["sha256"] == sha256_file(SAMPLE_FACE)
     assert rec["inputs"][0]["face"]["kind"] == "detected" and rec["inputs"][0]["size"] == [128, 128]
     gen = [o for o in rec["outputs"] if o["generated"]]
-    assert [o["seed"] for o in gen] == [1] and gen[0]["path"] == "GENERATED_s2_seed1.png"
+    assert [o["kind"] for o in gen] == ["mean", "sample"]  # the mean estimate is exported, labelled
+    assert gen[0]["path"] == "GENERATED_mean_estimate.png" and "not a sample" in gen[0]["what"]
+    assert "seed" not in gen[0] and "ESTIMATE, NOT A SAMPLE" in html
+    assert [o["seed"] for o in gen[1:]] == [1] and gen[1]["path"] == "GENERATED_s2_seed1.png"
     assert all(sha256_file(out / o["path"]) == o["sha256"] for o in rec["outputs"])
     assert "not an identification" in rec["notice"] and "GENERATED" in html
 
