@@ -501,6 +501,7 @@ def test_settings_persist(qtbot, tmp_path, monkeypatch):
     win.controls.samples.setValue(3)
     win.controls.preset.setCurrentIndex(1)
     win.controls.steps.setValue(500)
+    win.controls.sde.setCurrentIndex(win.controls.sde.findData("subvp"))
     win._add_recent(str(SAMPLE_FACE))
     win.close()
     win2 = MainWindow(settings=QSettings(ini, QSettings.Format.IniFormat), gallery_cache_dir=tmp_path / "c")
@@ -508,6 +509,7 @@ def test_settings_persist(qtbot, tmp_path, monkeypatch):
     assert win2.controls.r_slider.value() == 42 and win2.controls.r_value() == 0.42
     assert win2.controls.samples.value() == 3
     assert win2.controls.sampler_key() == "pc" and win2.controls.steps.value() == 500
+    assert win2.controls.sde_key() == "subvp" and win2.controls.take_settings().sde == "subvp"
     assert win2._recent()[0] == str(SAMPLE_FACE)
     assert any(a.text().endswith(SAMPLE_FACE.name) for a in win2.recent_menu.actions())
 
@@ -542,6 +544,33 @@ def test_sampler_presets_come_from_the_core_table(qtbot, tmp_path, monkeypatch):
         else:
             assert s.fast_method == p.fast_method
     assert SamplerSettings(sampler="pc").n_steps() == c.steps.value() == 2000  # GUI and CLI agree on N
+    # the SDE list and its tooltips are the core table's; VE (the model's own) by default
+    from sdesr_gui.core.sde import DEFAULT_SDE, SDES
+
+    assert [(c.sde.itemData(i), c.sde.itemText(i)) for i in range(c.sde.count())] == \
+        [(k, cls.label) for k, cls in SDES.items()]
+    assert [c.sde.itemData(i, Qt.ItemDataRole.ToolTipRole) for i in range(c.sde.count())] == \
+        [cls.summary for cls in SDES.values()]
+    assert c.sde_key() == DEFAULT_SDE == "ve" and c.take_settings().sde == "ve"
+
+
+def test_pc_under_vp_with_too_few_steps_is_refused(qtbot, window, fast_weights):
+    """VP / sub-VP PC with N <= 20 would return all-NaN samples: one sentence, no run."""
+    open_and_detect(qtbot, window, SAMPLE_FACE)
+    use_models(window, fast_weights, classifier=False)
+    c = window.controls
+    c.preset.setCurrentIndex(c.preset.findData("pc"))
+    c.sde.setCurrentIndex(c.sde.findData("vp"))
+    c.steps.setValue(10)
+    assert not window.start_run() and window._job is None
+    assert "at least 21 steps" in window.last_error and "\n" not in window.last_error
+    # under VP with the fast sampler the run goes through, its record names the SDE
+    c.preset.setCurrentIndex(c.preset.findData("fast"))
+    c.steps.setValue(2)
+    c.samples.setValue(1)
+    run_and_wait(qtbot, window)
+    assert window.run.settings["sde"] == "vp" and window.run.settings["sde_params"]["type"] == "vp"
+    assert np.isfinite(window.compare.samples()[0].metrics["consistency"])  # measured on the float sample
 
 
 def test_shortcuts_and_about(qtbot, window):
