@@ -316,6 +316,17 @@ def test_run_shows_live_frames_and_samples_then_rerun(qtbot, window, fast_weight
     for s in samples:
         assert s.image.shape == (128, 128, 3) and s.generated
         assert {"consistency", "psnr", "ssim"} <= set(s.metrics)
+    # the mean estimate: its own tile beside bicubic, never called a sample
+    keys = [it.key for it in window.compare.items]
+    assert keys[:3] == ["lr", "bicubic", "mean"] and keys[-2:] == ["s1", "s2"]
+    mean = window.compare.item("mean")
+    assert mean.kind == "mean" and mean.title == "Mean estimate" and mean.seed is None
+    assert {"consistency", "psnr", "ssim"} <= set(mean.metrics)
+    tile = window.compare.tiles["mean"]
+    assert tile.fav is None and "ESTIMATE" in tile.title.text() and "GENERATED" in tile.title.text()
+    assert "not a sample" in tile.toolTip() and "most accurate single image" in tile.toolTip()
+    assert "blurrier" in tile.toolTip()
+    assert window.run.settings["mean_estimate"]["sigma"] == 348.0
     assert window.run.settings["attributes"]["male"] == 1 and window.run.settings["h"] == 50.0
     qtbot.waitUntil(lambda: "cs" in window.compare.item("s2").metrics, timeout=30_000)  # vs the reference
     assert -1.0 <= window.compare.item("s1").metrics["cs"] <= 1.0
@@ -327,6 +338,7 @@ def test_run_shows_live_frames_and_samples_then_rerun(qtbot, window, fast_weight
     window.compare.tiles["s2"].fav.setChecked(True)
     assert window.compare.item("s2").favourite
     run_and_wait(qtbot, window, rerun_key="s1")
+    assert window.compare.item("mean").image is mean.image  # kept across a re-run of one sample
     again = window.compare.samples()[-1]
     assert again.seed == 7 and "re-run of Sample 1" in again.note
     diff = np.abs(again.image.astype(int) - samples[0].image.astype(int))
@@ -441,7 +453,10 @@ def test_export_report_hashes_match_files(qtbot, window, fast_weights, tmp_path)
     assert rec["inputs"][0]["sha256"] == sha256_file(SAMPLE_FACE)
     assert rec["inputs"][0]["face"]["kind"] == "detected" and rec["inputs"][0]["size"] == [128, 128]
     gen = [o for o in rec["outputs"] if o["generated"]]
-    assert [o["seed"] for o in gen] == [1] and gen[0]["path"] == "GENERATED_s2_seed1.png"
+    assert [o["kind"] for o in gen] == ["mean", "sample"]  # the mean estimate is exported, labelled
+    assert gen[0]["path"] == "GENERATED_mean_estimate.png" and "not a sample" in gen[0]["what"]
+    assert "seed" not in gen[0] and "ESTIMATE, NOT A SAMPLE" in html
+    assert [o["seed"] for o in gen[1:]] == [1] and gen[1]["path"] == "GENERATED_s2_seed1.png"
     assert all(sha256_file(out / o["path"]) == o["sha256"] for o in rec["outputs"])
     assert "not an identification" in rec["notice"] and "GENERATED" in html
 
@@ -486,6 +501,7 @@ def test_settings_persist(qtbot, tmp_path, monkeypatch):
     win.controls.samples.setValue(3)
     win.controls.preset.setCurrentIndex(1)
     win.controls.steps.setValue(500)
+    win.controls.sde.setCurrentIndex(win.controls.sde.findData("subvp"))
     win._add_recent(str(SAMPLE_FACE))
     win.close()
     win2 = MainWindow(settings=QSettings(ini, QSettings.Format.IniFormat), gallery_cache_dir=tmp_path / "c")
@@ -493,6 +509,7 @@ def test_settings_persist(qtbot, tmp_path, monkeypatch):
     assert win2.controls.r_slider.value() == 42 and win2.controls.r_value() == 0.42
     assert win2.controls.samples.value() == 3
     assert win2.controls.sampler_key() == "pc" and win2.controls.steps.value() == 500
+    assert win2.controls.sde_key() == "subvp" and win2.controls.take_settings().sde == "subvp"
     assert win2._recent()[0] == str(SAMPLE_FACE)
     assert any(a.text().endswith(SAMPLE_FACE.name) for a in win2.recent_menu.actions())
 
@@ -527,6 +544,33 @@ def test_sampler_presets_come_from_the_core_table(qtbot, tmp_path, monkeypatch):
         else:
             assert s.fast_method == p.fast_method
     assert SamplerSettings(sampler="pc").n_steps() == c.steps.value() == 2000  # GUI and CLI agree on N
+    # the SDE list and its tooltips are the core table's; VE (the model's own) by default
+    from sdesr_gui.core.sde import DEFAULT_SDE, SDES
+
+    assert [(c.sde.itemData(i), c.sde.itemText(i)) for i in range(c.sde.count())] == \
+        [(k, cls.label) for k, cls in SDES.items()]
+    assert [c.sde.itemData(i, Qt.ItemDataRole.ToolTipRole) for i in range(c.sde.count())] == \
+        [cls.summary for cls in SDES.values()]
+    assert c.sde_key() == DEFAULT_SDE == "ve" and c.take_settings().sde == "ve"
+
+
+def test_pc_under_vp_with_too_few_steps_is_refused(qtbot, window, fast_weights):
+    """VP / sub-VP PC with N <= 20 would return all-NaN samples: one sentence, no run."""
+    open_and_detect(qtbot, window, SAMPLE_FACE)
+    use_models(window, fast_weights, classifier=False)
+    c = window.controls
+    c.preset.setCurrentIndex(c.preset.findData("pc"))
+    c.sde.setCurrentIndex(c.sde.findData("vp"))
+    c.steps.setValue(10)
+    assert not window.start_run() and window._job is None
+    assert "at least 21 steps" in window.last_error and "\n" not in window.last_error
+    # under VP with the fast sampler the run goes through, its record names the SDE
+    c.preset.setCurrentIndex(c.preset.findData("fast"))
+    c.steps.setValue(2)
+    c.samples.setValue(1)
+    run_and_wait(qtbot, window)
+    assert window.run.settings["sde"] == "vp" and window.run.settings["sde_params"]["type"] == "vp"
+    assert np.isfinite(window.compare.samples()[0].metrics["consistency"])  # measured on the float sample
 
 
 def test_shortcuts_and_about(qtbot, window):

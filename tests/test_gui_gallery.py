@@ -184,13 +184,18 @@ def test_window_uses_gallery_after_a_run(qtbot, tmp_path, gallery, monkeypatch):
 
     sel = selection.whole_image(_face(0))
     out = SamplerOutcome([_face(0), _face(1)], [5, 6], sel.bicubic, [{"consistency": 1.0}] * 2,
-                         {"consistency": 2.0}, {"sampler": "fast", "seed": 5}, 2, 0.1, 0.0, "cpu")
+                         {"consistency": 2.0}, {"sampler": "fast", "seed": 5}, 2, 0.1, 0.0, "cpu",
+                         mean=_face(3), mean_metrics={"consistency": 0.5})
     with qtbot.waitSignal(win.gallery.matched, timeout=60_000):
         win._on_done(out, sel, ("w", "", "cpu"), {"input_path": None, "input_kind": "still", "frame": {"index": 0},
                                                   "reference": sel.reference, "reference_loaded": False})
     assert "cs" in win.compare.item("s1").metrics
     cands = win.gallery.candidates_for_export(["s1"])
     assert "alice" in cands["per_sample"]["Sample 1"][0]["identity"]
+    # the mean estimate is shown with the run but never matched as a sample
+    assert win.compare.item("mean").kind == "mean"
+    assert [k for k, _, _ in win.gallery._probes[0]] == ["s1", "s2"]
+    assert set(win.gallery.candidates_for_export()["per_sample"]) == {"Sample 1", "Sample 2"}
     # exports never go into the gallery folder
     assert win.export_to(gallery / "exports") is None and "evidence" in win.last_error
     assert not (gallery / "exports").exists()

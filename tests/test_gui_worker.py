@@ -63,6 +63,10 @@ def test_sampler_job_emits_progress_previews_and_result(qtbot, enhancer):
     assert out.seeds == [11, 12, 13] and len(out.samples) == 3
     assert {"consistency", "psnr", "ssim"} <= set(out.metrics[0]) and "psnr" in out.bicubic_metrics
     assert out.settings["steps"] == 6 and out.nfe == 6
+    # the run's mean estimate comes along, measured like the bicubic baseline (not a sample)
+    assert out.mean.shape == (128, 128, 3) and out.mean.dtype == np.uint8
+    assert set(out.mean_metrics) == {"consistency", "psnr", "ssim"}
+    assert out.settings["mean_estimate"]["sigma"] == 348.0 and len(out.samples) == 3
 
 
 def test_cancel_takes_effect_within_one_step(qtbot, enhancer):

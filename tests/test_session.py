@@ -11,7 +11,7 @@ import pytest
 from sdesr_gui.core import selection
 from sdesr_gui.core.errors import ExportError, InputError
 from sdesr_gui.core.provenance import atomic_save_png, sha256_file
-from sdesr_gui.core.session import EVENTS, RunContext, SamplerOutcome, Session, write_export
+from sdesr_gui.core.session import EVENTS, MEAN_NOTE, RunContext, SamplerOutcome, Session, write_export
 
 
 def face(seed: int) -> np.ndarray:
@@ -32,11 +32,12 @@ class Recorder:
         self.events.clear()
 
 
-def outcome(sel, seeds, settings=None, tag=None) -> SamplerOutcome:
+def outcome(sel, seeds, settings=None, tag=None, mean=None) -> SamplerOutcome:
     samples = [face(100 + s) for s in seeds]
     return SamplerOutcome(samples, list(seeds), sel.bicubic, [{"consistency": 1.0 + i} for i in range(len(seeds))],
                           {"consistency": 3.0}, dict(settings or {"sampler": "fast", "h": 0.0, "seed": seeds[0]}),
-                          nfe=len(seeds) * 2, seconds=0.5, load_seconds=0.1, device="cpu", tag=tag)
+                          nfe=len(seeds) * 2, seconds=0.5, load_seconds=0.1, device="cpu", tag=tag,
+                          mean=mean, mean_metrics={"consistency": 0.25} if mean is not None else {})
 
 
 MODEL = {"name": "m", "path": "/w/m.safetensors", "sha256": "a" * 64}
@@ -179,3 +180,57 @@ def test_run_context_from_a_mapping():
                          "reference": None, "reference_loaded": False})
     assert ctx.input_path == Path("/x/clip.avi") and ctx.source_info == {}
     assert RunContext.of(None).input_path is None
+
+
+MEAN_RECORD = {"what": "posterior-mean estimate: ...; an estimate, not a sample", "sigma": 348.0, "noise_seed": 0}
+
+
+def test_a_run_with_a_mean_estimate_shows_and_exports_it(tmp_path):
+    """The mean estimate is its own tile beside bicubic, never a sample; kept across re-runs,
+    measured against a new reference and exported as generated, labelled as an estimate."""
+    src = tmp_path / "evidence" / "cam.png"
+    src.parent.mkdir()
+    atomic_save_png(src, face(0))
+    s = Session()
+    s.set_input(src, "still")
+    sel = selection.whole_image(face(5))
+    s.set_selection(sel, {"index": 0})
+    plan = s.plan_run()
+    settings = {"sampler": "fast", "sde": "ve", "h": 0.0, "seed": 3, "mean_estimate": MEAN_RECORD}
+    mean = face(50)
+    s.record_result(outcome(sel, [3, 4], settings, mean=mean), sel, plan.context, MODEL, None)
+    assert [it.key for it in s.items] == ["lr", "bicubic", "mean", "reference", "s1", "s2"]
+    m = s.item("mean")
+    assert m.kind == "mean" and m.title == "Mean estimate" and m.seed is None and m.generated
+    assert m.note == MEAN_NOTE and "sample" not in m.title.lower() and m.image is mean
+    assert m.metrics == {"consistency": 0.25}
+    assert [it.key for it in s.samples()] == ["s1", "s2"]  # never matched or exported as a sample
+    assert s.export_keys() == ["s1", "s2"]
+
+    # a re-run of one sample keeps the mean (one more sample, nothing else changes)
+    again = s.plan_run("s1")
+    s.record_result(outcome(sel, [3], dict(settings, sde="vp"), tag=again.tag, mean=face(51)), sel, None, MODEL, None)
+    assert [it.key for it in s.items] == ["lr", "bicubic", "mean", "reference", "s1", "s2", "s3"]
+    assert s.item("mean").image is mean and s.item("s3").note == "re-run of Sample 1: sde=vp"
+    assert s.plan_run("mean") is None  # no seed: nothing to re-run
+
+    # a loaded reference measures it like the bicubic baseline
+    s.set_reference(np.full((128, 128, 3), 90, np.uint8), "ref")
+    assert {"consistency", "psnr", "ssim"} <= set(s.item("mean").metrics)
+    assert s.run.mean_metrics == s.item("mean").metrics
+    assert [it.key for it in s.items][:3] == ["lr", "bicubic", "mean"]
+
+    plan = s.plan_export(tmp_path / "out", keys=["s2"])
+    img = next(im for im in plan.job.images if im.kind == "mean")
+    assert [im.key for im in plan.job.images] == ["input_crop", "input_lr_16x16", "reference_hr", "bicubic",
+                                                   "mean_estimate", "s2_seed4"]
+    assert img.generated and "estimate" in img.caption and "not a sample" in img.caption
+    assert img.info["sigma"] == 348.0 and img.info["estimate"] == MEAN_NOTE and "seed" not in img.info
+    res = write_export(plan)
+    assert (res.folder / "GENERATED_mean_estimate.png").is_file()
+    rec = json.loads((res.folder / "run.json").read_text())
+    out = next(o for o in rec["outputs"] if o["kind"] == "mean")
+    assert out["generated"] and out["path"] == "GENERATED_mean_estimate.png" and "psnr" in out
+    assert [o["seed"] for o in rec["outputs"] if o["kind"] == "sample"] == [4]
+    html = (res.folder / "report.html").read_text(encoding="utf-8")
+    assert "ESTIMATE, NOT A SAMPLE" in html

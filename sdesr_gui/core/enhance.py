@@ -1,8 +1,12 @@
 """The enhancement job shared by the CLI and the GUI: face frame in, samples and a run record out.
 
 ``Enhancer`` owns a loaded score model (and optionally the attribute classifier) and runs one
-of the two samplers on one LR face with K seeds.  Nothing here touches Qt or the file system
-except :func:`find_default_weights` and the loaders.
+of the two samplers on one LR face with K seeds, under the SDE the settings name (the model's
+own VE by default; VP and sub-VP through the same VE-trained denoiser).  Every run also
+returns the model's *mean estimate* of that face (:meth:`Enhancer.mean_estimate`): one
+network evaluation, deterministic, the most accurate single image and blurrier -- an
+estimate, never a sample.  Nothing here touches Qt or the file system except
+:func:`find_default_weights` and the loaders.
 """
 
 from __future__ import annotations
@@ -25,23 +29,27 @@ from .sampling import (
     CORRECTORS,
     FAST_MAX_NFE,
     FAST_METHODS,
+    MEAN_ESTIMATE_SEED,
     PREDICTORS,
     NoiseSource,
     SampleResult,
     StepInfo,
     check_choice,
+    check_pc_steps,
     fast_max_steps,
     fast_sample,
     guided_score_fn,
+    mean_estimate,
     model_score_fn,
     pc_sample,
 )
-from .sde import SDE, make_sde
+from .sde import DEFAULT_SDE, SDE, SDES, make_sde
 
 __all__ = [
     "SCORE_WEIGHTS_NAME",
     "CLASSIFIER_WEIGHTS_NAME",
     "DEFAULT_STEPS",
+    "MEAN_ESTIMATE_WHAT",
     "SamplerSettings",
     "EnhanceResult",
     "Enhancer",
@@ -57,6 +65,9 @@ SCORE_WEIGHTS_NAME = "sdesr_ve_8x.safetensors"
 CLASSIFIER_WEIGHTS_NAME = "attributes_ve.safetensors"
 ATTRIBUTE_NAMES = ("male", "beard", "eyeglasses")
 _FAST, _PC = SAMPLER_PRESETS["fast"], SAMPLER_PRESETS["pc"]
+#: what the run record says the mean estimate is
+MEAN_ESTIMATE_WHAT = ("posterior-mean estimate: the denoiser at sigma_max given the LR, one network evaluation; "
+                      "an estimate, not a sample")
 
 
 # ------------------------------------------------------------------------------------------
@@ -67,6 +78,7 @@ class SamplerSettings:
     """Everything that decides a run's samples (recorded in every run record)."""
 
     sampler: str = DEFAULT_SAMPLER  # a SAMPLER_PRESETS key: "fast" | "pc"
+    sde: str = DEFAULT_SDE  # an SDES name: "ve" (the model's own) | "vp" | "subvp"
     steps: int | None = None  # N; None = the preset's (DEFAULT_STEPS: fast 40, pc 2000)
     corrector_steps: int = _PC.corrector_steps  # M (pc)
     snr: float = _PC.snr  # r, the Langevin signal-to-noise ratio (pc)
@@ -89,6 +101,7 @@ class SamplerSettings:
     def validate(self) -> None:
         """Raise ValueError with one clear sentence for an impossible setting."""
         check_choice("sampler", self.sampler, SAMPLER_PRESETS)
+        check_choice("SDE", self.sde, SDES)
         if self.samples < 1 or self.samples > MAX_SAMPLES:
             raise ValueError(f"The number of samples must be between 1 and {MAX_SAMPLES}.")
         if self.n_steps() < 1:
@@ -104,6 +117,8 @@ class SamplerSettings:
             check_choice("corrector", self.corrector, CORRECTORS)
             if self.corrector_steps < 0:
                 raise ValueError("The number of corrector steps cannot be negative.")
+            # VP / sub-VP: with N <= beta_max a step's beta(t) dt reaches 1 (VP: all-NaN samples)
+            check_pc_steps(SDES[self.sde](), self.n_steps())
         if not 0.0 <= self.snr <= 10.0:
             raise ValueError("The signal-to-noise ratio r must be between 0 and 10.")
         if self.h is not None and self.h < 0:
@@ -216,9 +231,10 @@ class EnhanceResult:
     bicubic: torch.Tensor  # [1, 3, 128, 128]
     lr: torch.Tensor  # [1, 3, 16, 16]
     seeds: list[int]
-    nfe: int
-    seconds: float
-    settings: dict
+    nfe: int  # of the sampler (the mean estimate's one evaluation is not counted)
+    seconds: float  # of the sampler
+    settings: dict  # the run record's sampler section; "mean_estimate" says what ``mean`` is
+    mean: torch.Tensor | None = None  # [1, 3, 128, 128] in [0, 1], CPU: the mean estimate, not a sample
 
 
 class Enhancer:
@@ -263,15 +279,39 @@ class Enhancer:
         v = (self.classifier_info or {}).get("default_h")
         return float(v) if v is not None else DEFAULT_H
 
+    @property
+    def mean_sigma(self) -> float:
+        """The noise level of the mean estimate: sigma_max of the model's own (trained VE) SDE."""
+        return float(self.sde.sigma_max)
+
+    def mean_estimate(self, lr: torch.Tensor) -> torch.Tensor:
+        """The model's posterior-mean estimate of one LR face [1, 3, 16, 16]: [1, 3, 128, 128] in [0, 1], CPU.
+
+        The denoiser at the model's own sigma_max given the LR, with a fixed seeded noise field
+        (:func:`~.sampling.mean_estimate`): one network evaluation, the same image every time.
+        The most accurate single image the model gives (highest PSNR / SSIM), blurrier than a
+        sample and with no invented detail -- an estimate, not a sample.
+        """
+        lr = lr.to(self.device, torch.float32)
+        y_up = faces.upsample(lr, faces.FRAME_SIZE)
+        return mean_estimate(self.model, y_up, self.mean_sigma, seed=MEAN_ESTIMATE_SEED).clamp(0, 1).cpu()
+
+    def mean_record(self) -> dict:
+        """What the run record says about the mean estimate."""
+        return {"what": MEAN_ESTIMATE_WHAT, "sigma": self.mean_sigma, "noise_seed": MEAN_ESTIMATE_SEED}
+
     def run(self, lr: torch.Tensor, settings: SamplerSettings, *,
             callback: Callable[[StepInfo], None] | None = None, cancel=None) -> EnhanceResult:
-        """Sample ``settings.samples`` super-resolutions of one LR face [1, 3, 16, 16]."""
+        """Sample ``settings.samples`` super-resolutions of one LR face [1, 3, 16, 16], plus its
+        mean estimate (once per run, after the samples: a cancel never waits for it)."""
         lr = lr.to(self.device, torch.float32)
         y_up = faces.upsample(lr, faces.FRAME_SIZE)
         res, seconds, rec = self._sample(y_up.expand(settings.samples, -1, -1, -1), settings.seeds(), settings,
                                          callback, cancel)
+        mean = self.mean_estimate(lr)
+        rec["mean_estimate"] = self.mean_record()
         return EnhanceResult(res.samples.clamp(0, 1).cpu(), y_up.cpu(), lr.cpu(), settings.seeds(),
-                             res.nfe, seconds, rec)
+                             res.nfe, seconds, rec, mean)
 
     def run_many(self, lr: torch.Tensor, settings: SamplerSettings, *, cancel=None) -> torch.Tensor:
         """One sample for each of B LR faces [B, 3, 16, 16] in one batch; face i uses seed + i."""
@@ -281,30 +321,38 @@ class Enhancer:
         res, _, _ = self._sample(y_up, seeds, settings, None, cancel)
         return res.samples.clamp(0, 1).cpu()
 
+    def sampling_sde(self, name: str) -> SDE:
+        """The SDE a run named ``name`` samples under: "ve" is the model's own (its trained
+        sigma range), "vp" / "subvp" the papers' (beta 0.1 to 20), through the same denoiser."""
+        check_choice("SDE", name, SDES)
+        return self.sde if name == "ve" else make_sde(name)
+
     def _sample(self, y_up, seeds, settings, callback, cancel):
         settings.validate()
         active = {k: v for k, v in settings.attributes.items() if v is not None}
         if active and self.classifier is None:
             raise ValueError("Attribute guidance needs the attribute classifier weights, which are not loaded.")
         h = settings.h if settings.h is not None else (self.default_h if active else 0.0)
-        score = model_score_fn(self.model, self.sde, y_up)
+        sde = self.sampling_sde(settings.sde)
+        score = model_score_fn(self.model, sde, y_up)
         if active:
-            score = guided_score_fn(score, self.classifier, self.sde, active, h)
+            score = guided_score_fn(score, self.classifier, sde, active, h)
         noise = NoiseSource(seeds)
         shape = (3, faces.FRAME_SIZE, faces.FRAME_SIZE)
         start = time.perf_counter()
         with torch.no_grad():
             if not SAMPLER_PRESETS[settings.sampler].is_pc:
                 res: SampleResult = fast_sample(
-                    score, self.sde, shape, noise, n_steps=settings.n_steps(), method=settings.fast_method,
+                    score, sde, shape, noise, n_steps=settings.n_steps(), method=settings.fast_method,
                     churn=settings.churn, device=self.device, callback=callback, cancel=cancel)
             else:
                 res = pc_sample(
-                    score, self.sde, shape, noise, n_steps=settings.n_steps(), predictor=settings.predictor,
+                    score, sde, shape, noise, n_steps=settings.n_steps(), predictor=settings.predictor,
                     corrector=settings.corrector, corrector_steps=settings.corrector_steps, snr=settings.snr,
                     device=self.device, callback=callback, cancel=cancel)
         seconds = time.perf_counter() - start
         rec = settings.to_dict()
         rec["h"] = h
+        rec["sde_params"] = sde.to_dict()
         rec["attributes"] = {n: settings.attributes.get(n) for n in ATTRIBUTE_NAMES}
         return res, seconds, rec

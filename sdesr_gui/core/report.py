@@ -4,9 +4,10 @@ An export is one new folder, created next to nothing else, holding
 
 * the evidence-derived images (the aligned face crop, its LR and the bicubic baseline, an
   interpolation), marked *not generated* in a PNG text chunk and in the run record;
-* every exported sample, marked *generated* in the file name, in a PNG text chunk, in the
-  run record and in the report (PNGs are written by
-  :func:`~sdesr_gui.core.provenance.atomic_save_png`, the writer the CLI uses too);
+* the model's mean estimate (kind ``mean``: an estimate, not a sample) and every exported
+  sample, marked *generated* in the file name, in a PNG text chunk, in the run record and in
+  the report (PNGs are written by :func:`~sdesr_gui.core.provenance.atomic_save_png`, the
+  writer the CLI uses too);
 * ``run.json``: the provenance record (:class:`~sdesr_gui.core.provenance.RunRecord`);
 * ``report.html``: one file with every image embedded as base64 PNG (the very bytes written
   next to it), the settings, seeds, gallery candidates and the SHA-256 of every output;
@@ -75,7 +76,8 @@ class ExportImage:
     """One image of the export.
 
     ``kind`` is ``crop`` (aligned face from the input), ``lr`` (its low-resolution version),
-    ``reference`` (a known high-resolution face), ``bicubic`` or ``sample``. ``info`` holds
+    ``reference`` (a known high-resolution face), ``bicubic``, ``mean`` (the model's mean
+    estimate: generated, an estimate and not a sample) or ``sample``. ``info`` holds
     per-image facts for the record (seed, metrics, sampler settings of a re-run ...).
     """
 
@@ -261,6 +263,8 @@ def build_html_report(job: ExportJob, outputs: Sequence[dict[str, Any]], pngs: M
         kind = o.get("kind", "")
         if o.get("generated"):
             tag = "<span class='tag gen'>GENERATED</span>"
+            if kind == "mean":
+                tag += " <span class='tag interp'>ESTIMATE, NOT A SAMPLE</span>"
         elif kind == "bicubic":
             tag = "<span class='tag interp'>INTERPOLATED</span>"
         else:

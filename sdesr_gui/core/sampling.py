@@ -60,6 +60,7 @@ __all__ = [
     "fast_max_steps",
     "fast_sample",
     "check_choice",
+    "check_pc_steps",
     "PREDICTORS",
     "CORRECTORS",
     "FAST_MAX_NFE",
@@ -75,6 +76,19 @@ def check_choice(kind: str, name: str, table: Mapping) -> None:
     """Raise ValueError with one sentence when ``name`` is not one of the ``table``'s names."""
     if name not in table:
         raise ValueError(f"Unknown {kind} {name!r}; choose one of {', '.join(table)}.")
+
+
+def check_pc_steps(sde: SDE, n_steps: int, eps: float | None = None) -> None:
+    """Raise ValueError with one sentence when ``n_steps`` PC steps are too few for ``sde``.
+
+    VP and sub-VP need every step's beta(t) dt below 1 (:meth:`~.sde.SDE.pc_min_steps`); with
+    fewer steps VP's samples come back all NaN.  VE has no such limit.
+    """
+    n_min = sde.pc_min_steps(eps)
+    if int(n_steps) < n_min:
+        raise ValueError(f"The predictor-corrector sampler under the {sde.label or sde.name} SDE needs at least "
+                         f"{n_min} steps N (with {int(n_steps)}, a step's beta(t)·dt reaches 1 and the sampler "
+                         "breaks down).")
 
 
 class SamplingCancelled(Cancelled):
@@ -350,6 +364,7 @@ def pc_sample(
     predict, correct = PREDICTORS[predictor], CORRECTORS[corrector]
     if n_steps < 1:
         raise ValueError("The number of steps N must be at least 1.")
+    check_pc_steps(sde, n_steps, eps)
     if correct is not None and corrector_steps < 0:
         raise ValueError("The number of corrector steps M cannot be negative.")
     m = corrector_steps if correct is not None else 0

@@ -13,6 +13,9 @@ denoiser network D(x, sigma) (trained in VE form) provide the score of all three
 schedule for any of them.
 
 Times are tensors of shape [B]; images are [B, C, H, W].  Data live in [0, 1].
+
+:data:`SDES` is the name -> class table that the sampler settings, the CLI's choices and the
+GUI read (``list(SDES)`` gives the names; each class has a ``label`` and a one-line ``summary``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-__all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "make_sde", "bcast"]
+__all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "SDES", "DEFAULT_SDE", "make_sde", "bcast"]
 
 
 def bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -45,6 +48,9 @@ class SDE(ABC):
     """Interface of a forward SDE on [0, T]."""
 
     name: str = ""
+    #: what the user sees (GUI list) and one line for tooltips and help texts
+    label: str = ""
+    summary: str = ""
     T: float = 1.0
     #: smallest time the samplers integrate to (the papers' sampling epsilon)
     eps: float = 1e-5
@@ -107,6 +113,10 @@ class SDE(ABC):
         """The alpha_i of the Langevin corrector step size (1 for VE)."""
         return torch.ones_like(t)
 
+    def pc_min_steps(self, eps: float | None = None) -> int:
+        """The fewest predictor-corrector steps N this SDE can take on :meth:`time_grid` (1 here)."""
+        return 1
+
     def time_grid(self, n_steps: int, eps: float | None = None, device=None) -> torch.Tensor:
         """N sampling times from T down to eps (inclusive), float64 on ``device``."""
         eps = self.eps if eps is None else eps
@@ -121,6 +131,9 @@ class VESDE(SDE):
     """Variance exploding SDE (SMLD / NCSN++): sigma(t) = smin (smax/smin)^t."""
 
     name = "ve"
+    label = "VE (variance exploding)"
+    summary = ("Variance exploding, the SDE the model was trained with: noise grows from sigma_min = 0.01 "
+               "to sigma_max = 348 (the model's own range).")
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 348.0):
         self.smin = float(sigma_min)
@@ -166,6 +179,9 @@ class VPSDE(SDE):
     """Variance preserving SDE (DDPM): beta(t) = beta_min + t (beta_max - beta_min)."""
 
     name = "vp"
+    label = "VP (variance preserving)"
+    summary = ("Variance preserving (DDPM), beta from 0.1 to 20: the VE-trained model is used through "
+               "x_t / s(t); Paper PC needs more than 20 steps.")
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
         self.beta_0 = float(beta_min)
@@ -212,6 +228,21 @@ class VPSDE(SDE):
     def langevin_alpha(self, t, t_next):
         return 1.0 - self.beta(t) * (t - t_next)
 
+    def pc_min_steps(self, eps: float | None = None) -> int:
+        """The fewest N for which every step of the time grid has beta(t) dt < 1.
+
+        With beta_i = beta(t) dt >= 1 the VP reverse-diffusion step takes sqrt(1 - beta_i) and
+        the Langevin alpha_i = 1 - beta_i turns negative: the samples become NaN.  The largest
+        beta_i is the first step's, beta(T) (T - eps) / (N - 1), so N must exceed
+        beta(T) (T - eps) + 1 (N >= 21 for beta_max = 20).  Sub-VP (and VP's Euler-Maruyama
+        predictor alone) has no square root to break, but its step is only first order in
+        beta_i: on a Gaussian target N = 5 gives a sample std about 27 times too large, N = 10
+        about 1.25 times; the same limit keeps one rule for both.
+        """
+        eps = self.eps if eps is None else float(eps)
+        worst = float(self.beta(torch.tensor(self.T, dtype=torch.float64))) * (self.T - eps)
+        return math.floor(worst) + 2
+
     def to_dict(self) -> dict:
         return {"type": "vp", "beta_min": self.beta_0, "beta_max": self.beta_1}
 
@@ -220,6 +251,9 @@ class SubVPSDE(VPSDE):
     """sub-VP SDE: same drift as VP, smaller diffusion; std(t) = 1 - s(t)^2."""
 
     name = "subvp"
+    label = "sub-VP"
+    summary = ("sub-VP, beta from 0.1 to 20: the VP drift with less noise; the VE-trained model is used "
+               "through x_t / s(t); Paper PC needs more than 20 steps.")
 
     def sde(self, x, t):
         beta_t = self.beta(t)
@@ -243,6 +277,12 @@ class SubVPSDE(VPSDE):
 
     def to_dict(self) -> dict:
         return {"type": "subvp", "beta_min": self.beta_0, "beta_max": self.beta_1}
+
+
+#: SDE name -> class: the choices of ``SamplerSettings.sde``, the CLI and the GUI, in the GUI's order
+SDES: dict[str, type[SDE]] = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE}
+#: the SDE a run samples under when none is named: the model's own (VE)
+DEFAULT_SDE = "ve"
 
 
 def make_sde(spec: dict | str | None = None) -> SDE:

@@ -7,8 +7,8 @@ without Qt). It holds
   frame it was taken from;
 * the reference HR: one loaded by the user, else the aligned crop when it is genuine HR;
 * the last run (:class:`RunSnapshot`: what its samples were produced from) and the images
-  shown with it (:class:`ResultItem`: LR, bicubic, reference and the samples with their seeds,
-  metrics, favourites and re-run notes);
+  shown with it (:class:`ResultItem`: LR, bicubic, the run's mean estimate, reference and the
+  samples with their seeds, metrics, favourites and re-run notes);
 * the hashes of inputs computed so far (the run record needs them).
 
 It does no heavy work itself (measuring PSNR / SSIM of a few 128x128 images when the reference
@@ -54,6 +54,12 @@ __all__ = [
 
 EVENTS = ("items", "item", "header", "added", "run")
 
+#: the mean estimate's tile and export: the model's posterior-mean estimate, never a sample
+MEAN_KEY = "mean"
+MEAN_TITLE = "Mean estimate"
+MEAN_NOTE = "an estimate, not a sample"
+MEAN_CAPTION = "Mean estimate (the model's posterior-mean estimate; an estimate, not a sample)"
+
 IDLE_HEADER = "Select a face and press Run. Generated samples are plausible faces, not recovered detail."
 NO_FACE = ("Select a face first: open an image or video, then click a detected face or draw a box "
            "around one.")
@@ -70,7 +76,7 @@ class ResultItem:
     key: str  # "lr", "bicubic", "reference", "s1", "s2", ...
     title: str
     image: np.ndarray  # HxWx3 uint8 (the LR is 16x16)
-    kind: str  # lr | bicubic | reference | sample
+    kind: str  # lr | bicubic | mean | reference | sample (only "sample" items are samples)
     seed: Optional[int] = None
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     favourite: bool = False
@@ -94,6 +100,8 @@ class SamplerOutcome:
     load_seconds: float
     device: str
     tag: Any = None
+    mean: Optional[np.ndarray] = None  # uint8 128x128x3: the run's mean estimate (not a sample)
+    mean_metrics: dict = dataclasses.field(default_factory=dict)  # consistency (+ psnr, ssim), like bicubic
 
 
 @dataclasses.dataclass
@@ -138,6 +146,8 @@ class RunSnapshot:
     reference: Optional[np.ndarray] = None  # the reference HR the metrics refer to
     reference_loaded: bool = False  # loaded by the user (else the aligned crop itself)
     source_info: dict = dataclasses.field(default_factory=dict)  # size, fps, frame count of the input
+    mean: Optional[np.ndarray] = None  # the run's mean estimate (kept across re-runs of one sample)
+    mean_metrics: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -183,12 +193,17 @@ def forbidden_folders(input_path: Optional[Path], gallery: Optional[Path]) -> li
 
 
 def base_items(sel, bicubic_metrics: Optional[dict] = None, reference: Optional[np.ndarray] = None,
-               reference_loaded: bool = False) -> list[ResultItem]:
-    """The images every view of a face starts with: LR, bicubic and (when known) the reference."""
+               reference_loaded: bool = False, mean: Optional[np.ndarray] = None,
+               mean_metrics: Optional[dict] = None) -> list[ResultItem]:
+    """The images every view of a face starts with: LR, bicubic, the run's mean estimate (when
+    the run has one) and (when known) the reference."""
     if sel is None:
         return []
     items = [ResultItem("lr", "LR input (nearest)", sel.lr, "lr", note="16×16, shown ×8"),
              ResultItem("bicubic", "Bicubic", sel.bicubic, "bicubic", metrics=dict(bicubic_metrics or {}))]
+    if mean is not None:
+        items.append(ResultItem(MEAN_KEY, MEAN_TITLE, mean, "mean", metrics=dict(mean_metrics or {}),
+                                note=MEAN_NOTE, generated=True))
     if reference is not None:
         items.append(ResultItem("reference", "Reference HR", reference, "reference",
                                 note="loaded" if reference_loaded else "from the input"))
@@ -265,7 +280,14 @@ class Session:
         return next((it for it in self.items if it.key == key), None)
 
     def samples(self) -> list[ResultItem]:
+        """The generated samples (never the mean estimate)."""
         return [it for it in self.items if it.kind == "sample"]
+
+    def _run_items(self) -> list[ResultItem]:
+        """The base items of the run: LR, bicubic, mean estimate, reference."""
+        run = self.run
+        return base_items(run.selection, run.bicubic_metrics, run.reference, run.reference_loaded,
+                          run.mean, run.mean_metrics)
 
     @property
     def can_export(self) -> bool:
@@ -359,8 +381,9 @@ class Session:
         run = self.run
         ref = run.reference
         bic = next((it for it in self.items if it.kind == "bicubic"), None)
+        mean = next((it for it in self.items if it.kind == "mean"), None)
         samples = self.samples()
-        for it in ([bic] if bic else []) + samples:
+        for it in [x for x in (bic, mean) if x is not None] + samples:
             for k in ("psnr", "ssim", "cs"):
                 it.metrics.pop(k, None)
             if ref is not None:
@@ -369,7 +392,9 @@ class Session:
                 it.metrics["ssim"] = float(metrics.ssim(a, b)[0])
         if bic is not None:
             run.bicubic_metrics = dict(bic.metrics)
-        self._set_items(base_items(run.selection, run.bicubic_metrics, ref, run.reference_loaded) + samples)
+        if mean is not None:
+            run.mean_metrics = dict(mean.metrics)
+        self._set_items(self._run_items() + samples)
         self._emit("run")
 
     # ---------------------------------------------------------------- runs
@@ -412,9 +437,9 @@ class Session:
                          "nfe": out.nfe},
                 bicubic=out.bicubic, bicubic_metrics=out.bicubic_metrics,
                 reference=ctx.reference, reference_loaded=ctx.reference_loaded,
-                source_info=dict(ctx.source_info or {}))
+                source_info=dict(ctx.source_info or {}), mean=out.mean, mean_metrics=dict(out.mean_metrics or {}))
             self._sample_counter = 0
-            items = base_items(selection, out.bicubic_metrics, self.run.reference, self.run.reference_loaded)
+            items = self._run_items()
             keys = []
             for img, seed, m in zip(out.samples, out.seeds, out.metrics):
                 self._sample_counter += 1
@@ -423,11 +448,12 @@ class Session:
                                         seed=int(seed), metrics=dict(m), generated=True))
             self._set_items(items)
             self._set_header(self.run_header(selection is not self.selection))
-        else:
+        else:  # one more sample; the run's mean estimate (and every other image) stays
             src = self.item(out.tag[1])
             self._sample_counter += 1
             differs = {k: v for k, v in out.settings.items()
-                       if k not in ("seed", "seeds", "samples") and self.run.settings.get(k) != v}
+                       if k not in ("seed", "seeds", "samples", "sde_params", "mean_estimate")
+                       and self.run.settings.get(k) != v}
             own = dict(out.settings)
             if model.get("sha256") != self.run.model.get("sha256") or classifier != self.run.classifier:
                 differs["model"] = model.get("name") or model.get("path")
@@ -482,6 +508,11 @@ class Session:
         bic = next((it for it in self.items if it.kind == "bicubic"), None)
         images.append(ExportImage("bicubic", run.bicubic, "bicubic", False, "Bicubic baseline (interpolation)",
                                   info={k: round(float(v), 6) for k, v in (bic.metrics if bic else {}).items()}))
+        if run.mean is not None:  # generated by the model, labelled as an estimate (never a sample)
+            mean = self.item(MEAN_KEY)
+            info = {"estimate": MEAN_NOTE, **(run.settings.get("mean_estimate") or {})}
+            info.update({k: round(float(v), 6) for k, v in (mean.metrics if mean else run.mean_metrics).items()})
+            images.append(ExportImage("mean_estimate", run.mean, "mean", True, MEAN_CAPTION, info))
         for it in (it for it in self.samples() if it.key in keys):
             info: dict[str, Any] = {"seed": it.seed, "favourite": it.favourite, "sample": it.title}
             info.update({k: round(float(v), 6) for k, v in it.metrics.items()})

@@ -1,5 +1,6 @@
-"""Comparison view: LR (nearest), bicubic and every sample side by side at one zoom, a
-before/after split between any two, per-image metrics, favourites and re-run from a seed."""
+"""Comparison view: LR (nearest), bicubic, the mean estimate and every sample side by side at
+one zoom, a before/after split between any two, per-image metrics, favourites and re-run from
+a seed."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ from PySide6.QtWidgets import (
 from ..core.session import ResultItem
 from .imaging import nearest_upscale, pixmap_from_rgb, qimage_from_rgb
 
+#: what the mean estimate's tile says when hovered: the most accurate single image, not a sample
+MEAN_TOOLTIP = ("Mean estimate: the model's posterior-mean estimate of this face (one network evaluation, "
+                "the same image every time). It is the most accurate single image (highest PSNR / SSIM) but "
+                "blurrier than a sample: it invents no detail. It is an estimate, not a sample.")
 ZOOMS = (0, 1, 2, 3, 4)  # 0 = fit: the largest zoom at which every tile is visible
 TILE_EXTRA_W, TILE_EXTRA_H = 40, 112  # tile chrome around the image (title, metrics, buttons)
 
@@ -76,6 +81,8 @@ class Tile(QFrame):
         lay.addWidget(self.image)
         lay.addWidget(self.metrics)
         self.fav = None
+        if item.kind == "mean":
+            self.setToolTip(MEAN_TOOLTIP)
         if item.kind == "sample":
             row = QHBoxLayout()
             self.fav = QCheckBox("★")
@@ -99,6 +106,8 @@ class Tile(QFrame):
         tag = ""
         if self.item.generated:
             tag = "<span style='background:#b3261e;color:white'>&nbsp;GENERATED&nbsp;</span>"
+        if self.item.kind == "mean":
+            tag += " <span style='background:#5c6bc0;color:white'>&nbsp;ESTIMATE&nbsp;</span>"
         seed = f" · seed {self.item.seed}" if self.item.seed is not None else ""
         self.title.setText(f"<b>{self.item.title}</b>{seed}<br>{tag}" if tag else f"<b>{self.item.title}</b>{seed}")
         text = metrics_text(self.item.metrics)

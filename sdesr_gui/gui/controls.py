@@ -1,4 +1,4 @@
-"""Controls: model, sampler preset, r and h, attributes, samples, seed, device, Run / Cancel,
+"""Controls: model, sampler preset, SDE, r and h, attributes, samples, seed, device, Run / Cancel,
 plus the run's progress and the live intermediate frames."""
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.presets import DEFAULT_H, DEFAULT_SAMPLER, MAX_CORRECTOR_STEPS, MAX_SAMPLES, SAMPLER_PRESETS
+from ..core.sde import DEFAULT_SDE, SDES
 from .imaging import pixmap_from_rgb
 
 ATTRIBUTES = (("male", "Male"), ("beard", "Beard"), ("eyeglasses", "Eyeglasses"))
@@ -167,6 +168,13 @@ class ControlsPanel(QWidget):
         for key, p in SAMPLER_PRESETS.items():
             self.preset.addItem(p.label, key)
             self.preset.setItemData(self.preset.count() - 1, p.summary, Qt.ItemDataRole.ToolTipRole)
+        self.sde = QComboBox()
+        for key, cls in SDES.items():
+            self.sde.addItem(cls.label, key)
+            self.sde.setItemData(self.sde.count() - 1, cls.summary, Qt.ItemDataRole.ToolTipRole)
+        self.sde.setCurrentIndex(max(self.sde.findData(DEFAULT_SDE), 0))
+        self.sde.setToolTip("The SDE the sampler runs under. VE is the model's own; VP and sub-VP use the same "
+                            "model through x_t / s(t).")
         self.steps = QSpinBox()
         self.steps.setToolTip("N: sampler steps")
         self.corrector = QSpinBox()
@@ -188,6 +196,7 @@ class ControlsPanel(QWidget):
         self.h_label.setMinimumWidth(36)
         sform = QFormLayout()
         sform.addRow("Preset", self.preset)
+        sform.addRow("SDE", self.sde)
         sform.addRow("Steps N", self.steps)
         sform.addRow("Corrector M", self.corrector)
         sform.addRow("r (SNR)", self._pair(self.r_slider, self.r_label))
@@ -416,6 +425,9 @@ class ControlsPanel(QWidget):
     def sampler_key(self) -> str:
         return self.preset.currentData()
 
+    def sde_key(self) -> str:
+        return self.sde.currentData() or DEFAULT_SDE
+
     def _on_preset(self, *_) -> None:
         key = self.sampler_key()
         self.steps.blockSignals(True)
@@ -448,9 +460,9 @@ class ControlsPanel(QWidget):
             self.seed.setValue(random.SystemRandom().randrange(0, MAX_SEED - 64))
         key = self.sampler_key()
         return SamplerSettings(
-            sampler=key, steps=int(self.steps.value()), corrector_steps=int(self.corrector.value()),
-            snr=self.r_value(), h=float(self.h_slider.value()), attributes=self.attributes(),
-            samples=int(self.samples.value()), seed=int(self.seed.value()))
+            sampler=key, sde=self.sde_key(), steps=int(self.steps.value()),
+            corrector_steps=int(self.corrector.value()), snr=self.r_value(), h=float(self.h_slider.value()),
+            attributes=self.attributes(), samples=int(self.samples.value()), seed=int(self.seed.value()))
 
     def device_name(self) -> str:
         return self.device.currentData() or "cpu"
@@ -489,6 +501,7 @@ class ControlsPanel(QWidget):
     # ---------------------------------------------------------------- settings
     def save(self, s) -> None:
         s.setValue("controls/preset", self.sampler_key())
+        s.setValue("controls/sde", self.sde_key())
         for key, n in self._steps.items():
             s.setValue(f"controls/steps_{key}", n)
         s.setValue("controls/corrector", self.corrector.value())
@@ -526,6 +539,8 @@ class ControlsPanel(QWidget):
         idx = self.preset.findData(s.value("controls/preset", DEFAULT_SAMPLER))
         self.preset.setCurrentIndex(max(idx, 0))
         self._on_preset()
+        idx = self.sde.findData(s.value("controls/sde", DEFAULT_SDE))
+        self.sde.setCurrentIndex(idx if idx >= 0 else self.sde.findData(DEFAULT_SDE))
         self.corrector.setValue(get_int("controls/corrector", DEFAULT_M))
         self.r_slider.setValue(get_int("controls/r", int(round(DEFAULT_R * 100))))
         self.h_slider.setValue(get_int("controls/h", self.h_slider.value()))

@@ -1,9 +1,10 @@
 """Background work for the window: every model call runs in a QThread, never on the GUI thread.
 
 * :class:`SamplerJob` loads the model (once; the window caches the Enhancer) and runs the
-  sampler. It reports progress with an ETA and live frames (x_t and the denoised estimate),
-  throttled so a fast sampler cannot flood the GUI thread; Cancel sets an event the sampler
-  checks before every step, so it takes effect within one step.
+  sampler; the run's mean estimate comes with the samples, measured like the bicubic. It
+  reports progress with an ETA and live frames (x_t and the denoised estimate), throttled so
+  a fast sampler cannot flood the GUI thread; Cancel sets an event the sampler checks before
+  every step, so it takes effect within one step.
 * :class:`FunctionJob` runs any other function (face detection, gallery indexing, matching,
   hashing a large input) with the same error and cancel conventions.
 
@@ -162,6 +163,8 @@ class SamplerJob(QThread):
             cons = metrics.consistency(res.samples, res.lr.expand(k, -1, -1, -1))
             per = [{"consistency": float(c)} for c in cons]
             bic = {"consistency": float(metrics.consistency(res.bicubic, res.lr)[0])}
+            # the mean estimate (not a sample) is measured like the bicubic baseline
+            mean = {"consistency": float(metrics.consistency(res.mean, res.lr)[0])} if res.mean is not None else {}
             if req.reference is not None:
                 hr = faces.to_tensor(req.reference)
                 ps = metrics.psnr(res.samples, hr.expand(k, -1, -1, -1))
@@ -170,10 +173,13 @@ class SamplerJob(QThread):
                     d["psnr"], d["ssim"] = float(p), float(s)
                 bic["psnr"] = float(metrics.psnr(res.bicubic, hr)[0])
                 bic["ssim"] = float(metrics.ssim(res.bicubic, hr)[0])
+                if res.mean is not None:
+                    mean["psnr"] = float(metrics.psnr(res.mean, hr)[0])
+                    mean["ssim"] = float(metrics.ssim(res.mean, hr)[0])
             self.done.emit(SamplerOutcome(
                 faces.to_uint8(res.samples), list(res.seeds), faces.to_uint8(res.bicubic)[0], per, bic,
                 dict(res.settings), int(res.nfe), float(res.seconds), float(load_s), str(enh.device),
-                req.tag))
+                req.tag, mean=faces.to_uint8(res.mean)[0] if res.mean is not None else None, mean_metrics=mean))
         except SamplingCancelled:
             self.cancelled.emit()
         except BaseException as e:  # noqa: BLE001 - every error becomes a dialog, never a crash
