@@ -35,8 +35,8 @@ def test_enhance_writes_samples_bicubic_and_record(tmp_path, inputs, tiny_weight
                         tiny_weights["score"], "--samples", "2", "--steps", "3", "--seed", "5"], capsys)
     assert code == 0, err
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["face.json", "face_bicubic.png", "face_sample1.png", "face_sample2.png",
-                     "lr.json", "lr_bicubic.png", "lr_sample1.png", "lr_sample2.png"]
+    assert names == ["face.json", "face_bicubic.png", "face_mean.png", "face_sample1.png", "face_sample2.png",
+                     "lr.json", "lr_bicubic.png", "lr_mean.png", "lr_sample1.png", "lr_sample2.png"]
     assert tree(inputs) == before  # inputs untouched, nothing written next to them
     rec = json.loads((out / "face.json").read_text())
     assert rec["inputs"][0]["sha256"] == sha256_file(inputs / "face.png")
@@ -64,6 +64,48 @@ def test_enhance_pngs_say_in_the_file_whether_they_are_generated(tmp_path, input
     assert sample.text["Comment"] == GENERATED_NOTICE and "investigative lead" in sample.text["Comment"]
     assert bicubic.text["Comment"] == DERIVED_NOTICE  # an interpolation of the input, not generated
     assert sample.text["Software"] == bicubic.text["Software"] == "SDE-SR Studio"
+    assert Image.open(out / "lr_mean.png").text["Comment"] == GENERATED_NOTICE
+
+
+def test_enhance_writes_the_mean_estimate_labelled_as_an_estimate(tmp_path, inputs, tiny_weights, capsys):
+    """<stem>_mean.png is the denoiser at sigma_max given the LR (one evaluation, no seed), the
+    same for every seed, and the record says it is an estimate, not a sample."""
+    import torch
+
+    from sdesr_gui.core import faces
+    from sdesr_gui.core.models.checkpoint import load_checkpoint
+    from sdesr_gui.core.sampling import mean_estimate
+    from sdesr_gui.core.video import load_still
+
+    for seed in ("1", "2"):
+        code, _, err = run(["enhance", inputs / "face.png", "--out", tmp_path / seed, "--weights",
+                            tiny_weights["score"], "--steps", "2", "--seed", seed, "--quiet"], capsys)
+        assert code == 0, err
+    a, b = (load_still(tmp_path / s / "face_mean.png") for s in ("1", "2"))
+    assert np.array_equal(a, b)  # no seed: the estimate does not depend on the samples' noise
+    rec = json.loads((tmp_path / "1" / "face.json").read_text())
+    (mean,) = [o for o in rec["outputs"] if o["kind"] == "mean"]
+    assert mean["generated"] and "not a sample" in mean["note"] and "seed" not in mean
+    assert {"psnr", "ssim", "consistency"} <= set(mean)
+    assert rec["sampler"]["mean_estimate"]["sigma"] == 348.0
+    model, _ = load_checkpoint(tiny_weights["score"])
+    lr = faces.degrade(faces.to_tensor(load_still(inputs / "face.png")))
+    with torch.no_grad():
+        want = mean_estimate(model.float().eval(), faces.upsample(lr), 348.0)
+    assert np.abs(faces.to_uint8(want)[0].astype(int) - a.astype(int)).max() <= 1
+
+
+def test_enhance_samples_under_each_sde(tmp_path, inputs, tiny_weights, capsys):
+    for sde in ("ve", "vp", "subvp"):
+        code, _, err = run(["enhance", inputs / "lr.png", "--out", tmp_path / sde, "--weights",
+                            tiny_weights["score"], "--steps", "3", "--sde", sde, "--quiet"], capsys)
+        assert code == 0, err
+        rec = json.loads((tmp_path / sde / "lr.json").read_text())
+        assert rec["sampler"]["sde"] == sde
+    code, _, err = run(["enhance", inputs / "lr.png", "--out", tmp_path / "bad", "--weights",
+                        tiny_weights["score"], "--sampler", "pc", "--steps", "10", "--sde", "vp"], capsys)
+    assert code == 2 and "at least" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_enhance_is_byte_identical_for_the_same_seed(tmp_path, inputs, tiny_weights, capsys):

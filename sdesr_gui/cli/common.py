@@ -57,7 +57,7 @@ def settings_from_args(args):
     s = SamplerSettings(
         sampler=args.sampler, steps=args.steps, corrector_steps=args.corrector_steps, snr=args.r,
         predictor=args.predictor, corrector=args.corrector, fast_method=args.fast_method, churn=args.churn,
-        h=args.h, attributes=attrs, samples=args.samples, seed=args.seed)
+        h=args.h, attributes=attrs, samples=args.samples, seed=args.seed, sde=args.sde)
     try:
         s.validate()
     except ValueError as e:
@@ -111,12 +111,16 @@ def add_sampler_args(e: argparse.ArgumentParser) -> None:
     sampler or default added there needs no change here."""
     from ..core.enhance import DEFAULT_STEPS, SamplerSettings
     from ..core.sampling import CORRECTORS, FAST_METHODS, PREDICTORS
+    from ..core.sde import SDES
 
     d = SamplerSettings()
     steps = ", ".join(f"{k} {v}" for k, v in DEFAULT_STEPS.items())
     e.add_argument("--sampler", choices=list(DEFAULT_STEPS), default=d.sampler,
                    help="fast: DPM-Solver++(2M), <= 40 evaluations (default); pc: the paper's predictor-corrector")
     e.add_argument("--steps", type=int, metavar="N", help=f"sampler steps (default: {steps})")
+    e.add_argument("--sde", choices=list(SDES), default=d.sde,
+                   help="the SDE to sample under; the VE-trained denoiser gives each one's score: "
+                   + "; ".join(f"{k}: {c.label}" for k, c in SDES.items()) + f" (default {d.sde})")
     e.add_argument("--corrector-steps", type=int, default=d.corrector_steps, metavar="M",
                    help=f"Langevin steps per PC step ({_num(d.corrector_steps)})")
     e.add_argument("--r", type=float, default=d.snr, help=f"Langevin signal-to-noise ratio r ({_num(d.snr)})")

@@ -387,9 +387,8 @@ class Session:
             for k in ("psnr", "ssim", "cs"):
                 it.metrics.pop(k, None)
             if ref is not None:
-                a, b = faces.to_tensor(it.image), faces.to_tensor(ref)
-                it.metrics["psnr"] = float(metrics.psnr(a, b)[0])
-                it.metrics["ssim"] = float(metrics.ssim(a, b)[0])
+                it.metrics.update(metrics.image_metrics(faces.to_tensor(it.image), None,
+                                                        faces.to_tensor(ref))[0])
         if bic is not None:
             run.bicubic_metrics = dict(bic.metrics)
         if mean is not None:

@@ -159,23 +159,11 @@ class SamplerJob(QThread):
 
             lr = faces.to_tensor(req.lr)
             res = enh.run(lr, req.settings, callback=callback, cancel=self._cancel)
-            k = res.samples.shape[0]
-            cons = metrics.consistency(res.samples, res.lr.expand(k, -1, -1, -1))
-            per = [{"consistency": float(c)} for c in cons]
-            bic = {"consistency": float(metrics.consistency(res.bicubic, res.lr)[0])}
+            hr = faces.to_tensor(req.reference) if req.reference is not None else None
+            per = metrics.image_metrics(res.samples, res.lr, hr)
+            bic = metrics.image_metrics(res.bicubic, res.lr, hr)[0]
             # the mean estimate (not a sample) is measured like the bicubic baseline
-            mean = {"consistency": float(metrics.consistency(res.mean, res.lr)[0])} if res.mean is not None else {}
-            if req.reference is not None:
-                hr = faces.to_tensor(req.reference)
-                ps = metrics.psnr(res.samples, hr.expand(k, -1, -1, -1))
-                ss = metrics.ssim(res.samples, hr.expand(k, -1, -1, -1))
-                for d, p, s in zip(per, ps, ss):
-                    d["psnr"], d["ssim"] = float(p), float(s)
-                bic["psnr"] = float(metrics.psnr(res.bicubic, hr)[0])
-                bic["ssim"] = float(metrics.ssim(res.bicubic, hr)[0])
-                if res.mean is not None:
-                    mean["psnr"] = float(metrics.psnr(res.mean, hr)[0])
-                    mean["ssim"] = float(metrics.ssim(res.mean, hr)[0])
+            mean = metrics.image_metrics(res.mean, res.lr, hr)[0] if res.mean is not None else {}
             self.done.emit(SamplerOutcome(
                 faces.to_uint8(res.samples), list(res.seeds), faces.to_uint8(res.bicubic)[0], per, bic,
                 dict(res.settings), int(res.nfe), float(res.seconds), float(load_s), str(enh.device),
