@@ -20,7 +20,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..core.report import ExportError, check_export_parent
+from ..core.errors import SdesrError
+from ..core.report import check_export_parent
 
 
 class ExportDialog(QDialog):
@@ -91,7 +92,7 @@ class ExportDialog(QDialog):
             return
         try:
             check_export_parent(text, self.forbidden)
-        except ExportError as e:
+        except SdesrError as e:
             self.error.setText(str(e))
             return
         self.accept()

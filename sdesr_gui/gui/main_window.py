@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from .. import __version__
-from ..core.errors import ExportError, InputError
+from ..core.errors import SdesrError
 from ..core.session import RunSnapshot, Session, write_export
 from .compare_view import CompareView
 from .controls import ControlsPanel
@@ -326,7 +326,7 @@ class MainWindow(QMainWindow):
         message if it cannot be."""
         try:
             self.session.load_reference(path)
-        except InputError as e:
+        except SdesrError as e:
             self.show_error("Reference", str(e))
             return False
         self.set_status(f"Reference HR: {Path(path).name}")
@@ -376,7 +376,7 @@ class MainWindow(QMainWindow):
             return False
         try:
             plan = self.session.plan_run(rerun_key)
-        except InputError as e:
+        except SdesrError as e:
             self.show_error("Run", str(e))
             return False
         weights = self.controls.weights_path()
@@ -539,7 +539,7 @@ class MainWindow(QMainWindow):
             return self.session.plan_export(folder, keys,
                                             self.gallery.candidates_for_export if with_candidates else None,
                                             self.gallery.folder)
-        except ExportError as e:
+        except SdesrError as e:
             self.show_error("Export", str(e))
             return None
 

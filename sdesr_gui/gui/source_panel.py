@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core import selection as sel_mod
-from ..core.errors import InputError, check_cancel
+from ..core.errors import SdesrError, check_cancel
 from ..core.faces import image_role
 from ..core.media import check_media, open_media, source_kind
 from .frame_view import FrameView
@@ -201,7 +201,7 @@ class SourcePanel(QWidget):
         ``opened`` follows, or ``errorOccurred`` and ``openFailed`` for a file that cannot be decoded."""
         try:
             p = check_media(path)
-        except InputError as e:
+        except SdesrError as e:
             self._open_failed(str(e))
             return False
         self._open_gen += 1

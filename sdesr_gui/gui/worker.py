@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from PySide6.QtCore import QThread, Signal
 
-from ..core.errors import Cancelled, SdesrError
+from ..core.errors import Cancelled, SdesrError, check_cancel
 from ..core.session import SamplerOutcome  # noqa: F401  (the sampler's result, Qt-free)
 
 #: Preview frames per second at most (the GUI gets at least 5/s when steps are fast enough).
@@ -138,8 +138,7 @@ class SamplerJob(QThread):
                 enh = Enhancer.from_files(req.weights, req.classifier, device=req.device)
                 self.enhancerReady.emit(enh)
             load_s = time.perf_counter() - t0
-            if self._cancel.is_set():
-                raise SamplingCancelled("Sampling was cancelled.")
+            check_cancel(self._cancel, SamplingCancelled)
             total = req.settings.n_steps()
             self.status.emit(f"Sampling {req.settings.samples} sample(s), {total} steps…")
             start = time.perf_counter()
@@ -168,7 +167,7 @@ class SamplerJob(QThread):
                 faces.to_uint8(res.samples), list(res.seeds), faces.to_uint8(res.bicubic)[0], per, bic,
                 dict(res.settings), int(res.nfe), float(res.seconds), float(load_s), str(enh.device),
                 req.tag, mean=faces.to_uint8(res.mean)[0] if res.mean is not None else None, mean_metrics=mean))
-        except SamplingCancelled:
+        except Cancelled:
             self.cancelled.emit()
         except BaseException as e:  # noqa: BLE001 - every error becomes a dialog, never a crash
             if not isinstance(e, (ValueError, SdesrError)):  # expected: one sentence, no traceback
