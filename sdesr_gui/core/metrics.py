@@ -37,6 +37,7 @@ __all__ = [
     "cs",
     "identity_ranks",
     "rank_n",
+    "spearman",
     "verification_auc",
 ]
 
@@ -301,6 +302,19 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     for s, e in zip(starts, ends):
         ranks[order[s:e]] = 0.5 * (s + 1 + e)  # mean of ranks s+1 .. e
     return ranks
+
+
+def spearman(a: Union[Sequence[float], np.ndarray], b: Union[Sequence[float], np.ndarray]) -> float:
+    """Spearman rank correlation: the Pearson correlation of the average ranks (ties share
+    their mean rank, as in scipy's ``spearmanr``); ``nan`` when either side is constant."""
+    x = np.asarray(a, dtype=np.float64).ravel()
+    y = np.asarray(b, dtype=np.float64).ravel()
+    if x.shape != y.shape or x.size < 2:
+        raise ValueError("Spearman needs two sequences of the same length, at least 2")
+    rx, ry = _average_ranks(x), _average_ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = float(np.sqrt((rx * rx).sum() * (ry * ry).sum()))
+    return float((rx * ry).sum() / den) if den > 0 else float("nan")
 
 
 def verification_auc(scores: Union[Sequence[float], np.ndarray],
