@@ -36,7 +36,9 @@ def test_enhance_writes_samples_bicubic_and_record(tmp_path, inputs, tiny_weight
     assert code == 0, err
     names = sorted(p.name for p in out.iterdir())
     assert names == ["face.json", "face_bicubic.png", "face_mean.png", "face_sample1.png", "face_sample2.png",
-                     "lr.json", "lr_bicubic.png", "lr_mean.png", "lr_sample1.png", "lr_sample2.png"]
+                     "face_std.npy", "face_uncertainty.png",
+                     "lr.json", "lr_bicubic.png", "lr_mean.png", "lr_sample1.png", "lr_sample2.png",
+                     "lr_std.npy", "lr_uncertainty.png"]
     assert tree(inputs) == before  # inputs untouched, nothing written next to them
     rec = json.loads((out / "face.json").read_text())
     assert rec["inputs"][0]["sha256"] == sha256_file(inputs / "face.png")
@@ -93,6 +95,82 @@ def test_enhance_writes_the_mean_estimate_labelled_as_an_estimate(tmp_path, inpu
     with torch.no_grad():
         want = mean_estimate(model.float().eval(), faces.upsample(lr), 348.0)
     assert np.abs(faces.to_uint8(want)[0].astype(int) - a.astype(int)).max() <= 1
+
+
+def test_enhance_writes_the_uncertainty_map_of_k_samples(tmp_path, inputs, tiny_weights, capsys):
+    """--samples K >= 2: <stem>_std.npy (float32 128x128: the std over the K samples, ddof=1,
+    mean over RGB), <stem>_uncertainty.png (rendered, labelled generated) and the record's
+    uncertainty block; an HR input adds the mean estimate's actual error against it."""
+    from sdesr_gui.core import faces, uncertainty
+    from sdesr_gui.core.provenance import GENERATED_NOTICE
+    from sdesr_gui.core.video import load_still
+
+    out = tmp_path / "out"
+    code, _, err = run(["enhance", inputs / "face.png", inputs / "lr.png", "--out", out, "--weights",
+                        tiny_weights["score"], "--samples", "3", "--steps", "2", "--quiet"], capsys)
+    assert code == 0, err
+    std = np.load(out / "face_std.npy")
+    assert std.dtype == np.float32 and std.shape == (128, 128)
+    pngs = [load_still(out / f"face_sample{k}.png") for k in (1, 2, 3)]
+    assert np.abs(std - uncertainty.uncertainty_map(pngs).std).max() < 0.004  # the PNGs' std, up to 8-bit rounding
+    assert Image.open(out / "face_uncertainty.png").text["Comment"] == GENERATED_NOTICE
+    rec = json.loads((out / "face.json").read_text())
+    block = rec["uncertainty"]
+    assert block["map"] is True and block["samples"] == 3
+    assert block["files"] == {"std": "face_std.npy", "map": "face_uncertainty.png"}
+    assert block["threshold"] == uncertainty.DEFAULT_THRESHOLD and "threshold_reason" in block
+    assert block["mean_std"] == pytest.approx(float(std.mean()), abs=1e-6)
+    assert block["share_above_threshold"] == pytest.approx(
+        float((std[uncertainty.region_masks()["face"]] > block["threshold"]).mean()), abs=1e-6)
+    assert set(block["regions"]) == {"eyes", "nose", "mouth", "jaw", "hair_background"}
+    assert len(block["sample_rms_to_mean"]) == 3
+    kinds = {o["kind"]: o for o in rec["outputs"]}
+    for kind, name in (("std_map", "face_std.npy"), ("uncertainty_map", "face_uncertainty.png")):
+        assert Path(kinds[kind]["path"]).name == name and kinds[kind]["generated"]
+        assert kinds[kind]["sha256"] == sha256_file(out / name)
+    hr = block["against_hr"]  # face.png is a 128x128 HR frame
+    mean = faces.to_tensor(load_still(out / "face_mean.png"))
+    ref = faces.to_tensor(load_still(inputs / "face.png"))
+    assert hr["rms_error"] == pytest.approx(uncertainty.rms_error(mean, ref), abs=0.003)
+    assert hr["ratio"] == pytest.approx(hr["rms_error"] / block["rms_std"], rel=1e-3)
+    assert -1 <= hr["spearman_patch"] <= 1 and hr["patch"] == 8
+    lr_block = json.loads((out / "lr.json").read_text())["uncertainty"]
+    assert lr_block["map"] is True and "against_hr" not in lr_block  # no HR, no error claimed
+
+
+def test_enhance_with_one_sample_claims_no_uncertainty_map(tmp_path, inputs, tiny_weights, capsys):
+    out = tmp_path / "out"
+    code, _, err = run(["enhance", inputs / "face.png", "--out", out, "--weights", tiny_weights["score"],
+                        "--steps", "1", "--quiet"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["face.json", "face_bicubic.png", "face_mean.png",
+                                                     "face_sample1.png"]
+    block = json.loads((out / "face.json").read_text())["uncertainty"]
+    assert block["map"] is False and block["samples"] == 1 and "no map (K = 1)" in block["note"]
+
+
+def test_enhance_plans_the_uncertainty_outputs_and_removes_them_on_failure(tmp_path, inputs, tiny_weights,
+                                                                           capsys, monkeypatch):
+    from sdesr_gui.core import uncertainty
+    from sdesr_gui.core.errors import ExportError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "face_uncertainty.png").write_bytes(b"earlier work")
+    code, _, err = run(["enhance", inputs / "face.png", "--out", out, "--weights", tiny_weights["score"],
+                        "--samples", "2", "--steps", "1"], capsys)
+    assert code == 2 and "face_uncertainty.png already exists" in err
+    assert sorted(p.name for p in out.iterdir()) == ["face_uncertainty.png"]  # refused before sampling
+
+    def broken(*a, **k):
+        raise ExportError("the disk is full")
+
+    monkeypatch.setattr(uncertainty, "render_std_map", broken)
+    out2 = tmp_path / "out2"
+    code, _, err = run(["enhance", inputs / "face.png", "--out", out2, "--weights", tiny_weights["score"],
+                        "--samples", "2", "--steps", "1", "--quiet"], capsys)
+    assert code == 2 and "disk is full" in err
+    assert list(out2.iterdir()) == []  # the stem's samples, mean, bicubic and std.npy were removed
 
 
 def test_enhance_samples_under_each_sde(tmp_path, inputs, tiny_weights, capsys):

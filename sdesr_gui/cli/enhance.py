@@ -15,7 +15,7 @@ def cmd_enhance(args) -> int:
 
     from ..core import faces, metrics
     from ..core.enhance import prepare_face
-    from ..core.provenance import atomic_save_png, make_run_record, sha256_file
+    from ..core.provenance import atomic_save_png, make_run_record, sha256_file, write_json_atomic
     from ..core.video import iter_image_files, load_still
 
     settings = settings_from_args(args)
@@ -26,8 +26,10 @@ def cmd_enhance(args) -> int:
     check_out_dir(out, input_dirs)
     stems = unique_stems(files)
     k = settings.samples
+    # K >= 2 samples can disagree: their std map (<stem>_std.npy) and its picture (_uncertainty.png)
     planned = {stem: [out / f"{stem}_sample{i + 1}.png" for i in range(k)]
                + [out / f"{stem}_mean.png", out / f"{stem}_bicubic.png", out / f"{stem}.json"]
+               + ([out / f"{stem}_std.npy", out / f"{stem}_uncertainty.png"] if k >= 2 else [])
                for stem in stems}
     if not args.overwrite:
         for paths in planned.values():
@@ -88,16 +90,50 @@ def cmd_enhance(args) -> int:
             rec.add_output(p, digest, kind="bicubic", **metrics.image_metrics(res.bicubic, res.lr, prep.hr)[0])
             rec.timings = {"load_seconds": round(t_load, 4), "sampling_seconds": round(res.seconds, 4),
                            "seconds_per_sample": round(res.seconds / k, 4), "nfe": res.nfe}
-            rec.write(out / f"{stem}.json")
+            block = _write_uncertainty(out, stem, res, prep, rec, written)  # adds its outputs to rec
+            record = rec.to_dict()
+            record["uncertainty"] = block
+            write_json_atomic(out / f"{stem}.json", record)
             written.append(out / f"{stem}.json")
             if not args.quiet:
                 print(f"{path} -> {out / stem}_sample*.png ({k} sample{'s' if k > 1 else ''}, "
-                      f"{res.nfe} evaluations, {res.seconds:.1f} s)")
+                      f"{res.nfe} evaluations, {res.seconds:.1f} s)"
+                      + (f"; uncertainty map {out / stem}_uncertainty.png" if k >= 2 else ""))
         except BaseException:
             for p in written:  # nothing half-written: a stem's outputs appear together or not at all
                 p.unlink(missing_ok=True)
             raise
     return 0
+
+
+def _write_uncertainty(out: Path, stem: str, res, prep, rec, written: list) -> dict:
+    """With K >= 2 samples write <stem>_std.npy and <stem>_uncertainty.png and return the
+    record's ``uncertainty`` block (plus the mean estimate's actual error when the input was an
+    HR frame); with K = 1 write nothing and say that no map is claimed."""
+    from ..core import uncertainty
+    from ..core.provenance import atomic_save_png
+
+    k = int(res.samples.shape[0])
+    if k < 2:
+        return uncertainty.no_map_record(k)
+    umap = uncertainty.uncertainty_map(res.samples)
+    block = umap.to_dict()
+    p = out / f"{stem}_std.npy"
+    digest = uncertainty.save_std_npy(p, umap.std)
+    written.append(p)
+    rec.add_output(p, digest, kind="std_map", generated=True, samples=k, dtype="float32",
+                   shape=list(umap.std.shape), note=uncertainty.WHAT)
+    p = out / f"{stem}_uncertainty.png"
+    digest = atomic_save_png(p, uncertainty.render_std_map(umap.std, samples=k), generated=True)
+    written.append(p)
+    rec.add_output(p, digest, kind="uncertainty_map", generated=True, samples=k,
+                   scale_max=uncertainty.DEFAULT_VMAX, note=uncertainty.CAPTION)
+    block["files"] = {"std": f"{stem}_std.npy", "map": f"{stem}_uncertainty.png"}
+    block["scale_max"] = uncertainty.DEFAULT_VMAX
+    if prep.hr is not None and res.mean is not None:
+        block["against_hr"] = {"estimate": "the mean estimate (<stem>_mean.png)",
+                               **uncertainty.compare_with_reference(res.mean, prep.hr, umap)}
+    return block
 
 
 def register(sub) -> None:
