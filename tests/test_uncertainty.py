@@ -1,5 +1,5 @@
 """core.uncertainty: the std map over K samples, its regions, the live map, the rendering and
-the error metrics."""
+the error metrics; and the map in the session's export and its HTML report."""
 
 import json
 import math
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from sdesr_gui.core import uncertainty as u
+from sdesr_gui.core import selection, uncertainty as u
 from sdesr_gui.core.errors import SdesrError
 from sdesr_gui.core.metrics import spearman
-from sdesr_gui.core.provenance import sha256_file
+from sdesr_gui.core.provenance import GENERATED_NOTICE, atomic_save_png, sha256_file
 
 
 def c4(k: int) -> float:
@@ -244,3 +244,84 @@ def test_a_calibrated_posterior_gives_ratio_one_and_ranks_the_error():
     assert d["patch"] == 8 and set(d["regions"]) == set(u.REGIONS)
     assert all(0.8 < r["ratio"] < 1.25 for r in d["regions"].values())
     assert u.patch_means(np.arange(16.0).reshape(4, 4), 2).tolist() == [[2.5, 4.5], [10.5, 12.5]]
+
+
+# ------------------------------------------------------------------------------------------
+# the session's export and the HTML report
+# ------------------------------------------------------------------------------------------
+def _session_with_samples(tmp_path, n: int, reference: bool = True):
+    from sdesr_gui.core.session import SamplerOutcome, Session
+
+    src = tmp_path / "evidence" / "cam.png"
+    src.parent.mkdir()
+    samples, hr, mu, _ = gaussian_posterior(n, seed=5)
+    u8 = [np.round(x * 255).astype(np.uint8) for x in samples]
+    hr8 = np.round(hr * 255).astype(np.uint8)
+    atomic_save_png(src, hr8)
+    s = Session()
+    s.set_input(src, "still")
+    sel = selection.whole_image(hr8)
+    s.set_selection(sel, {"index": 0})
+    plan = s.plan_run()
+    if not reference:
+        plan.context.reference = None
+    mean = np.round(np.repeat(mu[:, :, None], 3, axis=2) * 255).astype(np.uint8)
+    settings = {"sampler": "fast", "h": 0.0, "seed": 0, "mean_estimate": {"what": "an estimate, not a sample"}}
+    out = SamplerOutcome(u8, list(range(n)), sel.bicubic, [{} for _ in range(n)], {}, settings, nfe=1, seconds=0.1,
+                         load_seconds=0.0, device="cpu", mean=mean)
+    s.record_result(out, sel, plan.context, {"name": "m", "sha256": "a" * 64}, None)
+    return s, u8
+
+
+def test_session_map_over_its_samples(tmp_path):
+    s, u8 = _session_with_samples(tmp_path, 3)
+    m = s.uncertainty_map()
+    assert m.samples == 3 and np.array_equal(m.std, u.uncertainty_map(u8).std)
+    assert s.uncertainty_map(["s1", "s3"]).samples == 2
+    assert s.uncertainty_map(["s2"]) is None  # one sample: no map
+
+
+def test_export_with_two_samples_has_the_map_its_scale_and_the_region_table(tmp_path):
+    from sdesr_gui.core.session import write_export
+
+    s, u8 = _session_with_samples(tmp_path, 3)
+    plan = s.plan_export(tmp_path / "out", keys=["s1", "s3"])
+    img = next(im for im in plan.job.images if im.kind == "uncertainty")
+    assert img.generated and img.image.shape[0] > 256
+    assert plan.job.uncertainty["samples"] == 2 and plan.job.uncertainty["seeds"] == [0, 2]
+    res = write_export(plan)
+    f = res.folder / "GENERATED_uncertainty_map.png"
+    from PIL import Image
+
+    assert Image.open(f).text["Comment"] == GENERATED_NOTICE
+    rec = json.loads((res.folder / "run.json").read_text())
+    block = rec["uncertainty"]
+    assert block["map"] is True and block["threshold"] == 0.1 and set(block["regions"]) == set(u.REGIONS)
+    assert block["mean_std"] == pytest.approx(float(u.uncertainty_map([u8[0], u8[2]]).std.mean()), abs=1e-6)
+    assert 0.5 < block["against_hr"]["ratio"] < 2 and "spearman_patch" in block["against_hr"]
+    out = next(o for o in rec["outputs"] if o["kind"] == "uncertainty")
+    assert out["generated"] and out["sha256"] == sha256_file(f) and out["seeds"] == [0, 2]
+    html = (res.folder / "report.html").read_text(encoding="utf-8")
+    assert "What is invented" in html and "bright = samples disagree = invented detail" in html
+    assert "data-file='GENERATED_uncertainty_map.png'" in html
+    assert "data-file='GENERATED_mean_estimate.png'" in html  # the mean estimate beside the map
+    for name in u.REGIONS:
+        assert f"data-region='{name}'" in html
+    assert "RMS error of the mean estimate" in html
+
+
+def test_export_with_one_sample_says_no_map(tmp_path):
+    from sdesr_gui.core.session import write_export
+
+    s, _ = _session_with_samples(tmp_path, 2, reference=False)
+    plan = s.plan_export(tmp_path / "out", keys=["s2"])
+    assert not any(im.kind == "uncertainty" for im in plan.job.images)
+    res = write_export(plan)
+    assert not (res.folder / "GENERATED_uncertainty_map.png").exists()
+    rec = json.loads((res.folder / "run.json").read_text())
+    assert rec["uncertainty"]["map"] is False and rec["uncertainty"]["samples"] == 1
+    html = (res.folder / "report.html").read_text(encoding="utf-8")
+    assert "No map" in html and "id='regions'" not in html
+    both = write_export(s.plan_export(tmp_path / "out2"))  # no reference: a map but no error against HR
+    block = json.loads((both.folder / "run.json").read_text())["uncertainty"]
+    assert block["map"] is True and "against_hr" not in block

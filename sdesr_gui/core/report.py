@@ -8,6 +8,9 @@ An export is one new folder, created next to nothing else, holding
   sample, marked *generated* in the file name, in a PNG text chunk, in the run record and in
   the report (PNGs are written by :func:`~sdesr_gui.core.provenance.atomic_save_png`, the
   writer the CLI uses too);
+* with two or more exported samples, the map of where they disagree (kind ``uncertainty``,
+  generated), shown in the report beside the mean estimate with its scale and a region table,
+  and its numbers in the record's ``uncertainty`` block;
 * ``run.json``: the provenance record (:class:`~sdesr_gui.core.provenance.RunRecord`);
 * ``report.html``: one file with every image embedded as base64 PNG (the very bytes written
   next to it), the settings, seeds, gallery candidates and the SHA-256 of every output;
@@ -77,7 +80,8 @@ class ExportImage:
 
     ``kind`` is ``crop`` (aligned face from the input), ``lr`` (its low-resolution version),
     ``reference`` (a known high-resolution face), ``bicubic``, ``mean`` (the model's mean
-    estimate: generated, an estimate and not a sample) or ``sample``. ``info`` holds
+    estimate: generated, an estimate and not a sample), ``sample`` or ``uncertainty`` (the
+    rendered std map of the exported samples, with its scale). ``info`` holds
     per-image facts for the record (seed, metrics, sampler settings of a re-run ...).
     """
 
@@ -105,6 +109,7 @@ class ExportJob:
     timings: dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
     title: str = "SDE-SR Studio run"
+    uncertainty: Optional[dict[str, Any]] = None  # the record's block (core.uncertainty); None: not given
 
 
 @dataclasses.dataclass
@@ -172,7 +177,10 @@ def build_run_record(job: ExportJob, outputs: Sequence[dict[str, Any]]) -> dict[
     if job.notes:
         rec.extra["notes"] = list(job.notes)
     rec.timings = {k: v for k, v in job.timings.items() if isinstance(v, (int, float))}
-    return rec.to_dict()
+    out = rec.to_dict()
+    if job.uncertainty is not None:
+        out["uncertainty"] = job.uncertainty
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -191,6 +199,7 @@ th{background:#eef1f5} code,.mono{font-family:ui-monospace,Menlo,Consolas,monosp
 figure{margin:0;background:#fff;border:1px solid #d5d9e0;border-radius:6px;padding:8px;width:256px}
 figure img{width:256px;height:256px;image-rendering:pixelated;display:block}
 figcaption{font-size:12px;margin-top:6px}
+figure.map{width:auto} figure img.map{width:auto;height:auto;image-rendering:auto}
 .tag{display:inline-block;font-size:11px;font-weight:600;padding:1px 6px;border-radius:4px}
 .gen{background:#b3261e;color:#fff} .real{background:#2e7d32;color:#fff} .interp{background:#5c6bc0;color:#fff}
 """
@@ -231,6 +240,58 @@ def _cand_table(cands: Sequence[Mapping[str, Any]], extra_cols: Sequence[str] = 
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def _img_tag(name: str, pngs: Mapping[str, bytes], cls: str) -> str:
+    data = base64.b64encode(pngs[name]).decode("ascii")
+    return f"<img class='{cls}' alt='{_e(name)}' src='data:image/png;base64,{data}'>"
+
+
+def _uncertainty_section(job: ExportJob, outputs: Sequence[dict[str, Any]], pngs: Mapping[str, bytes]) -> str:
+    """What is invented: the mean estimate beside the map of where the samples disagree (with
+    its scale), the numbers and the region table; or why there is no map."""
+    u = job.uncertainty
+    if u is None:
+        return ""
+    parts = ["<h2 id='uncertainty'>What is invented: where the samples disagree</h2>"]
+    if not u.get("map"):
+        parts.append(f"<p>No map: {_e(u.get('note') or 'fewer than two samples were exported.')}</p>")
+        return "".join(parts)
+    parts.append(
+        f"<p>Each sample is one plausible face consistent with the low-resolution input. The map shows, per "
+        f"pixel, the standard deviation over the {_e(u.get('samples'))} exported samples ([0, 1] units): "
+        f"<b>bright = samples disagree = invented detail</b>; dark = the samples agree, so the input "
+        f"constrains that detail. The mean estimate (left) is the model's most accurate single image; the "
+        f"map says where even it is a guess.</p><div class='grid'>")
+    for kind, cls in (("mean", "face"), ("uncertainty", "map")):
+        o = next((x for x in outputs if x.get("kind") == kind), None)
+        if o is not None:
+            parts.append(f"<figure class='{cls}' data-file='{_e(o['file'])}'>{_img_tag(o['file'], pngs, cls)}"
+                         f"<figcaption><b>{_e(o.get('caption') or o['file'])}</b><br>"
+                         f"<span class='mono'>{_e(o['file'])}</span></figcaption></figure>")
+    parts.append("</div>")
+    facts = {"samples": u.get("samples"), "seeds": u.get("seeds"), "mean std": u.get("mean_std"),
+             "threshold (std)": u.get("threshold"),
+             "share of the face box above the threshold": u.get("share_above_threshold"),
+             "RMS distance of each sample to the samples' mean": u.get("sample_rms_to_mean"),
+             "why this threshold": u.get("threshold_reason")}
+    hr = u.get("against_hr")
+    if hr:
+        facts.update({"RMS error of the mean estimate against the reference": hr.get("rms_error"),
+                      "RMS(error) / RMS(std) (1 = the std predicts the error)": hr.get("ratio"),
+                      f"Spearman of {hr.get('patch')}x{hr.get('patch')} patches, std vs error":
+                          hr.get("spearman_patch")})
+    parts.append(_kv_table(facts))
+    head = "<tr><th>region</th><th>mean std</th><th>share above threshold</th>"
+    head += "<th>RMS error of the mean estimate</th></tr>" if hr else "</tr>"
+    rows = []
+    for name, r in (u.get("regions") or {}).items():
+        cells = f"<td>{_e(_fmt(r.get('mean_std')))}</td><td>{_e(_fmt(r.get('share_above_threshold')))}</td>"
+        if hr:
+            cells += f"<td>{_e(_fmt((hr.get('regions') or {}).get(name, {}).get('rms_error')))}</td>"
+        rows.append(f"<tr class='region' data-region='{_e(name)}'><td>{_e(r.get('label', name))}</td>{cells}</tr>")
+    parts.append(f"<h3>Regions of the face frame</h3><table id='regions'>{head}{''.join(rows)}</table>")
+    return "".join(parts)
+
+
 def build_html_report(job: ExportJob, outputs: Sequence[dict[str, Any]], pngs: Mapping[str, bytes],
                       hashes: Mapping[str, str], created_utc: Optional[str] = None) -> str:
     """A self-contained HTML report (no external resources).
@@ -258,6 +319,8 @@ def build_html_report(job: ExportJob, outputs: Sequence[dict[str, Any]], pngs: M
 
     parts.append("<h2>Images</h2><div class='grid'>")
     for o in outputs:
+        if o.get("kind") == "uncertainty":
+            continue  # in its own section, at its own size
         name = o["file"]
         data = base64.b64encode(pngs[name]).decode("ascii")
         kind = o.get("kind", "")
@@ -277,6 +340,8 @@ def build_html_report(job: ExportJob, outputs: Sequence[dict[str, Any]], pngs: M
             f"<figcaption>{tag} <b>{_e(o.get('caption') or name)}</b><br>{fact_html}"
             f"<br><span class='mono'>{_e(name)}</span></figcaption></figure>")
     parts.append("</div>")
+
+    parts.append(_uncertainty_section(job, outputs, pngs))
 
     parts.append("<h2>Sampler settings</h2>" + _kv_table(job.sampler))
     seeds = [(o.get("caption") or o["file"], o["seed"]) for o in outputs if o.get("seed") is not None]

@@ -487,6 +487,16 @@ class Session:
         favs = [it.key for it in self.samples() if it.favourite]
         return favs or [it.key for it in self.samples()]
 
+    def uncertainty_map(self, keys: Optional[Iterable[str]] = None):
+        """Where the samples ``keys`` (default: all of the run's samples) disagree: a
+        ``core.uncertainty.UncertaintyMap`` of their images, or None for fewer than two samples
+        (no map is claimed).  A few milliseconds: fine on the GUI thread."""
+        from .uncertainty import uncertainty_map
+
+        wanted = None if keys is None else set(keys)
+        imgs = [it.image for it in self.samples() if wanted is None or it.key in wanted]
+        return uncertainty_map(imgs) if len(imgs) >= 2 else None
+
     def forbidden_folders(self, gallery: Optional[Path] = None) -> list[Path]:
         return forbidden_folders(self.run.input_path if self.run is not None else None, gallery)
 
@@ -520,6 +530,9 @@ class Session:
             if it.note:
                 info["note"] = it.note
             images.append(ExportImage(f"{it.key}_seed{it.seed}", it.image, "sample", True, it.title, info))
+        exported = [it for it in self.samples() if it.key in keys]
+        images_u, block = self._uncertainty_export(exported)
+        images += images_u
         inp: dict[str, Any] = {}
         if run.input_path is not None:
             # the hash of a large video may still be computing: write_export fills it in
@@ -531,7 +544,28 @@ class Session:
         title = f"SDE-SR Studio run — {run.input_path.name if run.input_path else 'face'}"
         return ExportJob(images=images, input=inp, frame=run.frame, face=sel.to_dict(), model=run.model,
                          classifier=run.classifier, sampler=run.settings, device=run.device, candidates=candidates,
-                         timings=run.timings, notes=notes, title=title)
+                         timings=run.timings, notes=notes, title=title, uncertainty=block)
+
+    def _uncertainty_export(self, exported: list[ResultItem]) -> tuple[list, dict]:
+        """The map of the exported samples (an image and the record's ``uncertainty`` block),
+        with the mean estimate's actual error when a reference HR is known; no map below K = 2."""
+        from .report import ExportImage
+        from .uncertainty import DEFAULT_VMAX, compare_with_reference, no_map_record, render_std_map
+
+        umap = self.uncertainty_map([it.key for it in exported])
+        if umap is None:
+            return [], no_map_record(len(exported))
+        block = umap.to_dict()
+        block["seeds"] = [it.seed for it in exported]
+        block["scale_max"] = DEFAULT_VMAX
+        run = self.run
+        if run.reference is not None and run.mean is not None:
+            block["against_hr"] = {"estimate": "the mean estimate",
+                                   **compare_with_reference(run.mean, run.reference, umap)}
+        img = ExportImage("uncertainty_map", render_std_map(umap.std, samples=umap.samples), "uncertainty", True,
+                          f"Uncertainty map: where the {umap.samples} exported samples disagree",
+                          {"samples": umap.samples, "seeds": block["seeds"], "scale_max": DEFAULT_VMAX})
+        return [img], block
 
     def plan_export(self, folder, keys: Optional[Iterable[str]] = None,
                     candidates: Optional[Callable[[list[str]], Optional[dict]]] = None,
