@@ -329,6 +329,7 @@ def test_python_dash_m_and_sampler_choices_come_from_core(tmp_path):
     from sdesr_gui.cli import build_parser
     from sdesr_gui.core.enhance import DEFAULT_STEPS, SamplerSettings
     from sdesr_gui.core.sampling import CORRECTORS, FAST_METHODS, PREDICTORS
+    from sdesr_gui.core.sde import SDES
 
     args = build_parser().parse_args(["enhance", "x.png", "--out", str(tmp_path)])
     d = SamplerSettings()
@@ -337,7 +338,7 @@ def test_python_dash_m_and_sampler_choices_come_from_core(tmp_path):
     sub = next(a for a in build_parser()._subparsers._group_actions if a.choices).choices["enhance"]
     choices = {a.dest: a.choices for a in sub._actions if a.choices}
     assert choices == {"sampler": list(DEFAULT_STEPS), "predictor": list(PREDICTORS),
-                       "corrector": list(CORRECTORS), "fast_method": list(FAST_METHODS)}
+                       "corrector": list(CORRECTORS), "fast_method": list(FAST_METHODS), "sde": list(SDES)}
 
 
 def test_evaluate_reports_bicubic_and_sampler(tmp_path, astronaut_face, tiny_weights, capsys):
