@@ -21,7 +21,6 @@ the threshold, as JSON (``--json`` or stdout) plus one markdown line.  Targets: 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
