@@ -439,7 +439,8 @@ class MainWindow(QMainWindow):
         if record:
             self.preview_steps.append(frame.step)
         i = min(self._preview_index, len(frame.x) - 1)
-        self.controls.show_preview(frame.x[i], frame.denoised[i], frame.step, frame.total, frame.sigma, len(frame.x))
+        self.controls.show_preview(frame.x[i], frame.denoised[i], frame.step, frame.total, frame.sigma, len(frame.x),
+                                   frame.std_rgb)
 
     def _on_preview_sample(self, i: int) -> None:
         self._preview_index = max(i, 0)
@@ -602,6 +603,7 @@ class MainWindow(QMainWindow):
         try:
             self.compare.set_zoom(int(s.value("compare/zoom", self.compare.zoom)))
             self.compare.zoom_combo.setCurrentIndex(max(self.compare.zoom_combo.findData(self.compare.zoom), 0))
+            self.compare.opacity.setValue(int(s.value("compare/overlay_opacity", self.compare.opacity.value())))
         except (TypeError, ValueError):
             pass
         self._fill_recent()
@@ -611,6 +613,7 @@ class MainWindow(QMainWindow):
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
         s.setValue("compare/zoom", self.compare.zoom)
+        s.setValue("compare/overlay_opacity", self.compare.opacity.value())
         self.controls.save(s)
         self.gallery.save(s)
         s.sync()
