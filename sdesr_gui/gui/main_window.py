@@ -479,17 +479,18 @@ class MainWindow(QMainWindow):
         self.runFinished.emit()
 
     def _send_probes(self) -> None:
-        """The run's samples to the gallery (matching measures CS too), else CS alone."""
+        """The run's samples to the gallery, with the mean estimate as its own probe (matching
+        measures CS too), else CS alone."""
         run = self.session.run
         if run is None:
             return
         probes = [(it.key, it.title, it.image) for it in self.session.samples()]
         ref = self.session.current_reference()
-        self.gallery.set_probes(probes, run.bicubic, ref)
+        self.gallery.set_probes(probes, run.bicubic, ref, mean=run.mean)
         if ref is not None and self.gallery.index is None:
-            self._compute_cs(probes, run.bicubic, ref)  # matching would measure CS too
+            self._compute_cs(probes, run.bicubic, ref, run.mean)  # matching would measure CS too
 
-    def _compute_cs(self, probes, bicubic, ref) -> None:
+    def _compute_cs(self, probes, bicubic, ref, mean=None) -> None:
         """CS (face-embedding cosine to the reference HR) in a worker; skipped if no embedder exists."""
         gallery = self.gallery
         run = self.session.run
@@ -501,7 +502,7 @@ class MainWindow(QMainWindow):
                 emb = gallery.embedder()
             except ImportError:
                 return None  # no face embedder installed: CS stays unmeasured
-            return cs_to_reference(emb, probes, bicubic, ref)
+            return cs_to_reference(emb, probes, bicubic, ref, mean)
 
         job = FunctionJob(work, "Measuring CS", self)
         job.succeeded.connect(lambda cs, r=run: self._apply_cs(cs) if cs and self.session.run is r else None)
