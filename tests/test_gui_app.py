@@ -388,7 +388,7 @@ def test_uncertainty_tile_overlay_and_live_map(qtbot, window, fast_weights):
     assert "Bright = the samples disagree = invented detail" in tip
     for r in u.region_agreement(expect):
         assert r["label"] in tip and r["label"] in cv.agreement.text()
-    assert cv.agreement.text().startswith("Uncertainty of the 3 samples") and cv.uncertainty_row.isVisible()
+    assert cv.agreement.text().startswith("By region, over the 3 samples") and cv.uncertainty_row.isVisible()
 
     # the overlay: a sample tile (and the mean's) changes, and comes back when the toggle goes off
     s1, mean = cv.tiles["s1"], cv.tiles["mean"]
@@ -426,7 +426,7 @@ def test_one_sample_shows_no_map(qtbot, window, fast_weights):
     assert "uncertainty" not in cv.tiles and cv.uncertainty is None and window.session.uncertainty is None
     assert not cv.overlay_check.isEnabled() and "one sample cannot show" in cv.agreement.text()
     assert window._last_preview.std is None and window.controls.live_map.pixmap().isNull()
-    assert "one sample cannot disagree" in window.controls.live_map_note.text()
+    assert "No disagreement map with one sample" in window.controls.live_map_note.text()
 
 
 def test_results_outlive_selection_changes_and_reference_can_be_loaded(qtbot, window, fast_weights, tmp_path):

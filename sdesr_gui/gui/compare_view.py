@@ -87,20 +87,19 @@ def uncertainty_tooltip(umap) -> str:
             f"<p>Face box: {umap.share_above:.0%} of its pixels have a std above {umap.threshold:g}.</p>")
 
 
+#: how the line above the tiles names each verdict (the words of core.uncertainty.region_agreement)
+VERDICT_WORDS = (("disagree", "Samples disagree — detail invented"),
+                 ("partly", "Samples partly disagree — some detail invented"),
+                 ("agree", "Samples agree"))
+
+
 def agreement_summary(umap) -> str:
-    """One sentence for the line above the tiles: the regions grouped by how much the samples agree."""
-    groups = {"agree": [], "partly": [], "disagree": []}
+    """The line above the tiles: the face regions grouped by whether the K samples agree."""
+    groups: dict[str, list[str]] = {v: [] for v, _ in VERDICT_WORDS}
     for r in region_agreement(umap):
         groups[r["verdict"]].append(r["label"])
-    parts = []
-    if groups["disagree"]:
-        parts.append("samples disagree — detail invented: " + ", ".join(groups["disagree"]))
-    if groups["partly"]:
-        parts.append("partly disagree — some detail invented: " + ", ".join(groups["partly"]))
-    if groups["agree"]:
-        parts.append("samples agree: " + ", ".join(groups["agree"]))
-    text = "; ".join(parts)
-    return f"Uncertainty of the {umap.samples} samples — {text}."
+    parts = [f"{words}: {', '.join(groups[v])}." for v, words in VERDICT_WORDS if groups[v]]
+    return f"By region, over the {umap.samples} samples (bright on the map = invented detail): " + " ".join(parts)
 
 
 class ScaleBar(QWidget):
@@ -127,10 +126,11 @@ class ScaleBar(QWidget):
         text = self.palette().color(self.palette().ColorRole.WindowText)
         p.setPen(QPen(text, 1))
         p.drawRect(bar)
-        for i in range(5):
-            x = bar.left() + bar.width() * i / 4
+        n = 4 if self.width() >= 5 * fm.horizontalAdvance("0.20+ ") else 2  # labels must not touch
+        for i in range(n + 1):
+            x = bar.left() + bar.width() * i / n
             p.drawLine(int(x), int(bar.bottom()), int(x), int(bar.bottom()) + 3)
-            t = f"{self.vmax * i / 4:.2f}" + ("+" if i == 4 else "")
+            t = f"{self.vmax * i / n:.2f}" + ("+" if i == n else "")
             w = fm.horizontalAdvance(t)
             tx = min(max(x - w / 2, 0), self.width() - w)
             p.drawText(int(tx), int(bar.bottom()) + 4 + fm.ascent(), t)
@@ -366,7 +366,7 @@ class CompareView(QWidget):
         urow.addWidget(QLabel("opacity"))
         urow.addWidget(self.opacity)
         urow.addWidget(self.opacity_label)
-        urow.addWidget(self.agreement, 1)
+        urow.addStretch(1)
         self.uncertainty_row.hide()
         self.uncertainty = None  # the UncertaintyMap of the shown samples (None: K < 2 or no run)
 
@@ -404,12 +404,15 @@ class CompareView(QWidget):
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(self.uncertainty_row)
+        lay.addWidget(self.agreement)
         lay.addWidget(self.tabs, 1)
         self._update_opacity_label()
 
     # ---------------------------------------------------------------- content
     def set_items(self, items: list[CompareItem]) -> None:
         keep_a, keep_b = self.combo_a.currentData(), self.combo_b.currentData()
+        if not self.samples():  # the first samples: the right side shows one, not what was kept
+            keep_b = None
         self.items = list(items)
         for t in self.tiles.values():
             t.setParent(None)
@@ -448,6 +451,7 @@ class CompareView(QWidget):
         self.uncertainty = next((it.uncertainty for it in self.items if it.kind == "uncertainty"), None)
         n = len(self.samples())
         self.uncertainty_row.setVisible(n > 0)
+        self.agreement.setVisible(n > 0)
         self.overlay_check.setEnabled(self.uncertainty is not None)
         self.opacity.setEnabled(self.uncertainty is not None)
         if self.uncertainty is not None:

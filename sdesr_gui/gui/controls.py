@@ -39,9 +39,9 @@ DEFAULT_M = SAMPLER_PRESETS["pc"].corrector_steps
 DEFAULT_R = SAMPLER_PRESETS["pc"].snr
 CHOOSE = "__choose__"
 MAX_SEED = 2**31 - 1
-LIVE_SIZE = 112
-LIVE_MAP_NOTE = f"where the samples' estimates disagree now:\n{CAPTION}"
-LIVE_NO_MAP = "No map: one sample cannot disagree with itself. Run 2 or more samples to see it."
+LIVE_SIZE = 100
+LIVE_MAP_NOTE = f"disagreement: {CAPTION}"
+LIVE_NO_MAP = "No disagreement map with one sample: run 2 or more."
 
 
 def read_meta(path) -> dict:
@@ -277,18 +277,17 @@ class ControlsPanel(QWidget):
                                  f"{CAPTION}. Updated with every live frame.")
         self.live_map_note = QLabel(LIVE_MAP_NOTE)
         self.live_map_note.setWordWrap(True)
-        self.live_map_note.setMaximumWidth(LIVE_SIZE + 24)
-        self.live_map_note.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         lbox = QGroupBox("Live")
         lgrid = QGridLayout(lbox)
         lgrid.addWidget(QLabel("x_t"), 0, 0)
-        lgrid.addWidget(QLabel("denoised estimate"), 0, 1)
+        lgrid.addWidget(QLabel("denoised"), 0, 1)
+        lgrid.addWidget(QLabel("disagreement"), 0, 2)
         lgrid.addWidget(self.live_x, 1, 0)
         lgrid.addWidget(self.live_d, 1, 1)
+        lgrid.addWidget(self.live_map, 1, 2)
         lgrid.addWidget(self.live_sample, 2, 0)
-        lgrid.addWidget(self.live_step, 2, 1)
-        lgrid.addWidget(self.live_map, 3, 0)
-        lgrid.addWidget(self.live_map_note, 3, 1)
+        lgrid.addWidget(self.live_step, 2, 1, 1, 2)
+        lgrid.addWidget(self.live_map_note, 3, 0, 1, 3)
         self.live_x.setToolTip("The noisy state x_t (scaled by 1/(1+2σ) around mid-grey to stay visible)")
         self.live_d.setToolTip("The model's current estimate of the clean face (Tweedie's formula)")
 
