@@ -373,7 +373,7 @@ def test_uncertainty_tile_overlay_and_live_map(qtbot, window, fast_weights):
     last = window._last_preview
     assert last.samples == 3 and last.std is not None and last.std.shape == (128, 128)
     assert last.std_rgb.dtype == np.uint8 and not c.live_map.pixmap().isNull()
-    assert "invented detail" in c.live_map_note.text()
+    assert c.live_map_note.text() == "bright = samples disagree = invented detail"
 
     keys = [it.key for it in cv.items]
     assert keys.index("uncertainty") == keys.index("mean") + 1
@@ -388,7 +388,8 @@ def test_uncertainty_tile_overlay_and_live_map(qtbot, window, fast_weights):
     assert "Bright = the samples disagree = invented detail" in tip
     for r in u.region_agreement(expect):
         assert r["label"] in tip and r["label"] in cv.agreement.text()
-    assert cv.agreement.text().startswith("By region, over the 3 samples") and cv.uncertainty_row.isVisible()
+    assert "= samples disagree = invented detail" in cv.agreement.text() and cv.uncertainty_row.isVisible()
+    assert "3 samples, by region: " in cv.agreement.text()
 
     # the overlay: a sample tile (and the mean's) changes, and comes back when the toggle goes off
     s1, mean = cv.tiles["s1"], cv.tiles["mean"]
@@ -402,10 +403,10 @@ def test_uncertainty_tile_overlay_and_live_map(qtbot, window, fast_weights):
     full = _pixels(s1.image)
     assert np.array_equal(full[::z, ::z], u.colorize(expect.std))
     cv.combo_b.setCurrentIndex(cv.combo_b.findData("s1"))
-    assert "where samples disagree" in cv.split._labels[1]
+    assert cv.split._labels[1] == "Sample 1 + map"
     cv.overlay_check.setChecked(False)
     assert np.array_equal(_pixels(s1.image), before) and np.array_equal(_pixels(mean.image), mean_before)
-    assert "where samples disagree" not in cv.split._labels[1]
+    assert cv.split._labels[1] == "Sample 1"
 
     # a re-run adds a sample: the map is of the run's current samples
     cv.overlay_check.setChecked(True)

@@ -9,6 +9,7 @@ Bright = the samples disagree = invented detail, wherever the map is shown."""
 
 from __future__ import annotations
 
+import html
 from typing import Optional
 
 import numpy as np
@@ -99,7 +100,12 @@ def agreement_summary(umap) -> str:
     for r in region_agreement(umap):
         groups[r["verdict"]].append(r["label"])
     parts = [f"{words}: {', '.join(groups[v])}." for v, words in VERDICT_WORDS if groups[v]]
-    return f"By region, over the {umap.samples} samples (bright on the map = invented detail): " + " ".join(parts)
+    return f"{umap.samples} samples, by region: " + " ".join(parts)
+
+
+#: the map's legend at the head of that line (rich text: the two ends of the colour scale)
+LEGEND = ("<span style='background:#ffea46;color:#00204d'>&nbsp;bright&nbsp;</span> = samples disagree = "
+          "invented detail; <span style='background:#00204d;color:white'>&nbsp;dark&nbsp;</span> = they agree. ")
 
 
 class ScaleBar(QWidget):
@@ -350,11 +356,13 @@ class CompareView(QWidget):
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(DEFAULT_OPACITY)
+        self.opacity.setMinimumWidth(80)
         self.opacity.setMaximumWidth(140)
         self.opacity.setToolTip("Opacity of the map laid over the images (0: the image alone, 100: the map alone)")
         self.opacity_label = QLabel()
         self.opacity_label.setMinimumWidth(36)
         self.agreement = QLabel("")
+        self.agreement.setTextFormat(Qt.TextFormat.RichText)
         self.agreement.setWordWrap(True)
         self.agreement.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.overlay_check.toggled.connect(self._apply_overlay)
@@ -455,7 +463,7 @@ class CompareView(QWidget):
         self.overlay_check.setEnabled(self.uncertainty is not None)
         self.opacity.setEnabled(self.uncertainty is not None)
         if self.uncertainty is not None:
-            self.agreement.setText(agreement_summary(self.uncertainty))
+            self.agreement.setText(LEGEND + html.escape(agreement_summary(self.uncertainty)))
             self.agreement.setToolTip(uncertainty_tooltip(self.uncertainty))
         else:
             self.agreement.setText(NO_MAP_ONE_SAMPLE if n == 1 else "")
@@ -554,7 +562,7 @@ class CompareView(QWidget):
         def label(it):
             if it is None:
                 return ""
-            return it.title + (" + where samples disagree" if self.overlay_on() and it.kind in OVERLAID_KINDS else "")
+            return it.title + (" + map" if self.overlay_on() and it.kind in OVERLAID_KINDS else "")
 
         self.split.set_images(self.shown_image(a) if a else None, self.shown_image(b) if b else None,
                               (label(a), label(b)))

@@ -40,7 +40,7 @@ DEFAULT_R = SAMPLER_PRESETS["pc"].snr
 CHOOSE = "__choose__"
 MAX_SEED = 2**31 - 1
 LIVE_SIZE = 100
-LIVE_MAP_NOTE = f"disagreement: {CAPTION}"
+LIVE_MAP_NOTE = CAPTION
 LIVE_NO_MAP = "No disagreement map with one sample: run 2 or more."
 
 

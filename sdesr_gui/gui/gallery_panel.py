@@ -186,7 +186,7 @@ class GalleryPanel(QWidget):
             v.addLayout(head)
             v.addWidget(table, 1)
             split.addWidget(host)
-        split.setSizes([300, 420, 300])
+        split.setSizes([270, 480, 270])  # the consensus has the most columns
 
         lay = QVBoxLayout(self)
         lay.addLayout(row)
