@@ -351,6 +351,85 @@ def test_run_shows_live_frames_and_samples_then_rerun(qtbot, window, fast_weight
     assert abs(cv.split.fraction - 0.25) < 1e-6
 
 
+def _pixels(label) -> np.ndarray:
+    from sdesr_gui.gui.imaging import rgb_from_qimage
+
+    return rgb_from_qimage(label.pixmap().toImage())
+
+
+def test_uncertainty_tile_overlay_and_live_map(qtbot, window, fast_weights):
+    """K = 3: a map tile beside the mean estimate whose numbers are core.uncertainty's over the
+    samples, the regions in words, an overlay that changes a sample tile and goes away again,
+    the live view's running map, and a re-run that makes the map again over 4 samples."""
+    from sdesr_gui.core import uncertainty as u
+
+    open_and_detect(qtbot, window, SAMPLE_FACE)
+    use_models(window, fast_weights, classifier=False)
+    c, cv = window.controls, window.compare
+    c.steps.setValue(3)
+    c.samples.setValue(3)
+    run_and_wait(qtbot, window)
+    # the live view showed the map of the running denoised estimates (made in the worker)
+    last = window._last_preview
+    assert last.samples == 3 and last.std is not None and last.std.shape == (128, 128)
+    assert last.std_rgb.dtype == np.uint8 and not c.live_map.pixmap().isNull()
+    assert c.live_map_note.text() == "bright = samples disagree = invented detail"
+
+    keys = [it.key for it in cv.items]
+    assert keys.index("uncertainty") == keys.index("mean") + 1
+    tile = cv.tiles["uncertainty"]
+    samples = [it.image for it in cv.samples()]
+    expect = u.uncertainty_map(samples)
+    assert np.array_equal(tile.item.uncertainty.std, expect.std) and cv.uncertainty.samples == 3
+    z = cv._applied_zoom
+    assert np.array_equal(_pixels(tile.image)[::z, ::z], u.colorize(expect.std))  # the map in its colours
+    assert tile.scale is not None and "bright = samples disagree = invented detail" in tile.metrics.text()
+    tip = tile.toolTip()
+    assert "Bright = the samples disagree = invented detail" in tip
+    for r in u.region_agreement(expect):
+        assert r["label"] in tip and r["label"] in cv.agreement.text()
+    assert "= samples disagree = invented detail" in cv.agreement.text() and cv.uncertainty_row.isVisible()
+    assert "3 samples, by region: " in cv.agreement.text()
+
+    # the overlay: a sample tile (and the mean's) changes, and comes back when the toggle goes off
+    s1, mean = cv.tiles["s1"], cv.tiles["mean"]
+    before, mean_before, bic = _pixels(s1.image), _pixels(mean.image), _pixels(cv.tiles["bicubic"].image)
+    assert cv.overlay_check.isEnabled() and not cv.overlay_check.isChecked()
+    cv.overlay_check.setChecked(True)
+    on = _pixels(s1.image)
+    assert not np.array_equal(on, before) and not np.array_equal(_pixels(mean.image), mean_before)
+    assert np.array_equal(_pixels(cv.tiles["bicubic"].image), bic)  # only samples and the mean take it
+    cv.opacity.setValue(100)  # the map alone
+    full = _pixels(s1.image)
+    assert np.array_equal(full[::z, ::z], u.colorize(expect.std))
+    cv.combo_b.setCurrentIndex(cv.combo_b.findData("s1"))
+    assert cv.split._labels[1] == "Sample 1 + map"
+    cv.overlay_check.setChecked(False)
+    assert np.array_equal(_pixels(s1.image), before) and np.array_equal(_pixels(mean.image), mean_before)
+    assert cv.split._labels[1] == "Sample 1"
+
+    # a re-run adds a sample: the map is of the run's current samples
+    cv.overlay_check.setChecked(True)
+    run_and_wait(qtbot, window, rerun_key="s2")
+    assert cv.uncertainty.samples == 4 and len(cv.samples()) == 4
+    assert np.array_equal(cv.tiles["uncertainty"].item.uncertainty.std,
+                          u.uncertainty_map([it.image for it in cv.samples()]).std)
+    assert not np.array_equal(_pixels(cv.tiles["s4"].image)[::z, ::z], cv.item("s4").image)  # still overlaid
+
+
+def test_one_sample_shows_no_map(qtbot, window, fast_weights):
+    open_and_detect(qtbot, window, SAMPLE_FACE)
+    use_models(window, fast_weights, classifier=False)
+    window.controls.steps.setValue(2)
+    window.controls.samples.setValue(1)
+    run_and_wait(qtbot, window)
+    cv = window.compare
+    assert "uncertainty" not in cv.tiles and cv.uncertainty is None and window.session.uncertainty is None
+    assert not cv.overlay_check.isEnabled() and "one sample cannot show" in cv.agreement.text()
+    assert window._last_preview.std is None and window.controls.live_map.pixmap().isNull()
+    assert "No disagreement map with one sample" in window.controls.live_map_note.text()
+
+
 def test_results_outlive_selection_changes_and_reference_can_be_loaded(qtbot, window, fast_weights, tmp_path):
     from sdesr_gui.core.provenance import atomic_save_png
 

@@ -192,10 +192,27 @@ def test_window_uses_gallery_after_a_run(qtbot, tmp_path, gallery, monkeypatch):
     assert "cs" in win.compare.item("s1").metrics
     cands = win.gallery.candidates_for_export(["s1"])
     assert "alice" in cands["per_sample"]["Sample 1"][0]["identity"]
-    # the mean estimate is shown with the run but never matched as a sample
+    # the mean estimate is matched as its own probe, never as a sample: the consensus is the
+    # samples' alone, and a column marks each candidate's rank for the mean estimate
     assert win.compare.item("mean").kind == "mean"
-    assert [k for k, _, _ in win.gallery._probes[0]] == ["s1", "s2"]
-    assert set(win.gallery.candidates_for_export()["per_sample"]) == {"Sample 1", "Sample 2"}
+    assert [k for k, _, _ in win.gallery._probes[0]] == ["s1", "s2"] and win.gallery._probes[3] is out.mean
+    res = win.gallery.result
+    assert res.stability["samples"] == 2 and set(res.per_sample) == {"s1", "s2"} and res.mean
+    assert "cs" in win.compare.item("mean").metrics  # measured against the reference like the samples
+    table = win.gallery.consensus_table
+    assert not table.isColumnHidden(6) and table.horizontalHeaderItem(6).text() == "mean est."
+    assert "not counted" in table.horizontalHeaderItem(6).toolTip()
+    for r, row in enumerate(res.consensus):
+        rank = row["mean_estimate_rank"]
+        assert table.item(r, 6).text() == ("–" if rank is None else f"✓ {rank}")
+    assert "The mean estimate (matched on its own, not counted as a sample)" in win.gallery.status.text()
+    assert ("agrees" if res.mean_agreement["agrees_on_lead"] else "disagrees") in win.gallery.status.text()
+    assert "not counted as a sample" in win.gallery.stability_label.toolTip()
+    win.compare.select("mean")  # the mean's own candidates, titled as an estimate
+    assert win.gallery.sample_title.text().startswith("Mean estimate (not a sample)")
+    assert win.gallery.sample_table.identities()[0] == res.mean[0]["identity"]
+    exp = win.gallery.candidates_for_export()
+    assert set(exp["per_sample"]) == {"Sample 1", "Sample 2"} and exp["mean_estimate"]["candidates"] == res.mean
     # exports never go into the gallery folder
     assert win.export_to(gallery / "exports") is None and "evidence" in win.last_error
     assert not (gallery / "exports").exists()

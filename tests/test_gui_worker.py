@@ -59,6 +59,11 @@ def test_sampler_job_emits_progress_previews_and_result(qtbot, enhancer):
     assert [p.step for p in previews] == list(range(1, 7))  # unthrottled here: every step
     assert len(previews[0].x) == 3 and previews[0].x[0].shape == (128, 128, 3)
     assert previews[0].denoised[0].dtype == np.uint8
+    # the live map of where the 3 samples' denoised estimates disagree, made in the worker thread
+    from sdesr_gui.core.uncertainty import colorize
+
+    assert all(p.samples == 3 and p.std.shape == (128, 128) and p.std.dtype == np.float32 for p in previews)
+    assert np.array_equal(previews[-1].std_rgb, colorize(previews[-1].std))
     assert progress[-1][0] == progress[-1][1] == 6
     assert out.seeds == [11, 12, 13] and len(out.samples) == 3
     assert {"consistency", "psnr", "ssim"} <= set(out.metrics[0]) and "psnr" in out.bicubic_metrics

@@ -199,7 +199,7 @@ def test_a_run_with_a_mean_estimate_shows_and_exports_it(tmp_path):
     settings = {"sampler": "fast", "sde": "ve", "h": 0.0, "seed": 3, "mean_estimate": MEAN_RECORD}
     mean = face(50)
     s.record_result(outcome(sel, [3, 4], settings, mean=mean), sel, plan.context, MODEL, None)
-    assert [it.key for it in s.items] == ["lr", "bicubic", "mean", "reference", "s1", "s2"]
+    assert [it.key for it in s.items] == ["lr", "bicubic", "mean", "uncertainty", "reference", "s1", "s2"]
     m = s.item("mean")
     assert m.kind == "mean" and m.title == "Mean estimate" and m.seed is None and m.generated
     assert m.note == MEAN_NOTE and "sample" not in m.title.lower() and m.image is mean
@@ -210,7 +210,7 @@ def test_a_run_with_a_mean_estimate_shows_and_exports_it(tmp_path):
     # a re-run of one sample keeps the mean (one more sample, nothing else changes)
     again = s.plan_run("s1")
     s.record_result(outcome(sel, [3], dict(settings, sde="vp"), tag=again.tag, mean=face(51)), sel, None, MODEL, None)
-    assert [it.key for it in s.items] == ["lr", "bicubic", "mean", "reference", "s1", "s2", "s3"]
+    assert [it.key for it in s.items] == ["lr", "bicubic", "mean", "uncertainty", "reference", "s1", "s2", "s3"]
     assert s.item("mean").image is mean and s.item("s3").note == "re-run of Sample 1: sde=vp"
     assert s.plan_run("mean") is None  # no seed: nothing to re-run
 
@@ -234,3 +234,57 @@ def test_a_run_with_a_mean_estimate_shows_and_exports_it(tmp_path):
     assert [o["seed"] for o in rec["outputs"] if o["kind"] == "sample"] == [4]
     html = (res.folder / "report.html").read_text(encoding="utf-8")
     assert "ESTIMATE, NOT A SAMPLE" in html
+
+
+def test_the_map_of_the_run_samples_is_an_item_beside_the_mean_and_follows_re_runs(tmp_path):
+    """K >= 2: an "uncertainty" item right after the mean estimate, its numbers those of
+    core.uncertainty over the run's current samples (a re-run adds one: the map is made again);
+    K = 1: no map item; never a sample, never exported as one."""
+    from sdesr_gui.core import uncertainty as u
+
+    s = Session()
+    s.set_input(tmp_path / "cam.png", "still")
+    sel = selection.whole_image(face(5))
+    s.set_selection(sel, {"index": 0})
+    assert s.uncertainty is None
+    plan = s.plan_run()
+    s.record_result(outcome(sel, [3], mean=face(50)), sel, plan.context, MODEL, None)
+    assert s.uncertainty is None and s.item("uncertainty") is None  # one sample: no map is claimed
+    s.record_result(outcome(sel, [3, 4, 5], mean=face(50)), sel, plan.context, MODEL, None)
+    keys = [it.key for it in s.items]
+    assert keys.index("uncertainty") == keys.index("mean") + 1
+    item = s.item("uncertainty")
+    assert item.kind == "uncertainty" and not item.generated and item.seed is None
+    assert u.CAPTION in item.note and item.image.shape == (128, 128, 3) and item.image.dtype == np.uint8
+    imgs = [it.image for it in s.samples()]
+    assert np.array_equal(s.uncertainty.std, u.uncertainty_map(imgs).std) and s.uncertainty.samples == 3
+    assert np.array_equal(item.image, u.colorize(s.uncertainty.std, u.DEFAULT_VMAX))
+    assert s.uncertainty is item.uncertainty and [it.key for it in s.samples()] == ["s1", "s2", "s3"]
+
+    again = s.plan_run("s2")
+    s.record_result(outcome(sel, [9], tag=again.tag), sel, None, MODEL, None)
+    assert s.uncertainty.samples == 4 and [it.kind for it in s.items].count("uncertainty") == 1
+    assert np.array_equal(s.uncertainty.std, u.uncertainty_map([it.image for it in s.samples()]).std)
+    s.set_metrics("cs", {"mean": 0.5})
+    s.set_reference(np.full((128, 128, 3), 90, np.uint8), "ref")  # the run's items are rebuilt: the map stays
+    assert s.uncertainty.samples == 4
+    assert [im.kind for im in s.plan_export(tmp_path / "out").job.images].count("sample") == 4
+
+
+def test_region_agreement_says_where_the_samples_agree_in_words():
+    """Each region of the map gets a verdict an analyst can read, from its share above the threshold."""
+    from sdesr_gui.core import uncertainty as u
+
+    base = np.full((128, 128, 3), 120, np.uint8)
+    other = base.copy()
+    masks = u.region_masks()
+    other[masks["mouth"]] = 250  # the samples disagree on the whole mouth ...
+    eyes = np.argwhere(masks["eyes"])
+    for y, x in eyes[: len(eyes) // 10]:  # ... on a tenth of the eyes, and nowhere else
+        other[y, x] = 250
+    rows = {r["name"]: r for r in u.region_agreement(u.uncertainty_map([base, other]))}
+    assert list(rows) == list(u.REGIONS)
+    assert rows["mouth"]["verdict"] == "disagree" and rows["mouth"]["text"] == "mouth: samples disagree — detail invented"
+    assert rows["nose"]["verdict"] == "agree" and rows["nose"]["text"] == "nose: samples agree"
+    assert rows["eyes"]["verdict"] == "partly" and "partly disagree" in rows["eyes"]["text"]
+    assert rows["hair_background"]["label"] == "hair and background" and rows["mouth"]["share_above"] == 1.0

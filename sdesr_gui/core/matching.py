@@ -15,6 +15,12 @@ identity found in any sample's top-K it gives
 
 ``stability`` summarises agreement: how often a sample's rank-1 equals the consensus rank-1,
 and the mean share of the consensus top-K found in each sample's top-K.
+
+The run's mean estimate (the model's posterior-mean estimate, not a sample) is matched as its
+own probe when given: its ranked list is kept apart, it never enters the consensus or the
+stability above, and :func:`mean_agreement` marks each consensus row with the identity's rank
+for the mean estimate (``mean_estimate_rank``, None when outside its top-K) and says whether
+the mean estimate agrees with the consensus lead.
 """
 
 from __future__ import annotations
@@ -84,6 +90,32 @@ def consensus(per_sample: dict[str, list[dict[str, Any]]], top_k: int) -> tuple[
     return rows, stability
 
 
+#: the mean estimate's key among the probes and in ``MatchResult.cs`` (the session's item key)
+MEAN_PROBE = "mean"
+MEAN_PROBE_NOTE = ("the run's mean estimate, matched as its own probe: an estimate, not a sample, and not counted "
+                   "in the consensus over samples")
+
+
+def mean_agreement(rows: list[dict[str, Any]], mean: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mark each consensus row with ``mean_estimate_rank`` (the identity's rank in the mean
+    estimate's ranked list ``mean``, best first; None when it is not in that top-K) and return
+    what the mean estimate says about the consensus: its own rank-1, whether that is the
+    consensus lead, the lead's rank for it, and how many consensus rows are in its top-K."""
+    rank = {}
+    for i, c in enumerate(mean, 1):
+        rank.setdefault(c["identity"], i)
+    for r in rows:
+        r["mean_estimate_rank"] = rank.get(r["identity"])
+    out: dict[str, Any] = {"probe": MEAN_PROBE_NOTE, "rank1": mean[0]["identity"] if mean else None}
+    if rows:
+        lead = rows[0]["identity"]
+        out["lead"] = lead
+        out["lead_rank"] = rank.get(lead)
+        out["agrees_on_lead"] = bool(mean) and mean[0]["identity"] == lead
+        out["consensus_in_top_k"] = f"{sum(1 for r in rows if r['mean_estimate_rank'] is not None)}/{len(rows)}"
+    return out
+
+
 @dataclasses.dataclass
 class MatchResult:
     top_k: int
@@ -96,12 +128,17 @@ class MatchResult:
     thumbs: dict[str, Optional[np.ndarray]]  # gallery file -> 64x64 thumbnail
     embedder: str = ""
     gallery: str = ""
+    mean: Optional[list[dict]] = None  # the mean estimate's ranked candidates (its own probe; None: not given)
+    mean_agreement: dict = dataclasses.field(default_factory=dict)  # see mean_agreement()
 
     def to_export(self, keys: Optional[Sequence[str]] = None) -> dict[str, Any]:
         keys = list(self.per_sample) if keys is None else [k for k in keys if k in self.per_sample]
-        return {"gallery": self.gallery, "embedder": self.embedder, "top_k": self.top_k,
-                "per_sample": {self.labels.get(k, k): self.per_sample[k] for k in keys},
-                "consensus": self.consensus, "stability": self.stability, "bicubic": self.bicubic}
+        out = {"gallery": self.gallery, "embedder": self.embedder, "top_k": self.top_k,
+               "per_sample": {self.labels.get(k, k): self.per_sample[k] for k in keys},
+               "consensus": self.consensus, "stability": self.stability, "bicubic": self.bicubic}
+        if self.mean is not None:
+            out["mean_estimate"] = {"candidates": self.mean, **self.mean_agreement}
+        return out
 
 
 def thumbnail(path: str, size: int = 64) -> Optional[np.ndarray]:
@@ -121,13 +158,18 @@ def thumbnail(path: str, size: int = 64) -> Optional[np.ndarray]:
 
 
 def cs_to_reference(embedder, probes: Sequence[tuple[str, str, np.ndarray]], bicubic: np.ndarray,
-                    reference: np.ndarray) -> dict[str, float]:
+                    reference: np.ndarray, mean: Optional[np.ndarray] = None) -> dict[str, float]:
     """CS (face-embedding cosine similarity to the reference HR) of each probe (key, label,
-    128x128 uint8) and of the bicubic baseline (key ``"bicubic"``)."""
-    e = np.asarray(embedder.embed_aligned([img for _, _, img in probes] + [bicubic, reference]), dtype=np.float64)
+    128x128 uint8), of the bicubic baseline (key ``"bicubic"``) and of the mean estimate when
+    given (key :data:`MEAN_PROBE`)."""
+    extra = [bicubic] + ([mean] if mean is not None else [])
+    e = np.asarray(embedder.embed_aligned([img for _, _, img in probes] + extra + [reference]), dtype=np.float64)
     e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    n = len(probes)
     out = {key: float(e[i] @ e[-1]) for i, (key, _, _) in enumerate(probes)}
-    out["bicubic"] = float(e[-2] @ e[-1])
+    out["bicubic"] = float(e[n] @ e[-1])
+    if mean is not None:
+        out[MEAN_PROBE] = float(e[n + 1] @ e[-1])
     return out
 
 
@@ -138,13 +180,25 @@ def _resolve(file: str, gallery: str) -> str:
     return str(p if p.is_absolute() or not gallery else Path(gallery) / p)
 
 
+def _single_probe(index, emb: np.ndarray, top_k: int, deep: int) -> list[dict[str, Any]]:
+    """One probe's best ``top_k`` identities (one face each), best first."""
+    try:
+        return [as_candidate(c) for c in index.query(emb, top_k=top_k, per_identity=True)]
+    except TypeError:  # an index without per_identity
+        return best_per_identity(index.query(emb, top_k=deep), top_k)
+
+
 def run_match(index, embedder, probes: Sequence[tuple[str, str, np.ndarray]], bicubic: np.ndarray,
               reference: Optional[np.ndarray], top_k: int, report=None, cancel=None,
-              gallery: str = "") -> MatchResult:
-    """Embed the probes (key, label, 128x128 uint8), the bicubic baseline and the reference; rank."""
-    images = [img for _, _, img in probes] + [bicubic] + ([reference] if reference is not None else [])
+              gallery: str = "", mean: Optional[np.ndarray] = None) -> MatchResult:
+    """Embed the probes (key, label, 128x128 uint8: the samples), the bicubic baseline, the
+    mean estimate (``mean``, its own probe, never a sample) and the reference; rank."""
+    extra = [bicubic] + ([mean] if mean is not None else [])
+    images = [img for _, _, img in probes] + extra + ([reference] if reference is not None else [])
     emb = np.asarray(embedder.embed_aligned(images), dtype=np.float64)
     n = len(probes)
+    i_mean = n + 1 if mean is not None else None
+    i_ref = n + len(extra) if reference is not None else None
     keys = [key for key, _, _ in probes]
     deep = max(top_k * 3, top_k + 5)
     check_cancel(cancel)
@@ -164,18 +218,26 @@ def run_match(index, embedder, probes: Sequence[tuple[str, str, np.ndarray]], bi
         rows, stability = consensus(per_sample, top_k)
     if report is not None:
         report(n, n + 1)
-    try:  # one face per identity, as in the lists above
-        bic = [as_candidate(c) for c in index.query(emb[n], top_k=top_k, per_identity=True)]
-    except TypeError:
-        bic = best_per_identity(index.query(emb[n], top_k=deep), top_k)
+    bic = _single_probe(index, emb[n], top_k, deep)  # one face per identity, as in the lists above
+    mean_list, agreement = None, {}
+    if i_mean is not None:  # its own list: the consensus rows and stability above are the samples' alone
+        mean_list = _single_probe(index, emb[i_mean], top_k, deep)
+        agreement = mean_agreement(rows, mean_list)
     cs: dict[str, float] = {}
-    if reference is not None:
-        ref = emb[n + 1]
+    if i_ref is not None:
+        ref = emb[i_ref]
+
+        def cos(v):
+            return float(np.dot(v, ref) / max(np.linalg.norm(v) * np.linalg.norm(ref), 1e-12))
+
         for i, (key, _, _) in enumerate(probes):
-            cs[key] = float(np.dot(emb[i], ref) / max(np.linalg.norm(emb[i]) * np.linalg.norm(ref), 1e-12))
-        cs["bicubic"] = float(np.dot(emb[n], ref) / max(np.linalg.norm(emb[n]) * np.linalg.norm(ref), 1e-12))
-    files = {c["file"] for lst in [*per_sample.values(), bic, rows] for c in lst}
+            cs[key] = cos(emb[i])
+        cs["bicubic"] = cos(emb[n])
+        if i_mean is not None:
+            cs[MEAN_PROBE] = cos(emb[i_mean])
+    files = {c["file"] for lst in [*per_sample.values(), bic, rows, mean_list or []] for c in lst}
     path_of = getattr(index, "path_of", None)
     thumbs = {f: thumbnail(str(path_of(f)) if path_of else _resolve(f, gallery)) for f in sorted(files)}
     return MatchResult(top_k, {k: lab for k, lab, _ in probes}, per_sample, bic, rows, stability, cs, thumbs,
-                       embedder=str(getattr(embedder, "name", "")), gallery=gallery)
+                       embedder=str(getattr(embedder, "name", "")), gallery=gallery, mean=mean_list,
+                       mean_agreement=agreement)

@@ -7,12 +7,13 @@ without Qt). It holds
   frame it was taken from;
 * the reference HR: one loaded by the user, else the aligned crop when it is genuine HR;
 * the last run (:class:`RunSnapshot`: what its samples were produced from) and the images
-  shown with it (:class:`ResultItem`: LR, bicubic, the run's mean estimate, reference and the
-  samples with their seeds, metrics, favourites and re-run notes);
+  shown with it (:class:`ResultItem`: LR, bicubic, the run's mean estimate, the uncertainty map
+  of its samples (K >= 2), reference and the samples with their seeds, metrics, favourites and
+  re-run notes);
 * the hashes of inputs computed so far (the run record needs them).
 
 It does no heavy work itself (measuring PSNR / SSIM of a few 128x128 images when the reference
-changes is the most): the sampler runs in a worker, which hands its :class:`SamplerOutcome` to
+changes, or the std map of a few samples when they change, is the most: milliseconds): the sampler runs in a worker, which hands its :class:`SamplerOutcome` to
 :meth:`Session.record_result`; an export is planned on the caller's thread with
 :meth:`Session.plan_export`, written by :func:`write_export` (a worker's job: it may hash a long
 video) and recorded with :meth:`Session.export_done`.
@@ -49,6 +50,8 @@ __all__ = [
     "Session",
     "base_items",
     "forbidden_folders",
+    "uncertainty_item",
+    "with_uncertainty",
     "write_export",
 ]
 
@@ -59,6 +62,10 @@ MEAN_KEY = "mean"
 MEAN_TITLE = "Mean estimate"
 MEAN_NOTE = "an estimate, not a sample"
 MEAN_CAPTION = "Mean estimate (the model's posterior-mean estimate; an estimate, not a sample)"
+
+#: the uncertainty map's tile: where the run's current samples disagree (K >= 2; none for K = 1)
+UNCERTAINTY_KEY = "uncertainty"
+UNCERTAINTY_TITLE = "Uncertainty"
 
 IDLE_HEADER = "Select a face and press Run. Generated samples are plausible faces, not recovered detail."
 NO_FACE = ("Select a face first: open an image or video, then click a detected face or draw a box "
@@ -76,13 +83,37 @@ class ResultItem:
     key: str  # "lr", "bicubic", "reference", "s1", "s2", ...
     title: str
     image: np.ndarray  # HxWx3 uint8 (the LR is 16x16)
-    kind: str  # lr | bicubic | mean | reference | sample (only "sample" items are samples)
+    kind: str  # lr | bicubic | mean | uncertainty | reference | sample (only "sample" items are samples)
     seed: Optional[int] = None
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     favourite: bool = False
     note: str = ""
     settings: Optional[dict[str, Any]] = None  # a re-run's own sampler settings
     generated: bool = False
+    uncertainty: Any = None  # kind "uncertainty": its core.uncertainty.UncertaintyMap (image = the colour map)
+
+
+def uncertainty_item(samples: list[ResultItem]) -> Optional[ResultItem]:
+    """The map of where ``samples`` disagree as an item (its image the cividis colour map,
+    128x128, its ``uncertainty`` the numbers); None below two samples: no map is claimed."""
+    from .uncertainty import CAPTION, DEFAULT_VMAX, colorize, uncertainty_map
+
+    if len(samples) < 2:
+        return None
+    umap = uncertainty_map([it.image for it in samples])
+    return ResultItem(UNCERTAINTY_KEY, UNCERTAINTY_TITLE, colorize(umap.std, DEFAULT_VMAX), "uncertainty",
+                      note=f"std over {umap.samples} samples: {CAPTION}", uncertainty=umap)
+
+
+def with_uncertainty(items: list[ResultItem]) -> list[ResultItem]:
+    """``items`` with the map of their samples in place of any older one, right after the mean
+    estimate (or the bicubic); unchanged but for a removed map when there are fewer than two."""
+    items = [it for it in items if it.kind != "uncertainty"]
+    u = uncertainty_item([it for it in items if it.kind == "sample"])
+    if u is not None:
+        after = [i for i, it in enumerate(items) if it.kind in ("lr", "bicubic", "mean")]
+        items.insert(after[-1] + 1 if after else 0, u)
+    return items
 
 
 @dataclasses.dataclass
@@ -283,6 +314,13 @@ class Session:
         """The generated samples (never the mean estimate)."""
         return [it for it in self.items if it.kind == "sample"]
 
+    @property
+    def uncertainty(self):
+        """The ``core.uncertainty.UncertaintyMap`` of the shown run's current samples (updated
+        when a re-run adds one); None before a run and for a single sample."""
+        it = self.item(UNCERTAINTY_KEY)
+        return it.uncertainty if it is not None else None
+
     def _run_items(self) -> list[ResultItem]:
         """The base items of the run: LR, bicubic, mean estimate, reference."""
         run = self.run
@@ -393,7 +431,7 @@ class Session:
             run.bicubic_metrics = dict(bic.metrics)
         if mean is not None:
             run.mean_metrics = dict(mean.metrics)
-        self._set_items(self._run_items() + samples)
+        self._set_items(with_uncertainty(self._run_items() + samples))
         self._emit("run")
 
     # ---------------------------------------------------------------- runs
@@ -445,7 +483,7 @@ class Session:
                 keys.append(f"s{self._sample_counter}")
                 items.append(ResultItem(keys[-1], f"Sample {self._sample_counter}", img, "sample",
                                         seed=int(seed), metrics=dict(m), generated=True))
-            self._set_items(items)
+            self._set_items(with_uncertainty(items))
             self._set_header(self.run_header(selection is not self.selection))
         else:  # one more sample; the run's mean estimate (and every other image) stays
             src = self.item(out.tag[1])
@@ -460,9 +498,10 @@ class Session:
             note = (f"re-run of {src.title if src else out.tag[1]}"
                     + (": " + ", ".join(f"{k}={v}" for k, v in differs.items()) if differs else ", same settings"))
             keys = [f"s{self._sample_counter}"]
-            self._set_items(self.items + [ResultItem(keys[0], f"Sample {self._sample_counter}", out.samples[0],
-                                                     "sample", seed=int(out.seeds[0]), metrics=dict(out.metrics[0]),
-                                                     generated=True, note=note, settings=own)])
+            # the map is of the run's current samples: it is made again with the new one
+            self._set_items(with_uncertainty(self.items + [ResultItem(
+                keys[0], f"Sample {self._sample_counter}", out.samples[0], "sample", seed=int(out.seeds[0]),
+                metrics=dict(out.metrics[0]), generated=True, note=note, settings=own)]))
             self._emit("added", keys[0])
         self._emit("run")
         return keys

@@ -49,6 +49,9 @@ __all__ = [
     "UncertaintyMap",
     "uncertainty_map",
     "no_map_record",
+    "AGREE_BELOW",
+    "DISAGREE_FROM",
+    "region_agreement",
     "running_std_map",
     "CIVIDIS_ANCHORS",
     "colormap_lut",
@@ -274,6 +277,33 @@ def no_map_record(samples: int) -> dict[str, Any]:
     """The ``uncertainty`` block of a run with fewer than two samples: no map is claimed."""
     return {"map": False, "samples": int(samples), "note": f"no map (K = {int(samples)}): "
             + _no_map_sentence(int(samples))[0].lower() + _no_map_sentence(int(samples))[1:] + "."}
+
+
+#: a region whose share of pixels above the threshold is below this: "samples agree"
+AGREE_BELOW = 0.05
+#: ... at or above this: "samples disagree -- detail invented" (in between: "partly disagree")
+DISAGREE_FROM = 0.25
+_VERDICT_TEXT = {"agree": "samples agree",
+                 "partly": "samples partly disagree — some detail invented",
+                 "disagree": "samples disagree — detail invented"}
+
+
+def region_agreement(umap: "UncertaintyMap") -> list[dict[str, Any]]:
+    """The regions of a map in an analyst's words, in :data:`REGIONS` order: per region its
+    ``name``, short ``label`` ("hair and background"), ``mean_std``, ``share_above`` (of its
+    pixels, std above the map's threshold), a ``verdict`` (``agree`` below :data:`AGREE_BELOW`,
+    ``disagree`` from :data:`DISAGREE_FROM`, else ``partly``) and ``text``, e.g.
+    "mouth: samples disagree — detail invented".  Regions without pixels are left out."""
+    out = []
+    for name, r in umap.regions.items():
+        share, mean_std = r.get("share_above_threshold"), r.get("mean_std")
+        if share is None or mean_std is None:
+            continue
+        verdict = "agree" if share < AGREE_BELOW else "disagree" if share >= DISAGREE_FROM else "partly"
+        label = str(r.get("label", name)).split(" (")[0]
+        out.append({"name": name, "label": label, "mean_std": float(mean_std), "share_above": float(share),
+                    "verdict": verdict, "text": f"{label}: {_VERDICT_TEXT[verdict]}"})
+    return out
 
 
 @torch.no_grad()

@@ -1,9 +1,15 @@
-"""Comparison view: LR (nearest), bicubic, the mean estimate and every sample side by side at
-one zoom, a before/after split between any two, per-image metrics, favourites and re-run from
-a seed."""
+"""Comparison view: LR (nearest), bicubic, the mean estimate, the uncertainty map and every
+sample side by side at one zoom, a before/after split between any two, per-image metrics,
+favourites and re-run from a seed.
+
+The uncertainty map (K >= 2 samples; made by the Qt-free session) has its own tile with its
+colour scale; a toggle lays it over the samples and the mean estimate (tiles and before/after)
+at a chosen opacity, and a line above the tiles says per face region whether the samples agree.
+Bright = the samples disagree = invented detail, wherever the map is shown."""
 
 from __future__ import annotations
 
+import html
 from typing import Optional
 
 import numpy as np
@@ -26,12 +32,21 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.session import ResultItem
+from ..core.uncertainty import CAPTION, DEFAULT_VMAX, colormap_lut, overlay, region_agreement
 from .imaging import nearest_upscale, pixmap_from_rgb, qimage_from_rgb
 
 #: what the mean estimate's tile says when hovered: the most accurate single image, not a sample
 MEAN_TOOLTIP = ("Mean estimate: the model's posterior-mean estimate of this face (one network evaluation, "
                 "the same image every time). It is the most accurate single image (highest PSNR / SSIM) but "
                 "blurrier than a sample: it invents no detail. It is an estimate, not a sample.")
+#: the overlay toggle: what it does, said plainly
+OVERLAY_LABEL = "Show where samples disagree"
+OVERLAY_TOOLTIP = ("Lay the uncertainty map over every sample and the mean estimate (here and in Before / after): "
+                   "bright = the samples disagree = invented detail; dark = they agree, the input constrains it.")
+NO_MAP_ONE_SAMPLE = ("No uncertainty map: one sample cannot show which detail is invented. "
+                     "Run 2 or more samples to see where they disagree.")
+DEFAULT_OPACITY = 50  # percent
+OVERLAID_KINDS = ("sample", "mean")  # the images the map can be laid over
 ZOOMS = (0, 1, 2, 3, 4)  # 0 = fit: the largest zoom at which every tile is visible
 TILE_EXTRA_W, TILE_EXTRA_H = 40, 112  # tile chrome around the image (title, metrics, buttons)
 
@@ -58,6 +73,81 @@ def metrics_text(m: dict[str, float]) -> str:
     return "\n".join(parts)
 
 
+def uncertainty_tooltip(umap) -> str:
+    """The map tile's tooltip: what the map is, and every region in words with its numbers."""
+    rows = "".join(
+        f"<tr><td>{r['label']}</td><td>{'<b>' if r['verdict'] != 'agree' else ''}"
+        f"{r['text'].split(': ', 1)[1]}{'</b>' if r['verdict'] != 'agree' else ''}</td>"
+        f"<td align='right'>{r['mean_std']:.3f}</td><td align='right'>{r['share_above']:.0%}</td></tr>"
+        for r in region_agreement(umap))
+    return (f"<p><b>Where the {umap.samples} samples disagree.</b> Per pixel, the standard deviation over the "
+            f"samples ([0, 1] units). <b>Bright = the samples disagree = invented detail</b>; dark = they agree, "
+            f"so the input constrains that detail. Where they disagree, the mean estimate is likely wrong too.</p>"
+            f"<table cellspacing='4'><tr><th align='left'>region</th><th align='left'>the samples</th>"
+            f"<th>mean std</th><th>above {umap.threshold:g}</th></tr>{rows}</table>"
+            f"<p>Face box: {umap.share_above:.0%} of its pixels have a std above {umap.threshold:g}.</p>")
+
+
+#: how the line above the tiles names each verdict (the words of core.uncertainty.region_agreement)
+VERDICT_WORDS = (("disagree", "Samples disagree — detail invented"),
+                 ("partly", "Samples partly disagree — some detail invented"),
+                 ("agree", "Samples agree"))
+
+
+def agreement_summary(umap) -> str:
+    """The line above the tiles: the face regions grouped by whether the K samples agree."""
+    groups: dict[str, list[str]] = {v: [] for v, _ in VERDICT_WORDS}
+    for r in region_agreement(umap):
+        groups[r["verdict"]].append(r["label"])
+    parts = [f"{words}: {', '.join(groups[v])}." for v, words in VERDICT_WORDS if groups[v]]
+    return f"{umap.samples} samples, by region: " + " ".join(parts)
+
+
+#: the map's legend at the head of that line (rich text: the two ends of the colour scale)
+LEGEND = ("<span style='background:#ffea46;color:#00204d'>&nbsp;bright&nbsp;</span> = samples disagree = "
+          "invented detail; <span style='background:#00204d;color:white'>&nbsp;dark&nbsp;</span> = they agree. ")
+
+
+class ScaleBar(QWidget):
+    """The colour scale of the map: 0 (dark, samples agree) to DEFAULT_VMAX+ (bright, samples
+    disagree), ticks every quarter, the threshold marked."""
+
+    HEIGHT = 30
+
+    def __init__(self, vmax: float = DEFAULT_VMAX, threshold: Optional[float] = None, parent=None):
+        super().__init__(parent)
+        self.vmax, self.threshold = float(vmax), threshold
+        lut = colormap_lut(256)
+        self._bar = qimage_from_rgb(np.repeat(lut[None], 2, axis=0))
+        self.setFixedHeight(self.HEIGHT)
+        self.setToolTip(f"std over the samples, [0, 1] units; {CAPTION}"
+                        + (f"; the line marks the threshold {threshold:g}" if threshold else ""))
+
+    def paintEvent(self, event) -> None:
+        p = QPainter(self)
+        fm = p.fontMetrics()
+        bar = QRectF(0.5, 0.5, self.width() - 1.0, 10.0)
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+        p.drawImage(bar, self._bar)
+        text = self.palette().color(self.palette().ColorRole.WindowText)
+        p.setPen(QPen(text, 1))
+        p.drawRect(bar)
+        n = 4 if self.width() >= 5 * fm.horizontalAdvance("0.20+ ") else 2  # labels must not touch
+        for i in range(n + 1):
+            x = bar.left() + bar.width() * i / n
+            p.drawLine(int(x), int(bar.bottom()), int(x), int(bar.bottom()) + 3)
+            t = f"{self.vmax * i / n:.2f}" + ("+" if i == n else "")
+            w = fm.horizontalAdvance(t)
+            tx = min(max(x - w / 2, 0), self.width() - w)
+            p.drawText(int(tx), int(bar.bottom()) + 4 + fm.ascent(), t)
+        if self.threshold and 0 < self.threshold < self.vmax:
+            x = bar.left() + bar.width() * self.threshold / self.vmax
+            p.setPen(QPen(QColor(255, 255, 255), 3))
+            p.drawLine(int(x), int(bar.top()), int(x), int(bar.bottom()))
+            p.setPen(QPen(QColor(0, 0, 0), 1))
+            p.drawLine(int(x), int(bar.top()), int(x), int(bar.bottom()))
+
+
 class Tile(QFrame):
     clicked = Signal(str)
     favouriteToggled = Signal(str, bool)
@@ -79,6 +169,14 @@ class Tile(QFrame):
         lay.setContentsMargins(6, 6, 6, 6)
         lay.addWidget(self.title)
         lay.addWidget(self.image)
+        self.scale = None
+        self._overlay: Optional[tuple[np.ndarray, float]] = None  # (std, opacity) laid over the image
+        if item.kind == "uncertainty" and item.uncertainty is not None:
+            self.scale = ScaleBar(DEFAULT_VMAX, item.uncertainty.threshold)
+            lay.addWidget(self.scale)
+            self.metrics.setStyleSheet("")
+            self.metrics.setWordWrap(True)
+            self.setToolTip(uncertainty_tooltip(item.uncertainty))
         lay.addWidget(self.metrics)
         self.fav = None
         if item.kind == "mean":
@@ -100,7 +198,23 @@ class Tile(QFrame):
         self.refresh()
 
     def set_zoom(self, zoom: int) -> None:
-        self.image.setPixmap(pixmap_from_rgb(display_image(self.item), 128 * zoom))
+        self._zoom = zoom
+        img = display_image(self.item)
+        if self._overlay is not None:
+            img = overlay(img, self._overlay[0], self._overlay[1], DEFAULT_VMAX)
+        self.image.setPixmap(pixmap_from_rgb(img, 128 * zoom))
+        if self.scale is not None:
+            self.scale.setFixedWidth(128 * zoom)
+            self.metrics.setFixedWidth(128 * zoom)
+
+    def set_overlay(self, std: Optional[np.ndarray], opacity: float = DEFAULT_OPACITY / 100) -> None:
+        """Lay the map ``std`` over this tile's image at ``opacity`` (None: the image alone);
+        only samples and the mean estimate take it."""
+        want = (std, float(opacity)) if std is not None and self.item.kind in OVERLAID_KINDS else None
+        if want is None and self._overlay is None:
+            return
+        self._overlay = want
+        self.set_zoom(self._zoom)
 
     def refresh(self) -> None:
         tag = ""
@@ -108,8 +222,15 @@ class Tile(QFrame):
             tag = "<span style='background:#b3261e;color:white'>&nbsp;GENERATED&nbsp;</span>"
         if self.item.kind == "mean":
             tag += " <span style='background:#5c6bc0;color:white'>&nbsp;ESTIMATE&nbsp;</span>"
+        if self.item.kind == "uncertainty":
+            tag = "<span style='background:#1f3a5f;color:#ffe94a'>&nbsp;BRIGHT = INVENTED&nbsp;</span>"
         seed = f" · seed {self.item.seed}" if self.item.seed is not None else ""
         self.title.setText(f"<b>{self.item.title}</b>{seed}<br>{tag}" if tag else f"<b>{self.item.title}</b>{seed}")
+        umap = self.item.uncertainty if self.item.kind == "uncertainty" else None
+        if umap is not None:
+            self.metrics.setText(f"{CAPTION}.\nstd over {umap.samples} samples; {umap.share_above:.0%} of the "
+                                 f"face above {umap.threshold:g}. Hover for the regions.")
+            return
         text = metrics_text(self.item.metrics)
         if self.item.note:
             text = (text + "\n" if text else "") + self.item.note
@@ -229,6 +350,34 @@ class CompareView(QWidget):
         top.addWidget(QLabel("Zoom"))
         top.addWidget(self.zoom_combo)
 
+        # the uncertainty map: the overlay toggle, its opacity and the regions in words
+        self.overlay_check = QCheckBox(OVERLAY_LABEL)
+        self.overlay_check.setToolTip(OVERLAY_TOOLTIP)
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(DEFAULT_OPACITY)
+        self.opacity.setMinimumWidth(80)
+        self.opacity.setMaximumWidth(140)
+        self.opacity.setToolTip("Opacity of the map laid over the images (0: the image alone, 100: the map alone)")
+        self.opacity_label = QLabel()
+        self.opacity_label.setMinimumWidth(36)
+        self.agreement = QLabel("")
+        self.agreement.setTextFormat(Qt.TextFormat.RichText)
+        self.agreement.setWordWrap(True)
+        self.agreement.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.overlay_check.toggled.connect(self._apply_overlay)
+        self.opacity.valueChanged.connect(self._apply_overlay)
+        self.uncertainty_row = QWidget()
+        urow = QHBoxLayout(self.uncertainty_row)
+        urow.setContentsMargins(0, 0, 0, 0)
+        urow.addWidget(self.overlay_check)
+        urow.addWidget(QLabel("opacity"))
+        urow.addWidget(self.opacity)
+        urow.addWidget(self.opacity_label)
+        urow.addStretch(1)
+        self.uncertainty_row.hide()
+        self.uncertainty = None  # the UncertaintyMap of the shown samples (None: K < 2 or no run)
+
         self.grid_host = QWidget()
         self.grid = QGridLayout(self.grid_host)
         self.grid.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
@@ -262,11 +411,16 @@ class CompareView(QWidget):
         self.tabs.addTab(split_host, "Before / after")
         lay = QVBoxLayout(self)
         lay.addLayout(top)
+        lay.addWidget(self.uncertainty_row)
+        lay.addWidget(self.agreement)
         lay.addWidget(self.tabs, 1)
+        self._update_opacity_label()
 
     # ---------------------------------------------------------------- content
     def set_items(self, items: list[CompareItem]) -> None:
         keep_a, keep_b = self.combo_a.currentData(), self.combo_b.currentData()
+        if not self.samples():  # the first samples: the right side shows one, not what was kept
+            keep_b = None
         self.items = list(items)
         for t in self.tiles.values():
             t.setParent(None)
@@ -278,6 +432,7 @@ class CompareView(QWidget):
             tile.favouriteToggled.connect(self._on_fav)
             tile.rerunRequested.connect(self.rerunRequested)
             self.tiles[it.key] = tile
+        self._show_uncertainty()
         self._reflow()
         for combo, keep, default in ((self.combo_a, keep_a, "bicubic"), (self.combo_b, keep_b, None)):
             combo.blockSignals(True)
@@ -298,6 +453,44 @@ class CompareView(QWidget):
                 self.select(first)
         else:
             self.tiles[self.selected].set_selected(True)
+
+    def _show_uncertainty(self) -> None:
+        """The map of the shown samples (from its item): the toggle, the words, the overlays."""
+        self.uncertainty = next((it.uncertainty for it in self.items if it.kind == "uncertainty"), None)
+        n = len(self.samples())
+        self.uncertainty_row.setVisible(n > 0)
+        self.agreement.setVisible(n > 0)
+        self.overlay_check.setEnabled(self.uncertainty is not None)
+        self.opacity.setEnabled(self.uncertainty is not None)
+        if self.uncertainty is not None:
+            self.agreement.setText(LEGEND + html.escape(agreement_summary(self.uncertainty)))
+            self.agreement.setToolTip(uncertainty_tooltip(self.uncertainty))
+        else:
+            self.agreement.setText(NO_MAP_ONE_SAMPLE if n == 1 else "")
+            self.agreement.setToolTip("")
+        self._apply_overlay()
+
+    def overlay_on(self) -> bool:
+        return self.overlay_check.isChecked() and self.uncertainty is not None
+
+    def _update_opacity_label(self) -> None:
+        self.opacity_label.setText(f"{self.opacity.value()} %")
+
+    def _apply_overlay(self, *_) -> None:
+        """Lay the map over (or take it off) the samples and the mean estimate, tiles and split."""
+        self._update_opacity_label()
+        std = self.uncertainty.std if self.overlay_on() else None
+        for t in self.tiles.values():
+            t.set_overlay(std, self.opacity.value() / 100)
+        self._update_split()
+
+    def shown_image(self, item: CompareItem) -> np.ndarray:
+        """The 128×128 picture of ``item`` as shown now: with the map laid over it when the
+        overlay is on and it is a sample or the mean estimate."""
+        img = display_image(item)
+        if self.overlay_on() and item.kind in OVERLAID_KINDS:
+            img = overlay(img, self.uncertainty.std, self.opacity.value() / 100, DEFAULT_VMAX)
+        return img
 
     def set_header(self, text: str) -> None:
         self.header.setText(text)
@@ -365,8 +558,14 @@ class CompareView(QWidget):
 
     def _update_split(self, *_) -> None:
         a, b = self.item(self.combo_a.currentData()), self.item(self.combo_b.currentData())
-        self.split.set_images(display_image(a) if a else None, display_image(b) if b else None,
-                              (a.title if a else "", b.title if b else ""))
+
+        def label(it):
+            if it is None:
+                return ""
+            return it.title + (" + map" if self.overlay_on() and it.kind in OVERLAID_KINDS else "")
+
+        self.split.set_images(self.shown_image(a) if a else None, self.shown_image(b) if b else None,
+                              (label(a), label(b)))
 
     def _sync_slider(self, f: float) -> None:
         v = int(round(f * 1000))

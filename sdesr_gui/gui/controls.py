@@ -1,5 +1,6 @@
 """Controls: model, sampler preset, SDE, r and h, attributes, samples, seed, device, Run / Cancel,
-plus the run's progress and the live intermediate frames."""
+plus the run's progress and the live intermediate frames (with K >= 2, the map of where the
+samples' current estimates disagree)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from PySide6.QtWidgets import (
 
 from ..core.presets import DEFAULT_H, DEFAULT_SAMPLER, MAX_CORRECTOR_STEPS, MAX_SAMPLES, SAMPLER_PRESETS
 from ..core.sde import DEFAULT_SDE, SDES
+from ..core.uncertainty import CAPTION
 from .imaging import pixmap_from_rgb
 
 ATTRIBUTES = (("male", "Male"), ("beard", "Beard"), ("eyeglasses", "Eyeglasses"))
@@ -37,7 +39,9 @@ DEFAULT_M = SAMPLER_PRESETS["pc"].corrector_steps
 DEFAULT_R = SAMPLER_PRESETS["pc"].snr
 CHOOSE = "__choose__"
 MAX_SEED = 2**31 - 1
-LIVE_SIZE = 112
+LIVE_SIZE = 100
+LIVE_MAP_NOTE = CAPTION
+LIVE_NO_MAP = "No disagreement map with one sample: run 2 or more."
 
 
 def read_meta(path) -> dict:
@@ -265,14 +269,25 @@ class ControlsPanel(QWidget):
         self.live_sample.setPrefix("sample ")
         self.live_sample.valueChanged.connect(lambda v: self.previewSampleChanged.emit(v - 1))
         self.live_step = QLabel("")
+        self.live_map = QLabel()
+        self.live_map.setFixedSize(LIVE_SIZE, LIVE_SIZE)
+        self.live_map.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.live_map.setStyleSheet("background: palette(base)")
+        self.live_map.setToolTip("Per pixel, the standard deviation over all samples' current denoised estimates: "
+                                 f"{CAPTION}. Updated with every live frame.")
+        self.live_map_note = QLabel(LIVE_MAP_NOTE)
+        self.live_map_note.setWordWrap(True)
         lbox = QGroupBox("Live")
         lgrid = QGridLayout(lbox)
         lgrid.addWidget(QLabel("x_t"), 0, 0)
-        lgrid.addWidget(QLabel("denoised estimate"), 0, 1)
+        lgrid.addWidget(QLabel("denoised"), 0, 1)
+        lgrid.addWidget(QLabel("disagreement"), 0, 2)
         lgrid.addWidget(self.live_x, 1, 0)
         lgrid.addWidget(self.live_d, 1, 1)
+        lgrid.addWidget(self.live_map, 1, 2)
         lgrid.addWidget(self.live_sample, 2, 0)
-        lgrid.addWidget(self.live_step, 2, 1)
+        lgrid.addWidget(self.live_step, 2, 1, 1, 2)
+        lgrid.addWidget(self.live_map_note, 3, 0, 1, 3)
         self.live_x.setToolTip("The noisy state x_t (scaled by 1/(1+2σ) around mid-grey to stay visible)")
         self.live_d.setToolTip("The model's current estimate of the clean face (Tweedie's formula)")
 
@@ -474,6 +489,7 @@ class ControlsPanel(QWidget):
         for w in (self.model_combo, self.cls_combo, self.device):
             w.setEnabled(not running)
         if running:
+            self.live_map.clear()  # the last run's map is not this run's
             self.progress.setRange(0, 0)  # busy until the first step
             self.progress.setFormat("starting…")
 
@@ -486,11 +502,20 @@ class ControlsPanel(QWidget):
         self.progress.setFormat(text)
         self.progress.setToolTip(text)
 
-    def show_preview(self, x: np.ndarray, d: np.ndarray, step: int, total: int, sigma: float, count: int) -> None:
+    def show_preview(self, x: np.ndarray, d: np.ndarray, step: int, total: int, sigma: float, count: int,
+                     std_rgb: Optional[np.ndarray] = None) -> None:
+        """One live frame: x_t and the denoised estimate of the chosen sample, and ``std_rgb``
+        (the coloured map of where all samples' estimates disagree; None: one sample, no map)."""
         self.live_sample.setRange(1, max(1, count))
         self.live_x.setPixmap(pixmap_from_rgb(x, LIVE_SIZE, smooth=True))
         self.live_d.setPixmap(pixmap_from_rgb(d, LIVE_SIZE, smooth=True))
         self.live_step.setText(f"step {step}/{total}\nσ = {sigma:.3g}")
+        if std_rgb is not None:
+            self.live_map.setPixmap(pixmap_from_rgb(std_rgb, LIVE_SIZE))
+            self.live_map_note.setText(LIVE_MAP_NOTE)
+        else:
+            self.live_map.clear()
+            self.live_map_note.setText(LIVE_NO_MAP)
 
     def finish_progress(self, text: str) -> None:
         self.progress.setRange(0, 1)

@@ -51,7 +51,8 @@ class ExportDialog(QDialog):
         self.error.setStyleSheet("color: #c62828")
         self.error.setWordWrap(True)
         note = QLabel("A new folder is created inside the destination with the samples (marked GENERATED), "
-                      "the mean estimate (marked GENERATED, an estimate), the aligned crop, its LR, the bicubic "
+                      "the mean estimate (marked GENERATED, an estimate), with 2 or more ticked samples the map of "
+                      "where they disagree (bright = invented detail), the aligned crop, its LR, the bicubic "
                       "baseline, run.json, report.html and SHA256SUMS. "
                       "Input and gallery folders are refused: inputs are evidence.")
         note.setWordWrap(True)

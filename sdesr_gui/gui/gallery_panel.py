@@ -1,5 +1,7 @@
 """Gallery panel: index a folder of known faces (incrementally, with progress) and list the
-candidates for the selected sample, the consensus over all samples and the bicubic baseline.
+candidates for the selected sample (or the mean estimate), the consensus over all samples and
+the bicubic baseline. The mean estimate is matched as its own probe: the consensus table
+marks, per candidate, its rank for the mean estimate, but the mean is never counted as a sample.
 
 Candidates are investigative leads for a trained examiner, never identifications; the panel
 says so wherever candidates are shown. The gallery folder is only read: the index cache lives
@@ -31,10 +33,14 @@ from PySide6.QtWidgets import (
 
 from ..core.report import CANDIDATE_NOTICE
 from .imaging import pixmap_from_rgb
-from ..core.matching import MatchResult, run_match
+from ..core.matching import MEAN_PROBE, MatchResult, run_match
 from .worker import FunctionJob
 
 THUMB = 40
+#: the consensus table's column for the mean estimate, and what it means
+MEAN_COLUMN = "mean est."
+MEAN_COLUMN_TIP = ("The candidate's rank for the mean estimate (the model's posterior-mean estimate, matched as its "
+                   "own probe; an estimate, not a sample, and not counted in the consensus). – = not in its top-K.")
 
 
 def summarize_report(rep: Any) -> str:
@@ -78,7 +84,9 @@ class CandidateTable(QTableWidget):
             self.setItem(r, 0, icon_item)
             for c, k in enumerate(keys, 1):
                 v = row.get(k)
-                if isinstance(v, float):
+                if k == "mean_estimate_rank":
+                    text = "–" if v is None else f"✓ {v}"
+                elif isinstance(v, float):
                     text = f"{v:.3f}" if k != "rank1_frequency" else f"{v:.0%}"
                 elif isinstance(v, list):
                     text = " ".join("–" if x is None else str(x) for x in v)
@@ -133,6 +141,7 @@ class GalleryPanel(QWidget):
         self.progress.setValue(0)
         self.progress.setFormat("")
         self.status = QLabel("")
+        self.status.setWordWrap(True)  # a long sentence wraps instead of widening the window
         self.choose_btn.clicked.connect(self.choose_folder)
         self.index_btn.clicked.connect(self.start_index)
         self.cancel_btn.clicked.connect(self.cancel)
@@ -153,7 +162,9 @@ class GalleryPanel(QWidget):
         self.sample_title = QLabel("Selected sample: candidates")
         self.sample_table = CandidateTable(["identity", "cosine"])
         self.consensus_title = QLabel("Consensus over all samples")
-        self.consensus_table = CandidateTable(["identity", "mean cos", "rank-1", "in top-K", "ranks"])
+        self.consensus_table = CandidateTable(["identity", "mean cos", "rank-1", "in top-K", "ranks", MEAN_COLUMN])
+        self.consensus_table.horizontalHeaderItem(6).setToolTip(MEAN_COLUMN_TIP)
+        self.consensus_table.setColumnHidden(6, True)  # shown when the run has a mean estimate
         self.stability_label = QLabel("")  # short; the full sentence is its tooltip
         font = self.stability_label.font()
         font.setItalic(True)
@@ -175,7 +186,7 @@ class GalleryPanel(QWidget):
             v.addLayout(head)
             v.addWidget(table, 1)
             split.addWidget(host)
-        split.setSizes([300, 420, 300])
+        split.setSizes([270, 480, 270])  # the consensus has the most columns
 
         lay = QVBoxLayout(self)
         lay.addLayout(row)
@@ -317,9 +328,10 @@ class GalleryPanel(QWidget):
 
     # ---------------------------------------------------------------- matching
     def set_probes(self, probes: list[tuple[str, str, np.ndarray]], bicubic: Optional[np.ndarray],
-                   reference: Optional[np.ndarray], auto: bool = True) -> None:
-        """Samples to match: (key, label, 128x128 uint8) each, plus the bicubic and the reference."""
-        self._probes = (list(probes), bicubic, reference) if probes and bicubic is not None else None
+                   reference: Optional[np.ndarray], auto: bool = True, mean: Optional[np.ndarray] = None) -> None:
+        """Samples to match: (key, label, 128x128 uint8) each, plus the bicubic, the reference and
+        the run's mean estimate (``mean``: matched as its own probe, never as a sample)."""
+        self._probes = (list(probes), bicubic, reference, mean) if probes and bicubic is not None else None
         self.result = None
         self._clear_tables()
         self._update_buttons()
@@ -333,12 +345,14 @@ class GalleryPanel(QWidget):
             self._rematch = True  # run again with the latest probes when this one ends
             self._match_job.cancel()
             return
-        probes, bicubic, reference = self._probes
+        probes, bicubic, reference, mean = self._probes
         index, k, gallery = self.index, int(self.top_k.value()), str(self.folder)
-        self.status.setText(f"Matching {len(probes)} sample(s) against the gallery…")
+        self.status.setText(f"Matching {len(probes)} sample(s){' and the mean estimate' if mean is not None else ''} "
+                            "against the gallery…")
 
         def work(report, cancel):
-            return run_match(index, self.embedder(), probes, bicubic, reference, k, report, cancel, gallery)
+            return run_match(index, self.embedder(), probes, bicubic, reference, k, report, cancel, gallery,
+                             mean=mean)
 
         job = FunctionJob(work, "Matching", self)
         job.succeeded.connect(self._on_matched)
@@ -351,25 +365,46 @@ class GalleryPanel(QWidget):
         self.result = res
         st = res.stability
         self.consensus_title.setText(f"Consensus ({len(res.per_sample)} samples)")
-        self.consensus_table.fill(res.consensus, ["identity", "mean_score", "rank1_frequency", "in_top_k", "ranks"],
-                                  res.thumbs)
+        self.consensus_table.setColumnHidden(6, res.mean is None)
+        self.consensus_table.fill(res.consensus, ["identity", "mean_score", "rank1_frequency", "in_top_k", "ranks",
+                                                  "mean_estimate_rank"], res.thumbs)
         if st.get("consensus_rank1") is not None:
             self.stability_label.setText(
-                f"lead is rank-1 in {st['rank1_agreement']:.0%} · top-{res.top_k} overlap "
-                f"{st['top_k_overlap']:.0%}")
+                f"lead is rank-1 in {st['rank1_agreement']:.0%} · top-{res.top_k} overlap {st['top_k_overlap']:.0%}")
             self.stability_label.setToolTip(
                 f"Rank stability: the consensus lead is rank 1 for {st['rank1_agreement']:.0%} of samples; "
                 f"on average {st['top_k_overlap']:.0%} of the consensus top-{res.top_k} is in each sample's "
-                f"top-{res.top_k}.")
+                f"top-{res.top_k}. " + self.mean_words(res))
         self.bicubic_table.fill(res.bicubic, ["identity", "score"], res.thumbs)
         self.show_sample(self.selected_key)
-        self.status.setText(f"Matched {len(res.per_sample)} sample(s) against {Path(res.gallery).name}.")
+        self.status.setText(f"Matched {len(res.per_sample)} sample(s)"
+                            f"{' and the mean estimate' if res.mean is not None else ''} against "
+                            f"{Path(res.gallery).name}. " + self.mean_words(res))
         self.matched.emit(res)
+
+    @staticmethod
+    def mean_words(res: MatchResult) -> str:
+        """Whether the mean estimate agrees with the consensus lead, in one sentence ("" when the
+        run has no mean estimate or there is no lead)."""
+        ag = res.mean_agreement
+        if res.mean is None or not ag.get("lead"):
+            return ""
+        who = "The mean estimate (matched on its own, not counted as a sample)"
+        if ag.get("agrees_on_lead"):
+            return f"{who} agrees: it ranks the consensus lead {ag['lead']} first too."
+        where = (f"ranks the consensus lead {ag['lead']} {ag['lead_rank']}" if ag.get("lead_rank")
+                 else f"does not have the consensus lead {ag['lead']} in its top-{res.top_k}")
+        first = f"its own rank-1 is {ag['rank1']}" if ag.get("rank1") else "it has no candidates"
+        return f"{who} disagrees: it {where}; {first}."
 
     def show_sample(self, key: Optional[str]) -> None:
         self.selected_key = key
         res = self.result
         if res is None:
+            return
+        if key == MEAN_PROBE and res.mean is not None:  # its own list, titled so it is never taken for a sample
+            self.sample_title.setText(f"Mean estimate (not a sample): top-{res.top_k} candidates")
+            self.sample_table.fill(res.mean, ["identity", "score"], res.thumbs)
             return
         if key not in res.per_sample:
             key = next(iter(res.per_sample), None)

@@ -439,7 +439,8 @@ class MainWindow(QMainWindow):
         if record:
             self.preview_steps.append(frame.step)
         i = min(self._preview_index, len(frame.x) - 1)
-        self.controls.show_preview(frame.x[i], frame.denoised[i], frame.step, frame.total, frame.sigma, len(frame.x))
+        self.controls.show_preview(frame.x[i], frame.denoised[i], frame.step, frame.total, frame.sigma, len(frame.x),
+                                   frame.std_rgb)
 
     def _on_preview_sample(self, i: int) -> None:
         self._preview_index = max(i, 0)
@@ -478,17 +479,18 @@ class MainWindow(QMainWindow):
         self.runFinished.emit()
 
     def _send_probes(self) -> None:
-        """The run's samples to the gallery (matching measures CS too), else CS alone."""
+        """The run's samples to the gallery, with the mean estimate as its own probe (matching
+        measures CS too), else CS alone."""
         run = self.session.run
         if run is None:
             return
         probes = [(it.key, it.title, it.image) for it in self.session.samples()]
         ref = self.session.current_reference()
-        self.gallery.set_probes(probes, run.bicubic, ref)
+        self.gallery.set_probes(probes, run.bicubic, ref, mean=run.mean)
         if ref is not None and self.gallery.index is None:
-            self._compute_cs(probes, run.bicubic, ref)  # matching would measure CS too
+            self._compute_cs(probes, run.bicubic, ref, run.mean)  # matching would measure CS too
 
-    def _compute_cs(self, probes, bicubic, ref) -> None:
+    def _compute_cs(self, probes, bicubic, ref, mean=None) -> None:
         """CS (face-embedding cosine to the reference HR) in a worker; skipped if no embedder exists."""
         gallery = self.gallery
         run = self.session.run
@@ -500,7 +502,7 @@ class MainWindow(QMainWindow):
                 emb = gallery.embedder()
             except ImportError:
                 return None  # no face embedder installed: CS stays unmeasured
-            return cs_to_reference(emb, probes, bicubic, ref)
+            return cs_to_reference(emb, probes, bicubic, ref, mean)
 
         job = FunctionJob(work, "Measuring CS", self)
         job.succeeded.connect(lambda cs, r=run: self._apply_cs(cs) if cs and self.session.run is r else None)
@@ -602,6 +604,7 @@ class MainWindow(QMainWindow):
         try:
             self.compare.set_zoom(int(s.value("compare/zoom", self.compare.zoom)))
             self.compare.zoom_combo.setCurrentIndex(max(self.compare.zoom_combo.findData(self.compare.zoom), 0))
+            self.compare.opacity.setValue(int(s.value("compare/overlay_opacity", self.compare.opacity.value())))
         except (TypeError, ValueError):
             pass
         self._fill_recent()
@@ -611,6 +614,7 @@ class MainWindow(QMainWindow):
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
         s.setValue("compare/zoom", self.compare.zoom)
+        s.setValue("compare/overlay_opacity", self.compare.opacity.value())
         self.controls.save(s)
         self.gallery.save(s)
         s.sync()

@@ -2,8 +2,9 @@
 
 * :class:`SamplerJob` loads the model (once; the window caches the Enhancer) and runs the
   sampler; the run's mean estimate comes with the samples, measured like the bicubic. It
-  reports progress with an ETA and live frames (x_t and the denoised estimate), throttled so
-  a fast sampler cannot flood the GUI thread; Cancel sets an event the sampler checks before
+  reports progress with an ETA and live frames (x_t, the denoised estimate and, for K >= 2, the
+  map of where the samples' denoised estimates disagree, computed and coloured here, not on the
+  GUI thread), throttled so a fast sampler cannot flood the GUI thread; Cancel sets an event the sampler checks before
   every step, so it takes effect within one step.
 * :class:`FunctionJob` runs any other function (face detection, gallery indexing, matching,
   hashing a large input) with the same error and cancel conventions.
@@ -92,6 +93,9 @@ class PreviewFrame:
     sigma: float
     x: list  # uint8 128x128x3 per previewed sample (x_t, scaled for display)
     denoised: list  # uint8 per previewed sample (the Tweedie estimate of x_0)
+    samples: int = 0  # K, all samples of the run (the previews show at most MAX_PREVIEW_SAMPLES)
+    std: Optional[np.ndarray] = None  # float32 HxW: std over all K denoised estimates (None for K = 1)
+    std_rgb: Optional[np.ndarray] = None  # uint8 HxWx3: that map in the colours of every other map
 
 
 def x_for_display(x, sigma: float):
@@ -128,6 +132,7 @@ class SamplerJob(QThread):
         from ..core import faces, metrics
         from ..core.enhance import Enhancer
         from ..core.sampling import SamplingCancelled
+        from ..core.uncertainty import DEFAULT_VMAX, colorize, running_std_map
 
         req = self.request
         try:
@@ -154,7 +159,10 @@ class SamplerJob(QThread):
                     k = min(info.x.shape[0], MAX_PREVIEW_SAMPLES)
                     xs = faces.to_uint8(x_for_display(info.x[:k].float().cpu(), info.sigma))
                     ds = faces.to_uint8(info.denoised[:k].float().cpu().clamp(0, 1))
-                    self.preview.emit(PreviewFrame(info.step, info.total, float(info.sigma), xs, ds))
+                    std = running_std_map(info.denoised)  # over all K samples; None for K = 1
+                    rgb = colorize(std, DEFAULT_VMAX) if std is not None else None
+                    self.preview.emit(PreviewFrame(info.step, info.total, float(info.sigma), xs, ds,
+                                                   int(info.x.shape[0]), std, rgb))
 
             lr = faces.to_tensor(req.lr)
             res = enh.run(lr, req.settings, callback=callback, cancel=self._cancel)
