@@ -718,3 +718,20 @@ def test_export_dialog_preselects_favourites_and_refuses_evidence(qtbot, tmp_pat
     dlg.folder.setText(str(tmp_path / "exports"))
     dlg._accept()
     assert dlg.result() == dlg.DialogCode.Accepted
+
+
+def test_fast_preset_says_why_r_and_m_are_off(qtbot, tmp_path, monkeypatch):
+    """In the Fast preset r and M are disabled *and* say so in words (a disabled slider can look
+    active); Paper PC turns them back on with their value."""
+    from sdesr_gui.gui.controls import ControlsPanel
+
+    monkeypatch.setenv("SDESR_WEIGHTS_DIR", str(tmp_path / "none"))
+    c = ControlsPanel()
+    qtbot.addWidget(c)
+    c.preset.setCurrentIndex(c.preset.findData("fast"))
+    assert not c.r_slider.isEnabled() and not c.corrector.isEnabled() and not c.r_label.isEnabled()
+    assert "PC only" in c.r_label.text()
+    assert "no Langevin corrector" in c.r_slider.toolTip() and "no Langevin corrector" in c.corrector.toolTip()
+    c.preset.setCurrentIndex(c.preset.findData("pc"))
+    assert c.r_slider.isEnabled() and c.r_label.text() == f"{c.r_value():.2f}"
+    assert "no Langevin corrector" not in c.r_slider.toolTip()

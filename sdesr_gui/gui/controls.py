@@ -104,6 +104,12 @@ def describe_model(meta: dict, fallback: str) -> str:
     return " · ".join(bits)
 
 
+R_TIP = ("r: the Langevin corrector's signal-to-noise ratio (Paper PC). Higher r gives smoother images and "
+         "higher PSNR; identity similarity peaks near 0.16.")
+M_TIP = "M: Langevin corrector steps per predictor step (Paper PC)"
+R_FAST_NOTE = ("Not used now: the Fast preset solves the probability-flow ODE and has no Langevin corrector, "
+               "so r and M do nothing. Choose Paper PC to use them.")
+
 class TriStateAttribute(QCheckBox):
     """present (checked) / absent (unchecked) / unknown (partial, the default)."""
 
@@ -184,14 +190,13 @@ class ControlsPanel(QWidget):
         self.corrector = QSpinBox()
         self.corrector.setRange(0, MAX_CORRECTOR_STEPS)
         self.corrector.setValue(DEFAULT_M)
-        self.corrector.setToolTip("M: Langevin corrector steps per predictor step (Paper PC)")
+        self.corrector.setToolTip(M_TIP)
         self.r_slider = QSlider(Qt.Orientation.Horizontal)
         self.r_slider.setRange(0, 100)
         self.r_slider.setValue(int(round(DEFAULT_R * 100)))
-        self.r_slider.setToolTip("r: the Langevin corrector's signal-to-noise ratio (Paper PC). Higher r gives "
-                                 "smoother images and higher PSNR; identity similarity peaks near 0.16.")
+        self.r_slider.setToolTip(R_TIP)
         self.r_label = QLabel()
-        self.r_label.setMinimumWidth(36)
+        self.r_label.setMinimumWidth(80)
         self.h_slider = QSlider(Qt.Orientation.Horizontal)
         self.h_slider.setRange(0, 1000)
         self.h_slider.setValue(int(round(DEFAULT_H)))
@@ -452,13 +457,19 @@ class ControlsPanel(QWidget):
         pc = SAMPLER_PRESETS[key].is_pc
         self.corrector.setEnabled(pc)
         self.r_slider.setEnabled(pc)
+        self.r_label.setEnabled(pc)
+        # a disabled slider looks much like an active one in some styles: say it in words too
+        why = "" if pc else R_FAST_NOTE
+        for w in (self.corrector, self.r_slider, self.r_label):
+            w.setToolTip((R_TIP if w is not self.corrector else M_TIP) + (f"\n\n{why}" if why else ""))
         self._update_labels()
 
     def _remember_steps(self, v: int) -> None:
         self._steps[self.sampler_key()] = int(v)
 
     def _update_labels(self, *_) -> None:
-        self.r_label.setText(f"{self.r_value():.2f}")
+        pc = SAMPLER_PRESETS[self.sampler_key()].is_pc
+        self.r_label.setText(f"{self.r_value():.2f}" if pc else "— (PC only)")
         self.h_label.setText(f"{self.h_slider.value():d}")
 
     def r_value(self) -> float:
