@@ -294,16 +294,11 @@ def test_step_limit_follows_evaluations_per_step(monkeypatch):
     from sdesr_gui.core.enhance import SamplerSettings
 
     def triple(run, x):  # an Euler step that evaluates the denoiser three times (for counting)
-        for i in range(run.n_steps):
-            x, sig_hat, sig_next = run.begin_step(i, x)
-            den = run.denoise(x, sig_hat)
-            if sig_next == 0:
-                x = den
-            else:
-                run.denoise(x, sig_hat), run.denoise(x, sig_hat)
-                x = den + (sig_next / sig_hat) * (x - den)
-            run.end_step(i, x, den, sig_next)
-        return x
+        def update(x, den, sig_hat, sig_next):
+            run.denoise(x, sig_hat), run.denoise(x, sig_hat)
+            return den + (sig_next / sig_hat) * (x - den), den
+
+        return run.loop(x, update)
 
     triple.evals_per_step, triple.label = 3, "triple Euler"
     monkeypatch.setitem(S.FAST_METHODS, "triple", triple)

@@ -456,6 +456,20 @@ class FastRun:
         if self.callback is not None:
             self.callback(StepInfo(i + 1, self.n_steps, x, denoised, sig_next, self.nfe))
 
+    def loop(self, x: torch.Tensor, update) -> torch.Tensor:
+        """The loop every fast method shares: per step, cancel check and churn, one denoising
+        D(x, sig_hat), then ``update(x, den, sig_hat, sig_next) -> (x, den)`` -- except the last
+        step to sigma 0, which is x = D -- and the step report."""
+        for i in range(self.n_steps):
+            x, sig_hat, sig_next = self.begin_step(i, x)
+            den = self.denoise(x, sig_hat)
+            if sig_next == 0:
+                x = den
+            else:
+                x, den = update(x, den, sig_hat, sig_next)
+            self.end_step(i, x, den, sig_next)
+        return x
+
 
 #: fast-method name -> ``(run: FastRun, x) -> x``; each carries ``evals_per_step`` and ``label``
 FAST_METHODS: dict[str, Callable[[FastRun, torch.Tensor], torch.Tensor]] = {}
@@ -482,42 +496,33 @@ def sample_dpmpp_2m(run: FastRun, x: torch.Tensor) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022): the exact solution of the linear part,
     x_next = (sigma_next/sigma) x + (1 - sigma_next/sigma) D, with a second-order multistep
     estimate of D from the last two denoisings."""
-    old_den, h_last = None, None
-    for i in range(run.n_steps):
-        x, sig_hat, sig_next = run.begin_step(i, x)
-        den = run.denoise(x, sig_hat)
-        if sig_next == 0:
-            x = den
+    last: dict = {}  # the previous step's denoising and log-step h
+
+    def update(x, den, sig_hat, sig_next):
+        h = math.log(sig_hat / sig_next)
+        if not last:
+            d_est = den
         else:
-            h = math.log(sig_hat / sig_next)
-            if old_den is None:
-                d_est = den
-            else:
-                r = h_last / h
-                d_est = (1.0 + 1.0 / (2.0 * r)) * den - (1.0 / (2.0 * r)) * old_den
-            x = (sig_next / sig_hat) * x - math.expm1(-h) * d_est
-            old_den, h_last = den, h
-        run.end_step(i, x, den, sig_next)
-    return x
+            r = last["h"] / h
+            d_est = (1.0 + 1.0 / (2.0 * r)) * den - (1.0 / (2.0 * r)) * last["den"]
+        last.update(den=den, h=h)
+        return (sig_next / sig_hat) * x - math.expm1(-h) * d_est, den
+
+    return run.loop(x, update)
 
 
 @fast_method("heun", evals_per_step=2, label="Heun (Karras et al. Algorithm 2)")
 def sample_heun(run: FastRun, x: torch.Tensor) -> torch.Tensor:
     """Heun's 2nd-order method (Karras et al. 2022, Algorithm 2): an Euler step, then the
     average of the slopes at both ends; the last step to sigma 0 is Euler."""
-    for i in range(run.n_steps):
-        x, sig_hat, sig_next = run.begin_step(i, x)
-        den = run.denoise(x, sig_hat)
-        if sig_next == 0:
-            x = den
-        else:
-            d = (x - den) / sig_hat
-            x_next = x + (sig_next - sig_hat) * d
-            den = run.denoise(x_next, sig_next)
-            d2 = (x_next - den) / sig_next
-            x = x + (sig_next - sig_hat) * 0.5 * (d + d2)
-        run.end_step(i, x, den, sig_next)
-    return x
+    def update(x, den, sig_hat, sig_next):
+        d = (x - den) / sig_hat
+        x_next = x + (sig_next - sig_hat) * d
+        den2 = run.denoise(x_next, sig_next)
+        d2 = (x_next - den2) / sig_next
+        return x + (sig_next - sig_hat) * 0.5 * (d + d2), den2
+
+    return run.loop(x, update)
 
 
 def fast_nfe(method: str, n_steps: int) -> int:
