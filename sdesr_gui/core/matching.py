@@ -21,6 +21,10 @@ own probe when given: its ranked list is kept apart, it never enters the consens
 stability above, and :func:`mean_agreement` marks each consensus row with the identity's rank
 for the mean estimate (``mean_estimate_rank``, None when outside its top-K) and says whether
 the mean estimate agrees with the consensus lead.
+
+Every candidate also carries ``calibration`` (:mod:`.calibration`): its score's false-match
+rate for its probe kind (samples, bicubic, mean estimate), the strangers expected to score as
+high in this gallery and, where the data supports it, a likelihood ratio.
 """
 
 from __future__ import annotations
@@ -30,7 +34,12 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from . import calibration as _cal
 from .errors import check_cancel
+
+#: what the consensus rows' rates mean (their score is a mean over samples)
+CONSENSUS_RATE_NOTE = ("rates of a single sample's score: for this mean over samples they are an upper bound "
+                       "(averaging narrows the strangers' spread)")
 
 
 def as_candidate(c: Any) -> dict[str, Any]:
@@ -130,6 +139,7 @@ class MatchResult:
     gallery: str = ""
     mean: Optional[list[dict]] = None  # the mean estimate's ranked candidates (its own probe; None: not given)
     mean_agreement: dict = dataclasses.field(default_factory=dict)  # see mean_agreement()
+    calibration: Optional[dict] = None  # how the rates were made (None: no calibration for the embedder)
 
     def to_export(self, keys: Optional[Sequence[str]] = None) -> dict[str, Any]:
         keys = list(self.per_sample) if keys is None else [k for k in keys if k in self.per_sample]
@@ -138,6 +148,7 @@ class MatchResult:
                "consensus": self.consensus, "stability": self.stability, "bicubic": self.bicubic}
         if self.mean is not None:
             out["mean_estimate"] = {"candidates": self.mean, **self.mean_agreement}
+        out["calibration"] = self.calibration
         return out
 
 
@@ -188,11 +199,44 @@ def _single_probe(index, emb: np.ndarray, top_k: int, deep: int) -> list[dict[st
         return best_per_identity(index.query(emb, top_k=deep), top_k)
 
 
+def calibration_summary(cal: Optional[_cal.MatchCalibration]) -> Optional[dict]:
+    """What a result record says about the calibration behind its rates."""
+    if cal is None:
+        return None
+    made = cal.made
+    return {"file": cal.path and str(cal.path).rsplit("/", 1)[-1], "embedder": cal.embedder,
+            "data": made.get("data"), "identities": made.get("identities"), "model": made.get("model"),
+            "rates": "false-match rate (FMR): the share of strangers' photos that score at least this high, per "
+                     "photo compared; likelihood ratio: how much more probable the score is for the same person "
+                     "than for a stranger"}
+
+
+def annotate_result(res: "MatchResult", cal: Optional[_cal.MatchCalibration], gallery_faces: Optional[int],
+                    model_sha256: Optional[str] = None) -> None:
+    """Add each candidate's calibrated rates for its probe kind (in place)."""
+    if cal is None:
+        return
+    for lst in res.per_sample.values():
+        _cal.annotate(lst, cal, "sample", gallery_faces, model_sha256=model_sha256)
+    _cal.annotate(res.bicubic, cal, "bicubic", gallery_faces)
+    if res.mean is not None:
+        _cal.annotate(res.mean, cal, "mean", gallery_faces, model_sha256=model_sha256)
+    _cal.annotate(res.consensus, cal, "sample", gallery_faces, key="mean_score", model_sha256=model_sha256,
+                  note=CONSENSUS_RATE_NOTE)
+    res.calibration = calibration_summary(cal)
+
+
 def run_match(index, embedder, probes: Sequence[tuple[str, str, np.ndarray]], bicubic: np.ndarray,
               reference: Optional[np.ndarray], top_k: int, report=None, cancel=None,
-              gallery: str = "", mean: Optional[np.ndarray] = None) -> MatchResult:
+              gallery: str = "", mean: Optional[np.ndarray] = None, calibration: Any = "default",
+              model_sha256: Optional[str] = None) -> MatchResult:
     """Embed the probes (key, label, 128x128 uint8: the samples), the bicubic baseline, the
-    mean estimate (``mean``, its own probe, never a sample) and the reference; rank."""
+    mean estimate (``mean``, its own probe, never a sample) and the reference; rank.
+
+    ``calibration``: a :class:`~.calibration.MatchCalibration`, None (no rates), or
+    ``"default"`` (the shipped calibration of the embedder, when there is one);
+    ``model_sha256`` is the score model that made the probes (a different model than the
+    calibration's is noted on the rates)."""
     extra = [bicubic] + ([mean] if mean is not None else [])
     images = [img for _, _, img in probes] + extra + ([reference] if reference is not None else [])
     emb = np.asarray(embedder.embed_aligned(images), dtype=np.float64)
@@ -238,6 +282,14 @@ def run_match(index, embedder, probes: Sequence[tuple[str, str, np.ndarray]], bi
     files = {c["file"] for lst in [*per_sample.values(), bic, rows, mean_list or []] for c in lst}
     path_of = getattr(index, "path_of", None)
     thumbs = {f: thumbnail(str(path_of(f)) if path_of else _resolve(f, gallery)) for f in sorted(files)}
-    return MatchResult(top_k, {k: lab for k, lab, _ in probes}, per_sample, bic, rows, stability, cs, thumbs,
-                       embedder=str(getattr(embedder, "name", "")), gallery=gallery, mean=mean_list,
-                       mean_agreement=agreement)
+    res = MatchResult(top_k, {k: lab for k, lab, _ in probes}, per_sample, bic, rows, stability, cs, thumbs,
+                      embedder=str(getattr(embedder, "name", "")), gallery=gallery, mean=mean_list,
+                      mean_agreement=agreement)
+    if isinstance(calibration, str):
+        calibration = _cal.load_calibration(str(getattr(embedder, "cache_key", getattr(embedder, "name", ""))))
+    try:
+        faces_n = len(index)
+    except TypeError:
+        faces_n = None
+    annotate_result(res, calibration, faces_n, model_sha256)
+    return res
