@@ -73,10 +73,14 @@ def test_index_uses_the_user_cache_and_match_writes_a_json_file(gallery: Path, p
     assert out == "" and str(report) in err
     doc = json.loads(report.read_text())
     assert [d["probe"] for d in doc] == [str(probes / "frame.png"), str(probes / "photo.jpg")]
+    shipped_calibration = (ROOT / "weights" / "match_calibration.json").is_file()
     for entry in doc:
-        assert set(entry) == {"probe", "candidates"} and len(entry["candidates"]) == 2
+        assert set(entry) == {"probe", "probe_kind", "candidates"} and len(entry["candidates"]) == 2
+        assert entry["probe_kind"] == "hr"  # an aligned photo and a detected one: neither is generated
         for c in entry["candidates"]:
-            assert set(c) == {"identity", "file", "score"} and -1.0 <= c["score"] <= 1.0
+            assert {"identity", "file", "score"} <= set(c) and -1.0 <= c["score"] <= 1.0
+            if shipped_calibration:  # every score says how often strangers reach it
+                assert c["calibration"]["kind"] == "hr" and c["calibration"]["text"]
         top = entry["candidates"][0]
         assert top["identity"] == "astronaut" and top["score"] > 0.9
         assert Path(top["file"]) == gallery.resolve() / "astronaut" / "2009" / "portrait.png"
@@ -117,3 +121,37 @@ def test_bench_gallery_prints_the_median_query_time(capsys) -> None:
     code, out, err = run(["bench-gallery", "--faces", "300", "--queries", "5", "--json"], capsys)
     r = json.loads(out)
     assert r["faces"] == 300 and r["query"]["median_ms"] > 0
+
+
+def test_match_reports_calibrated_rates_for_the_probe_kind(gallery: Path, tmp_path: Path, capsys) -> None:
+    from sdesr_gui.core import calibration as cal
+    from sdesr_gui.core.provenance import atomic_save_png
+
+    rng = np.random.default_rng(0)
+    kinds = ("hr", "bicubic", "sample", "mean")
+    c = cal.build_calibration("dlib", {k: rng.normal(0.95, 0.02, 2000) for k in kinds},
+                              {k: rng.normal(0.85, 0.03, 100_000) for k in kinds}, {"data": "synthetic"})
+    cal_file = tmp_path / "cal.json"
+    cal.save_calibrations(cal_file, [c], "test")
+    d = tmp_path / "probes"
+    d.mkdir()
+    face = np.asarray(Image.open(FACE).convert("RGB"))
+    atomic_save_png(d / "run_sample0.png", face, generated=True)  # labelled generated: a sample
+    atomic_save_png(d / "run_mean.png", face, generated=True)  # the mean estimate
+    Image.fromarray(face[::8, ::8]).save(d / "lr.png")  # 16x16: an LR, matched as its bicubic
+    code, out, err = run(["match", d / "run_sample0.png", d / "run_mean.png", d / "lr.png", "--gallery", gallery,
+                          "--top", "2", "--json", "--calibration", cal_file], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert [e["probe_kind"] for e in doc] == ["sample", "mean", "bicubic"]
+    for e in doc:
+        top = e["candidates"][0]
+        assert top["calibration"]["kind"] == e["probe_kind"]
+        assert top["calibration"]["fmr_text"] == c.describe(top["score"], e["probe_kind"])["fmr_text"]
+    # the text table says the same, with the column explained; --probe-kind overrides the guess
+    code, out, err = run(["match", d / "run_sample0.png", "--gallery", gallery, "--top", "1",
+                          "--calibration", cal_file, "--probe-kind", "hr"], capsys)
+    assert code == 0, err
+    assert "probe kind: hr" in out and "strangers >=" in out and "how often a stranger's photo" in out
+    code, out, err = run(["match", d / "run_sample0.png", "--gallery", gallery, "--calibration", "none"], capsys)
+    assert code == 0 and "not probabilities" in out

@@ -200,11 +200,18 @@ def test_window_uses_gallery_after_a_run(qtbot, tmp_path, gallery, monkeypatch):
     assert res.stability["samples"] == 2 and set(res.per_sample) == {"s1", "s2"} and res.mean
     assert "cs" in win.compare.item("mean").metrics  # measured against the reference like the samples
     table = win.gallery.consensus_table
-    assert not table.isColumnHidden(6) and table.horizontalHeaderItem(6).text() == "mean est."
-    assert "not counted" in table.horizontalHeaderItem(6).toolTip()
+    assert not table.isColumnHidden(7) and table.horizontalHeaderItem(7).text() == "mean est."
+    assert "not counted" in table.horizontalHeaderItem(7).toolTip()
+    # the false-match-rate column: explained in its header, one cell per candidate from its calibration
+    from sdesr_gui.core.calibration import short_rate
+
+    assert table.horizontalHeaderItem(3).text() == "strangers ≥"
+    assert "upper bound" in table.horizontalHeaderItem(3).toolTip()
+    assert "False-match rate" in win.gallery.sample_table.horizontalHeaderItem(3).toolTip()
     for r, row in enumerate(res.consensus):
         rank = row["mean_estimate_rank"]
-        assert table.item(r, 6).text() == ("–" if rank is None else f"✓ {rank}")
+        assert table.item(r, 7).text() == ("–" if rank is None else f"✓ {rank}")
+        assert table.item(r, 3).text() == short_rate(row.get("calibration"))
     assert "The mean estimate (matched on its own, not counted as a sample)" in win.gallery.status.text()
     assert ("agrees" if res.mean_agreement["agrees_on_lead"] else "disagrees") in win.gallery.status.text()
     assert "not counted as a sample" in win.gallery.stability_label.toolTip()
@@ -217,3 +224,22 @@ def test_window_uses_gallery_after_a_run(qtbot, tmp_path, gallery, monkeypatch):
     assert win.export_to(gallery / "exports") is None and "evidence" in win.last_error
     assert not (gallery / "exports").exists()
     win.shutdown()
+
+
+def test_candidate_rows_show_the_false_match_rate_and_explain_it_on_hover(qtbot) -> None:
+    from sdesr_gui.core import calibration as cal
+    from sdesr_gui.gui.gallery_panel import FMR_COLUMN, CandidateTable
+
+    rng = np.random.default_rng(0)
+    c = cal.build_calibration("dlib", {"sample": rng.normal(0.95, 0.02, 2000)},
+                              {"sample": rng.normal(0.85, 0.03, 100_000)}, {})
+    rows = [{"identity": "alice", "file": "alice/1.png", "score": 0.93},
+            {"identity": "bob", "file": "bob/1.png", "score": 0.88}]
+    cal.annotate(rows, c, "sample", gallery_faces=5000)
+    table = CandidateTable(["identity", "cosine", FMR_COLUMN])
+    qtbot.addWidget(table)
+    table.fill(rows, ["identity", "score", "fmr"], {})
+    assert table.item(0, 3).text() == cal.format_rate(rows[0]["calibration"]["fmr"])
+    assert table.item(1, 3).text().startswith("1 in ")
+    tip = table.item(0, 3).toolTip()
+    assert "alice/1.png" in tip and "strangers' photos score this high" in tip and "5,000 photos" in tip

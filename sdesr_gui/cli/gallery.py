@@ -92,6 +92,34 @@ def _probe_frame(path: Path, min_prob: float = 0.9):
     return faces.align_face(img, found[0].landmarks)[0], "detected"
 
 
+def _probe_kind(path: Path, how: str, forced: str) -> str:
+    """The calibration kind of a probe: ``forced`` unless "auto"; else a 16x16 LR is "bicubic",
+    a 128x128 PNG labelled generated is "mean" (a ``*_mean`` file) or "sample", anything else "hr"."""
+    if forced != "auto":
+        return forced
+    if how.startswith("lr"):
+        return "bicubic"
+    if how == "frame":
+        try:
+            from PIL import Image
+
+            from ..core.provenance import GENERATED_NOTICE
+
+            with Image.open(path) as im:
+                generated = (getattr(im, "text", None) or {}).get("Comment") == GENERATED_NOTICE
+        except Exception:  # noqa: BLE001 - an unreadable label is an unlabelled image
+            generated = False
+        if generated:
+            return "mean" if path.stem.endswith("_mean") else "sample"
+    return "hr"
+
+
+def _rate_cell(cand: dict) -> str:
+    from ..core.calibration import short_rate
+
+    return short_rate(cand.get("calibration"))
+
+
 def _match_json_target(value, gallery: Path, probes) -> "Path | None":
     """``--json``: None (no JSON), ``-``/no value (stdout: returns None) or a file outside the
     gallery and the probes' folders (those are evidence and never written to)."""
@@ -120,13 +148,17 @@ def cmd_match(args) -> int:
     emb = _embedder_from_args(args)
     index = _open_index(args, emb)
     json_file = _match_json_target(args.json, index.folder, args.probes)
-    frames = []
+    from ..core import calibration as cal
+
+    frames, kinds = [], []
     for p in probes:
         fr, how = _probe_frame(p)
         if fr is None:
             raise UsageError(f"no face was found in the probe {p.name}; crop it with `sdesr detect` "
                              f"(--box for a face the detector misses)")
         frames.append(fr)
+        kinds.append(_probe_kind(p, how, args.probe_kind))
+    calib = cal.load_calibration(emb.cache_key, args.calibration) if args.calibration != "none" else None
     if not args.no_update:
         _update_index(index, args.quiet or args.json == "-", verbose_skips=False)
     if len(index) == 0:
@@ -139,23 +171,35 @@ def cmd_match(args) -> int:
         bic = faces.to_uint8(faces.upsample(faces.degrade(faces.frames_to_tensor(frames))))
         bic_vecs = emb.embed_aligned(bic)
 
-    def listed(v):
-        return [{"identity": c.identity, "file": str(index.path_of(c.file)), "score": round(c.score, 6)}
-                for c in index.query(v, args.top, per_identity=not args.per_file)]
+    n_faces = len(index)
+
+    def listed(v, kind):
+        out = [{"identity": c.identity, "file": str(index.path_of(c.file)), "score": round(c.score, 6)}
+               for c in index.query(v, args.top, per_identity=not args.per_file)]
+        cal.annotate(out, calib, kind, n_faces)
+        return out
 
     results = []
     for k, (p, v) in enumerate(zip(probes, vecs)):
-        results.append({"probe": str(p), "candidates": listed(v)})
+        results.append({"probe": str(p), "probe_kind": kinds[k], "candidates": listed(v, kinds[k])})
         if bic_vecs is not None:
-            results[-1]["bicubic_candidates"] = listed(bic_vecs[k])
+            results[-1]["bicubic_candidates"] = listed(bic_vecs[k], "bicubic")
     consensus = index.query_samples(vecs, args.top) if args.consensus and len(vecs) > 1 else None
+    cons_doc = None
+    if consensus is not None:
+        from ..core.matching import CONSENSUS_RATE_NOTE
+
+        cons_doc = consensus.to_dict()
+        for c in cons_doc["candidates"]:
+            c["file"] = str(index.path_of(c["file"]))
+        cal.annotate(cons_doc["candidates"], calib, kinds[0], n_faces, key="mean_score", note=CONSENSUS_RATE_NOTE)
     if args.json:
-        if consensus is not None:
-            doc = consensus.to_dict()
-            for c in doc["candidates"]:
-                c["file"] = str(index.path_of(c["file"]))
-            text = json.dumps({"probes": results, "consensus": doc}, indent=2)
-        else:
+        from ..core.matching import calibration_summary
+
+        if cons_doc is not None:
+            text = json.dumps({"probes": results, "consensus": cons_doc,
+                               "calibration": calibration_summary(calib)}, indent=2)
+        else:  # one list, as always; each candidate carries its own "calibration"
             text = json.dumps(results, indent=2)
         if json_file is None:
             print(text)
@@ -169,22 +213,36 @@ def cmd_match(args) -> int:
         return 0
     print(f"gallery {index.folder} ({len(index)} faces, embedder {emb.name}); candidates are investigative "
           "leads, not identifications")
+    if calib is None:
+        print("no score calibration for this embedder: scores are raw cosines (higher = more similar); "
+              "they are not probabilities")
+    else:
+        print("cosine: raw embedding similarity (higher = more similar). 'strangers >=': how often a stranger's "
+              f"photo scores at least this high for this kind of probe (calibration: {Path(calib.path).name})")
+
+    def show(cands):
+        print(f"  {'':4s} {'cosine':>7s}  {'strangers >=':>16s}  {'identity':24s} file")
+        for k, c in enumerate(cands, 1):
+            print(f"  {k:3d}. {c['score']:7.4f}  {_rate_cell(c):>16s}  {c['identity']:24s} {c['file']}")
+        if cands and cands[0].get("calibration"):
+            print(f"       top candidate: {cands[0]['calibration']['text']}")
+
     for r in results:
-        print(f"\n{r['probe']}")
-        for k, c in enumerate(r["candidates"], 1):
-            print(f"  {k:3d}. {c['score']:.4f}  {c['identity']:24s} {c['file']}")
+        print(f"\n{r['probe']} (probe kind: {r['probe_kind']})")
+        show(r["candidates"])
         if "bicubic_candidates" in r:
             print("  bicubic baseline of its 16x16 LR:")
-            for k, c in enumerate(r["bicubic_candidates"], 1):
-                print(f"  {k:3d}. {c['score']:.4f}  {c['identity']:24s} {c['file']}")
+            show(r["bicubic_candidates"])
     if consensus is not None:
         st = consensus.stability()
         print(f"\nconsensus over {consensus.samples} samples (rank-1 agreement {st.get('rank1_agreement', 0):.0%}, "
               f"{st.get('distinct_rank1', 0)} distinct rank-1 identities)")
-        print(f"  {'':3s}  {'mean':>6s} {'sd':>6s} {'rank1':>6s} {'mean rank':>9s}  identity")
-        for k, c in enumerate(consensus.candidates, 1):
-            print(f"  {k:3d}. {c.mean_score:6.4f} {c.std_score:6.4f} {c.rank1_frequency:6.0%} {c.mean_rank:9.1f}  "
-                  f"{c.identity}")
+        print(f"  {'':3s}  {'mean':>6s} {'sd':>6s} {'rank1':>6s} {'mean rank':>9s} {'strangers >=':>16s}  identity")
+        for k, (c, d) in enumerate(zip(consensus.candidates, cons_doc["candidates"]), 1):
+            print(f"  {k:3d}. {c.mean_score:6.4f} {c.std_score:6.4f} {c.rank1_frequency:6.0%} {c.mean_rank:9.1f} "
+                  f"{_rate_cell(d):>16s}  {c.identity}")
+        if calib is not None:
+            print(f"  ({CONSENSUS_RATE_NOTE})")
     return 0
 
 
@@ -202,11 +260,16 @@ def _probe_files(folder: Path) -> list[tuple[Path, str]]:
     return out
 
 
+#: eval-match's probe kinds -> calibration kinds
+CAL_KIND = {"hr": "hr", "bicubic": "bicubic", "sr": "sample", "mean": "mean"}
+
+
 def cmd_eval_match(args) -> int:
     import numpy as np
     import torch
     from tqdm import tqdm
 
+    from ..core import calibration as cal
     from ..core import faces
     from ..core.gallery import evaluate_identification
     from ..core.provenance import atomic_write_text, device_info, sha256_file, to_json, versions
@@ -260,17 +323,34 @@ def cmd_eval_match(args) -> int:
                 bar.update(s.shape[0])
         kinds["sr"] = sr
         sr_seconds = time.perf_counter() - t0
+        kinds["mean"] = [faces.to_uint8(enh.mean_estimate(lr[k:k + 1]))[0] for k in range(len(hr))]
     vec = {k: emb.embed_aligned(v) for k, v in kinds.items()}
+    calib = cal.load_calibration(emb.cache_key, args.calibration) if args.calibration != "none" else None
+    g_files, g_ids, _, g_emb = index.entries()
     table = {}
     for k, v in vec.items():
         r = evaluate_identification(index, v, ids, exclude)
         r["cs_to_hr"] = float(np.mean(np.sum(v * vec["hr"], axis=1)))
+        kc = calib.kind(CAL_KIND[k]) if calib is not None else None
+        if kc is not None:
+            _, imp = cal.pair_scores(v, ids, g_emb, g_ids, [set(e) for e in exclude], g_files)
+            r["calibration_check"] = cal.verify(kc, imp)
         table[k] = r
     print(f"gallery {index.folder}: {rep.faces} faces, {len(index.identities())} identities; "
           f"{len(hr)} probes ({table['hr']['counted']} with their identity in the gallery), embedder {emb.name}")
-    print(f"{'probe':10s} {'Rank-1':>7s} {'Rank-5':>7s} {'Rank-10':>7s} {'AUC':>7s} {'CS->HR':>7s}")
+    print(f"{'probe':10s} {'Rank-1':>7s} {'Rank-5':>7s} {'Rank-10':>7s} {'AUC':>7s} {'CS->HR':>7s}   (higher is better)")
     for k, r in table.items():
         print(f"{k:10s} {r['rank1']:7.3f} {r['rank5']:7.3f} {r['rank10']:7.3f} {r['auc']:7.3f} {r['cs_to_hr']:7.3f}")
+    if "mean" in table:
+        print("(sr: one generated sample per probe; mean: the model's mean estimate, an estimate, not a sample)")
+    if calib is not None:
+        print(f"\ncalibrated false-match rates ({Path(calib.path).name}) against these probes' strangers "
+              "(single comparisons, a probe's own photo left out):")
+        print(f"{'probe':10s} {'threshold':>9s} {'predicted':>10s} {'observed':>10s} {'events':>7s} {'ratio':>6s}")
+        for k, r in table.items():
+            for row in r.get("calibration_check", []):
+                print(f"{k:10s} {row['threshold']:9.3f} {row['predicted_fmr']:10.2e} {row['observed_fmr']:10.2e} "
+                      f"{row['observed_events']:7d} {row['ratio']:6.2f}")
     if skipped and not args.quiet:
         warn(f"{len(skipped)} probe(s) without a face were left out")
     if args.json:
@@ -355,8 +435,15 @@ def register(sub) -> None:
     m.add_argument("--bicubic", action="store_true",
                    help="also rank the bicubic baseline (each probe degraded to 16x16 and upsampled)")
     m.add_argument("--no-update", action="store_true", help="use the index as it is")
+    m.add_argument("--probe-kind", choices=["auto", "hr", "bicubic", "sample", "mean"], default="auto",
+                   help="what the probes are, for the calibrated false-match rates: auto (a 16x16 LR is bicubic, a "
+                        "PNG labelled generated is a sample, or the mean estimate for *_mean files; else an HR photo)")
+    m.add_argument("--calibration", default=None, metavar="FILE",
+                   help="score calibration file (default: the shipped weights/match_calibration.json; 'none': "
+                        "raw cosines only)")
     m.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help='write [{"probe", "candidates": [{"identity", "file", "score"}]}] as JSON to FILE '
+                   help='write [{"probe", "probe_kind", "candidates": [{"identity", "file", "score", "calibration"}]}] '
+                        'as JSON to FILE '
                         '(never inside the gallery or a probe folder); no FILE or "-": print it')
     m.add_argument("--quiet", action="store_true")
     m.set_defaults(func=cmd_match)
@@ -369,6 +456,8 @@ def register(sub) -> None:
     em.add_argument("--probes", required=True, metavar="DIR", help="folder of probe photos")
     em.add_argument("--limit", type=int, default=0, help="at most this many probes (0: all)")
     em.add_argument("--no-sr", action="store_true", help="HR and bicubic only (no score model needed)")
+    em.add_argument("--calibration", default=None, metavar="FILE",
+                    help="score calibration to check against these probes (default: the shipped one; 'none': skip)")
     add_sampling_job_args(em, "write the full report here")
     em.set_defaults(func=cmd_eval_match)
 

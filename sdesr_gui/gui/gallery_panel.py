@@ -33,14 +33,35 @@ from PySide6.QtWidgets import (
 
 from ..core.report import CANDIDATE_NOTICE
 from .imaging import pixmap_from_rgb
+from ..core.calibration import short_rate
 from ..core.matching import MEAN_PROBE, MatchResult, run_match
 from .worker import FunctionJob
 
-THUMB = 40
+THUMB = 32
 #: the consensus table's column for the mean estimate, and what it means
 MEAN_COLUMN = "mean est."
 MEAN_COLUMN_TIP = ("The candidate's rank for the mean estimate (the model's posterior-mean estimate, matched as its "
                    "own probe; an estimate, not a sample, and not counted in the consensus). – = not in its top-K.")
+
+
+#: the false-match-rate column and what it means
+FMR_COLUMN = "strangers ≥"
+FMR_TIP = ("False-match rate: how often a stranger's photo scores at least this high, measured for this kind of "
+           "probe (generated sample, bicubic, mean estimate) on identities the app was not validated on. "
+           "\"1 in 350\": about one stranger's photo in 350 compared scores this high, so a gallery of 35,000 "
+           "photos holds about 100 such strangers. Hover a row for the likelihood ratio.")
+CONSENSUS_FMR_TIP = FMR_TIP + " For the consensus (a mean over samples) the rate is an upper bound."
+
+
+def calibration_tooltip(row: dict) -> str:
+    """A candidate row's tooltip: its file and, when calibrated, what its score means."""
+    lines = [row.get("file", "")]
+    cal = row.get("calibration")
+    if cal:
+        lines.append(cal.get("text", ""))
+        if cal.get("note"):
+            lines.append(f"Note: {cal['note']}.")
+    return "\n".join(x for x in lines if x)
 
 
 def summarize_report(rep: Any) -> str:
@@ -80,11 +101,14 @@ class CandidateTable(QTableWidget):
             icon_item = QTableWidgetItem()
             if thumb is not None:
                 icon_item.setIcon(QIcon(pixmap_from_rgb(thumb, THUMB, smooth=True)))
-            icon_item.setToolTip(row.get("file", ""))
+            tip = calibration_tooltip(row)
+            icon_item.setToolTip(tip)
             self.setItem(r, 0, icon_item)
             for c, k in enumerate(keys, 1):
                 v = row.get(k)
-                if k == "mean_estimate_rank":
+                if k == "fmr":
+                    text = short_rate(row.get("calibration"))
+                elif k == "mean_estimate_rank":
                     text = "–" if v is None else f"✓ {v}"
                 elif isinstance(v, float):
                     text = f"{v:.3f}" if k != "rank1_frequency" else f"{v:.0%}"
@@ -93,7 +117,7 @@ class CandidateTable(QTableWidget):
                 else:
                     text = "" if v is None else str(v)
                 item = QTableWidgetItem(text)
-                item.setToolTip(row.get("file", ""))
+                item.setToolTip(tip)
                 self.setItem(r, c, item)
 
     def identities(self) -> list[str]:
@@ -119,6 +143,7 @@ class GalleryPanel(QWidget):
         self.result: Optional[MatchResult] = None
         self.selected_key: Optional[str] = None
         self._probes: Optional[tuple] = None
+        self._model_sha256: Optional[str] = None
         self._job: Optional[FunctionJob] = None
         self._match_job: Optional[FunctionJob] = None
         self._rematch = False
@@ -160,17 +185,21 @@ class GalleryPanel(QWidget):
                                   "border-radius:4px;padding:4px 8px;font-weight:600}")
 
         self.sample_title = QLabel("Selected sample: candidates")
-        self.sample_table = CandidateTable(["identity", "cosine"])
+        self.sample_table = CandidateTable(["identity", "cosine", FMR_COLUMN])
         self.consensus_title = QLabel("Consensus over all samples")
-        self.consensus_table = CandidateTable(["identity", "mean cos", "rank-1", "in top-K", "ranks", MEAN_COLUMN])
-        self.consensus_table.horizontalHeaderItem(6).setToolTip(MEAN_COLUMN_TIP)
-        self.consensus_table.setColumnHidden(6, True)  # shown when the run has a mean estimate
+        self.consensus_table = CandidateTable(["identity", "mean cos", FMR_COLUMN, "rank-1", "in top-K", "ranks",
+                                               MEAN_COLUMN])
+        self.consensus_table.horizontalHeaderItem(3).setToolTip(CONSENSUS_FMR_TIP)
+        self.consensus_table.horizontalHeaderItem(7).setToolTip(MEAN_COLUMN_TIP)
+        self.consensus_table.setColumnHidden(7, True)  # shown when the run has a mean estimate
         self.stability_label = QLabel("")  # short; the full sentence is its tooltip
         font = self.stability_label.font()
         font.setItalic(True)
         self.stability_label.setFont(font)
         self.bicubic_title = QLabel("Bicubic baseline: candidates")
-        self.bicubic_table = CandidateTable(["identity", "cosine"])
+        self.bicubic_table = CandidateTable(["identity", "cosine", FMR_COLUMN])
+        for t in (self.sample_table, self.bicubic_table):
+            t.horizontalHeaderItem(3).setToolTip(FMR_TIP)
         split = QSplitter(Qt.Orientation.Horizontal)
         for title, table, extra in ((self.sample_title, self.sample_table, None),
                                     (self.consensus_title, self.consensus_table, self.stability_label),
@@ -328,10 +357,13 @@ class GalleryPanel(QWidget):
 
     # ---------------------------------------------------------------- matching
     def set_probes(self, probes: list[tuple[str, str, np.ndarray]], bicubic: Optional[np.ndarray],
-                   reference: Optional[np.ndarray], auto: bool = True, mean: Optional[np.ndarray] = None) -> None:
+                   reference: Optional[np.ndarray], auto: bool = True, mean: Optional[np.ndarray] = None,
+                   model_sha256: Optional[str] = None) -> None:
         """Samples to match: (key, label, 128x128 uint8) each, plus the bicubic, the reference and
-        the run's mean estimate (``mean``: matched as its own probe, never as a sample)."""
+        the run's mean estimate (``mean``: matched as its own probe, never as a sample);
+        ``model_sha256``: the score model that made them (for the calibrated rates)."""
         self._probes = (list(probes), bicubic, reference, mean) if probes and bicubic is not None else None
+        self._model_sha256 = model_sha256
         self.result = None
         self._clear_tables()
         self._update_buttons()
@@ -346,13 +378,13 @@ class GalleryPanel(QWidget):
             self._match_job.cancel()
             return
         probes, bicubic, reference, mean = self._probes
-        index, k, gallery = self.index, int(self.top_k.value()), str(self.folder)
+        index, k, gallery, sha = self.index, int(self.top_k.value()), str(self.folder), self._model_sha256
         self.status.setText(f"Matching {len(probes)} sample(s){' and the mean estimate' if mean is not None else ''} "
                             "against the gallery…")
 
         def work(report, cancel):
             return run_match(index, self.embedder(), probes, bicubic, reference, k, report, cancel, gallery,
-                             mean=mean)
+                             mean=mean, model_sha256=sha)
 
         job = FunctionJob(work, "Matching", self)
         job.succeeded.connect(self._on_matched)
@@ -365,9 +397,9 @@ class GalleryPanel(QWidget):
         self.result = res
         st = res.stability
         self.consensus_title.setText(f"Consensus ({len(res.per_sample)} samples)")
-        self.consensus_table.setColumnHidden(6, res.mean is None)
-        self.consensus_table.fill(res.consensus, ["identity", "mean_score", "rank1_frequency", "in_top_k", "ranks",
-                                                  "mean_estimate_rank"], res.thumbs)
+        self.consensus_table.setColumnHidden(7, res.mean is None)
+        self.consensus_table.fill(res.consensus, ["identity", "mean_score", "fmr", "rank1_frequency", "in_top_k",
+                                                  "ranks", "mean_estimate_rank"], res.thumbs)
         if st.get("consensus_rank1") is not None:
             self.stability_label.setText(
                 f"lead is rank-1 in {st['rank1_agreement']:.0%} · top-{res.top_k} overlap {st['top_k_overlap']:.0%}")
@@ -375,7 +407,7 @@ class GalleryPanel(QWidget):
                 f"Rank stability: the consensus lead is rank 1 for {st['rank1_agreement']:.0%} of samples; "
                 f"on average {st['top_k_overlap']:.0%} of the consensus top-{res.top_k} is in each sample's "
                 f"top-{res.top_k}. " + self.mean_words(res))
-        self.bicubic_table.fill(res.bicubic, ["identity", "score"], res.thumbs)
+        self.bicubic_table.fill(res.bicubic, ["identity", "score", "fmr"], res.thumbs)
         self.show_sample(self.selected_key)
         self.status.setText(f"Matched {len(res.per_sample)} sample(s)"
                             f"{' and the mean estimate' if res.mean is not None else ''} against "
@@ -404,7 +436,7 @@ class GalleryPanel(QWidget):
             return
         if key == MEAN_PROBE and res.mean is not None:  # its own list, titled so it is never taken for a sample
             self.sample_title.setText(f"Mean estimate (not a sample): top-{res.top_k} candidates")
-            self.sample_table.fill(res.mean, ["identity", "score"], res.thumbs)
+            self.sample_table.fill(res.mean, ["identity", "score", "fmr"], res.thumbs)
             return
         if key not in res.per_sample:
             key = next(iter(res.per_sample), None)
@@ -412,7 +444,7 @@ class GalleryPanel(QWidget):
             self.sample_table.setRowCount(0)
             return
         self.sample_title.setText(f"{res.labels.get(key, key)}: top-{res.top_k} candidates")
-        self.sample_table.fill(res.per_sample[key], ["identity", "score"], res.thumbs)
+        self.sample_table.fill(res.per_sample[key], ["identity", "score", "fmr"], res.thumbs)
 
     def _clear_tables(self) -> None:
         for t in (self.sample_table, self.consensus_table, self.bicubic_table):

@@ -486,7 +486,8 @@ class MainWindow(QMainWindow):
             return
         probes = [(it.key, it.title, it.image) for it in self.session.samples()]
         ref = self.session.current_reference()
-        self.gallery.set_probes(probes, run.bicubic, ref, mean=run.mean)
+        self.gallery.set_probes(probes, run.bicubic, ref, mean=run.mean,
+                                model_sha256=(run.model or {}).get("sha256"))
         if ref is not None and self.gallery.index is None:
             self._compute_cs(probes, run.bicubic, ref, run.mean)  # matching would measure CS too
 
