@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.metrics import METRICS, format_metric, format_value, metric_header
 from ..core.session import ResultItem
 from ..core.uncertainty import CAPTION, DEFAULT_VMAX, colormap_lut, overlay, region_agreement
 from .imaging import nearest_upscale, pixmap_from_rgb, qimage_from_rgb
@@ -60,17 +61,35 @@ def display_image(item: CompareItem) -> np.ndarray:
     return nearest_upscale(item.image, 128) if item.image.shape[0] != 128 else item.image
 
 
-def metrics_text(m: dict[str, float]) -> str:
-    parts = []
-    if "consistency" in m:
-        parts.append(f"consistency {m['consistency']:.2f}")
-    if "psnr" in m:
-        parts.append(f"PSNR {m['psnr']:.2f} dB")
-    if "ssim" in m:
-        parts.append(f"SSIM {m['ssim']:.3f}")
-    if "cs" in m:
-        parts.append(f"CS {m['cs']:.3f}")
-    return "\n".join(parts)
+#: the per-image metrics a tile shows, in this order (what core.metrics.image_metrics and CS give)
+TILE_METRICS = ("consistency", "psnr", "ssim", "cs")
+
+
+def metrics_text(m: dict[str, float], fits=None) -> str:
+    """The tile's caption: one metric a line with its unit and direction ("PSNR 24.10 dB ↑").
+
+    ``fits(line) -> bool`` says whether a line fits the tile; a line that does not is shown
+    without its unit ("consistency 2.31 ↓" at zoom 1: the tooltip still gives the unit)."""
+    lines = []
+    for k in TILE_METRICS:
+        if k in m:
+            line = format_metric(k, m[k])
+            if fits is not None and not fits(line):
+                line = f"{METRICS[k].label} {format_value(k, m[k]).removesuffix(METRICS[k].unit).strip()} " \
+                       f"{METRICS[k].arrow}"
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def _legend_row(key: str, shown: str) -> str:
+    info = METRICS[key]
+    return (f"<p><b>{html.escape(shown)}</b> — {html.escape(info.line)} "
+            f"<i>{info.direction.capitalize()}</i>; range {html.escape(info.range)}.</p>")
+
+
+def metrics_tooltip(m: dict[str, float]) -> str:
+    """The caption's tooltip: what each shown number measures, which way is better, its range."""
+    return "".join(_legend_row(k, format_metric(k, m[k])) for k in TILE_METRICS if k in m)
 
 
 def uncertainty_tooltip(umap) -> str:
@@ -78,14 +97,20 @@ def uncertainty_tooltip(umap) -> str:
     rows = "".join(
         f"<tr><td>{r['label']}</td><td>{'<b>' if r['verdict'] != 'agree' else ''}"
         f"{r['text'].split(': ', 1)[1]}{'</b>' if r['verdict'] != 'agree' else ''}</td>"
-        f"<td align='right'>{r['mean_std']:.3f}</td><td align='right'>{r['share_above']:.0%}</td></tr>"
+        f"<td align='right'>{format_value('mean_std', r['mean_std'])}</td>"
+        f"<td align='right'>{format_value('share_above_threshold', r['share_above'])}</td></tr>"
         for r in region_agreement(umap))
+    std_head = html.escape(metric_header("mean_std"))
+    share_head = f"above {umap.threshold:g} {METRICS['share_above_threshold'].arrow}"
     return (f"<p><b>Where the {umap.samples} samples disagree.</b> Per pixel, the standard deviation over the "
             f"samples ([0, 1] units). <b>Bright = the samples disagree = invented detail</b>; dark = they agree, "
             f"so the input constrains that detail. Where they disagree, the mean estimate is likely wrong too.</p>"
             f"<table cellspacing='4'><tr><th align='left'>region</th><th align='left'>the samples</th>"
-            f"<th>mean std</th><th>above {umap.threshold:g}</th></tr>{rows}</table>"
-            f"<p>Face box: {umap.share_above:.0%} of its pixels have a std above {umap.threshold:g}.</p>")
+            f"<th>{std_head}</th><th>{share_head}</th></tr>{rows}</table>"
+            f"<p>Face box: {format_value('share_above_threshold', umap.share_above)} of its pixels have a std "
+            f"above {umap.threshold:g}.</p>"
+            + _legend_row("mean_std", metric_header("mean_std"))
+            + _legend_row("share_above_threshold", share_head))
 
 
 #: how the line above the tiles names each verdict (the words of core.uncertainty.region_agreement)
@@ -206,6 +231,8 @@ class Tile(QFrame):
         if self.scale is not None:
             self.scale.setFixedWidth(128 * zoom)
             self.metrics.setFixedWidth(128 * zoom)
+        if hasattr(self, "_caption_zoom") and self._caption_zoom != zoom:
+            self.refresh()  # the captions fit the new width
 
     def set_overlay(self, std: Optional[np.ndarray], opacity: float = DEFAULT_OPACITY / 100) -> None:
         """Lay the map ``std`` over this tile's image at ``opacity`` (None: the image alone);
@@ -228,10 +255,15 @@ class Tile(QFrame):
         self.title.setText(f"<b>{self.item.title}</b>{seed}<br>{tag}" if tag else f"<b>{self.item.title}</b>{seed}")
         umap = self.item.uncertainty if self.item.kind == "uncertainty" else None
         if umap is not None:
-            self.metrics.setText(f"{CAPTION}.\nstd over {umap.samples} samples; {umap.share_above:.0%} of the "
-                                 f"face above {umap.threshold:g}. Hover for the regions.")
+            self.metrics.setText(f"{CAPTION}.\nstd over {umap.samples} samples, [0, 1] units. Face above "
+                                 f"{umap.threshold:g}: {format_value('share_above_threshold', umap.share_above)} "
+                                 f"{METRICS['share_above_threshold'].arrow}. Hover for the regions.")
             return
-        text = metrics_text(self.item.metrics)
+        self._caption_zoom = self._zoom
+        room = 128 * self._zoom + TILE_EXTRA_W - 16  # the tile's width less its margins and frame
+        fm = self.metrics.fontMetrics()
+        text = metrics_text(self.item.metrics, lambda line: fm.horizontalAdvance(line) <= room)
+        self.metrics.setToolTip(metrics_tooltip(self.item.metrics))
         if self.item.note:
             text = (text + "\n" if text else "") + self.item.note
         self.metrics.setText(text or " ")
