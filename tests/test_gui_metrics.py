@@ -48,20 +48,23 @@ def test_captions_show_unit_and_direction_and_tooltips_explain(view):
     assert "CS" not in view.tiles["bicubic"].metrics.toolTip()  # only the numbers shown are explained
 
 
-def test_narrow_tiles_keep_the_direction_and_the_tooltip_keeps_the_unit(view):
-    view.set_zoom(1)
+def test_narrow_tiles_move_the_unit_to_its_own_line(view):
     t = view.tiles["s1"]
-    lines = t.metrics.text().splitlines()
-    assert lines[0] in ("consistency 2.31 ↓", "consistency 2.31 (0–255)² ↓") and lines[1] == "PSNR 24.10 dB ↑"
-    assert all(ln.endswith(("↑", "↓")) for ln in lines)
+    t.set_grid_width(150)  # a narrow cell: the long line breaks before its unit
+    assert t.metrics.text().splitlines()[:3] == ["consistency 2.31 ↓", "  (0–255)²", "PSNR 24.10 dB ↑"]
     assert "consistency 2.31 (0–255)² ↓" in t.metrics.toolTip()
-    view.set_zoom(3)  # wide again: the unit comes back
+    t.set_grid_width(400)  # wide again: one line each
     assert t.metrics.text().splitlines()[0] == "consistency 2.31 (0–255)² ↓"
+    view.set_zoom(1)  # the view sets the cell width of every tile when it lays them out
+    assert t._grid_width is not None and t._grid_width >= 128 + 40
+    assert all(ln.endswith(("↑", "↓", "²")) for ln in t.metrics.text().splitlines())
 
 
-def test_metrics_text_drops_only_the_unit_that_does_not_fit():
-    m = {"consistency": 2.314, "psnr": 24.104}
-    assert metrics_text(m, lambda line: len(line) <= 18) == "consistency 2.31 ↓\nPSNR 24.10 dB ↑"
+def test_metrics_text_moves_only_the_unit_that_does_not_fit():
+    m = {"consistency": 2.314, "psnr": 24.104, "ssim": 0.7}
+    assert metrics_text(m, lambda line: len(line) <= 18) == \
+        "consistency 2.31 ↓\n  (0–255)²\nPSNR 24.10 dB ↑\nSSIM 0.700 ↑"
+    assert metrics_text(m) == "consistency 2.31 (0–255)² ↓\nPSNR 24.10 dB ↑\nSSIM 0.700 ↑"
 
 
 def test_uncertainty_tile_numbers_carry_units_and_direction(view):

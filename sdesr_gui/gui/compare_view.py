@@ -68,15 +68,15 @@ TILE_METRICS = ("consistency", "psnr", "ssim", "cs")
 def metrics_text(m: dict[str, float], fits=None) -> str:
     """The tile's caption: one metric a line with its unit and direction ("PSNR 24.10 dB ↑").
 
-    ``fits(line) -> bool`` says whether a line fits the tile; a line that does not is shown
-    without its unit ("consistency 2.31 ↓" at zoom 1: the tooltip still gives the unit)."""
+    ``fits(line) -> bool`` says whether a line fits the tile; a line that does not has its unit
+    moved to the next line ("consistency 2.31 ↓" then "  (0–255)²"), so the tile keeps its width."""
     lines = []
     for k in TILE_METRICS:
         if k in m:
-            line = format_metric(k, m[k])
-            if fits is not None and not fits(line):
-                line = f"{METRICS[k].label} {format_value(k, m[k]).removesuffix(METRICS[k].unit).strip()} " \
-                       f"{METRICS[k].arrow}"
+            line, info = format_metric(k, m[k]), METRICS[k]
+            if fits is not None and not fits(line) and info.unit:
+                lines.append(f"{info.label} {format_value(k, m[k]).removesuffix(info.unit).strip()} {info.arrow}")
+                line = f"  {info.unit}"
             lines.append(line)
     return "\n".join(lines)
 
@@ -195,6 +195,8 @@ class Tile(QFrame):
         lay.addWidget(self.title)
         lay.addWidget(self.image)
         self.scale = None
+        self._grid_width: Optional[int] = None  # the width of the grid cell (set by the view)
+        self._caption_room: Optional[int] = None  # the room the captions were last fitted to
         self._overlay: Optional[tuple[np.ndarray, float]] = None  # (std, opacity) laid over the image
         if item.kind == "uncertainty" and item.uncertainty is not None:
             self.scale = ScaleBar(DEFAULT_VMAX, item.uncertainty.threshold)
@@ -231,8 +233,21 @@ class Tile(QFrame):
         if self.scale is not None:
             self.scale.setFixedWidth(128 * zoom)
             self.metrics.setFixedWidth(128 * zoom)
-        if hasattr(self, "_caption_zoom") and self._caption_zoom != zoom:
+        if self._caption_room is not None and self._caption_room != self.caption_room():
             self.refresh()  # the captions fit the new width
+
+    def caption_room(self) -> int:
+        """Pixels a caption line may take: the width the grid gives this tile (set by the view),
+        else the nominal tile width, less the tile's margins (6) and its widest frame (3, selected)."""
+        width = self._grid_width or 128 * self._zoom + TILE_EXTRA_W
+        return width - 2 * 6 - 2 * 3 - 2
+
+    def set_grid_width(self, width: Optional[int]) -> None:
+        """The width of this tile's grid cell (None: not laid out yet)."""
+        if width != self._grid_width:
+            self._grid_width = width
+            if self._caption_room is not None and self._caption_room != self.caption_room():
+                self.refresh()
 
     def set_overlay(self, std: Optional[np.ndarray], opacity: float = DEFAULT_OPACITY / 100) -> None:
         """Lay the map ``std`` over this tile's image at ``opacity`` (None: the image alone);
@@ -259,8 +274,8 @@ class Tile(QFrame):
                                  f"{umap.threshold:g}: {format_value('share_above_threshold', umap.share_above)} "
                                  f"{METRICS['share_above_threshold'].arrow}. Hover for the regions.")
             return
-        self._caption_zoom = self._zoom
-        room = 128 * self._zoom + TILE_EXTRA_W - 16  # the tile's width less its margins and frame
+        self._caption_room = room = self.caption_room()
+        self.metrics.ensurePolished()  # the monospace font of its style sheet, not the default
         fm = self.metrics.fontMetrics()
         text = metrics_text(self.item.metrics, lambda line: fm.horizontalAdvance(line) <= room)
         self.metrics.setToolTip(metrics_tooltip(self.item.metrics))
@@ -581,7 +596,12 @@ class CompareView(QWidget):
             self.grid.takeAt(0)
         tile_w = 128 * z + TILE_EXTRA_W
         cols = max(1, (self.scroll.viewport().width() - 8) // tile_w)
+        # the width each tile gets: captions drop a unit only when even that is too narrow
+        m = self.grid.contentsMargins()
+        gap = max(self.grid.horizontalSpacing(), 0)
+        cell = (self.scroll.viewport().width() - 8 - m.left() - m.right() - gap * (cols - 1)) // cols
         for i, it in enumerate(self.items):
+            self.tiles[it.key].set_grid_width(max(cell, tile_w))
             self.grid.addWidget(self.tiles[it.key], i // cols, i % cols)
 
     def resizeEvent(self, e) -> None:
