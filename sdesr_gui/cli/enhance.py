@@ -93,6 +93,8 @@ def cmd_enhance(args) -> int:
             block = _write_uncertainty(out, stem, res, prep, rec, written)  # adds its outputs to rec
             record = rec.to_dict()
             record["uncertainty"] = block
+            # what each number above means: unit, which way is better, one line (core.metrics.METRICS)
+            record["metric_legend"] = metrics.metric_legend(metrics.metric_keys_in(record["outputs"], block))
             write_json_atomic(out / f"{stem}.json", record)
             written.append(out / f"{stem}.json")
             if not args.quiet:

@@ -35,6 +35,7 @@ def cmd_evaluate(args) -> int:
     from tqdm import tqdm
 
     from ..core.evaluation import evaluate, format_table
+    from ..core.metrics import metric_keys_in, metric_legend
     from ..core.provenance import to_json, versions, device_info, atomic_write_text
     from ..core.video import load_still
 
@@ -56,7 +57,8 @@ def cmd_evaluate(args) -> int:
     print(format_table(summary))
     if args.json:
         report = {"faces": len(imgs), "settings": settings.to_dict(), "model": enh.model_info,
-                  "summary": summary, "seconds": res.seconds, "per_face": res.per_face,
+                  "summary": summary, "metric_legend": metric_legend(metric_keys_in(summary)),
+                  "seconds": res.seconds, "per_face": res.per_face,
                   "files": [str(p) for p in files], "versions": versions(), "device": device_info(str(enh.device))}
         atomic_write_text(args.json, to_json(report))
     return 0

@@ -87,15 +87,21 @@ def evaluate(
 
 
 def format_table(summary: dict) -> str:
-    """Plain-text table: one row per method, mean +- std per metric."""
+    """Plain-text table: one row per method, mean +- std per metric; the headers carry each
+    metric's unit and direction (core.metrics.METRICS) and a last line says what they measure."""
     keys = ["psnr", "ssim", "consistency", "cs"]
-    lines = [f"{'method':24s} " + " ".join(f"{k:>17s}" for k in keys)]
+    heads = [metrics.metric_header(k) for k in keys]
+    widths = [max(17, len(h)) for h in heads]
+    lines = [f"{'method':24s} " + " ".join(f"{h:>{w}s}" for h, w in zip(heads, widths))]
     for m, d in summary.items():
         cells = []
-        for k in keys:
+        for k, w in zip(keys, widths):
             if k in d and d[k]["n"]:
-                cells.append(f"{d[k]['mean']:8.3f} ± {d[k]['std']:6.3f}")
+                cells.append(f"{d[k]['mean']:8.3f} ± {d[k]['std']:6.3f}".rjust(w))
             else:
-                cells.append(f"{'-':>17s}")
+                cells.append(f"{'-':>{w}s}")
         lines.append(f"{m:24s} " + " ".join(cells))
+    gists = "; ".join(f"{metrics.METRICS[k].label}: {metrics.METRICS[k].gist}" for k in keys)
+    lines.append(f"{gists}.")
+    lines.append("↑ higher is better, ↓ lower is better; each cell is the mean ± std over the faces.")
     return "\n".join(lines)

@@ -9,6 +9,11 @@
 * CS: cosine similarity of face-recognition embeddings of SR and HR.
 * Rank-N identification and verification AUC (Mann-Whitney, ties count half).
 
+:data:`METRICS` is the one table of what each number means (label, unit, direction, range and a
+one-line explanation), keyed by the names the records use; the GUI captions and tooltips, the
+JSON records' ``metric_legend`` block, the HTML report and the CLI tables all read it
+(:func:`format_metric`, :func:`metric_header`, :func:`metric_tooltip`, :func:`metric_legend`).
+
 Image inputs may be float tensors ``[B, 3, H, W]`` / ``[3, H, W]`` in [0, 1], or numpy
 HxWx3 arrays (uint8, or float in [0, 1]) / BxHxWx3 stacks. Batched inputs give a tensor of
 per-image values ``[B]``; a single unbatched image gives a Python float. All functions are
@@ -17,7 +22,9 @@ pure (no state, inputs untouched). Qt-free.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, Union
+import dataclasses
+import math
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -26,6 +33,14 @@ import torch.nn.functional as F
 from .faces import downsample
 
 __all__ = [
+    "MetricInfo",
+    "METRICS",
+    "format_value",
+    "format_metric",
+    "metric_header",
+    "metric_tooltip",
+    "metric_legend",
+    "metric_keys_in",
     "as_image_batch",
     "psnr",
     "ssim",
@@ -50,6 +65,192 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 
 
+# ------------------------------------------------------------------------------------------
+# what each number means: the one table
+# ------------------------------------------------------------------------------------------
+#: ``MetricInfo.better`` -> its arrow and its words
+_DIRECTIONS = {"higher": ("↑", "higher is better"),
+               "lower": ("↓", "lower is better"),
+               "near 1": ("→1", "closer to 1 is better")}
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricInfo:
+    """What one metric is: how it is labelled, in what unit, which way is better, its range and
+    a one-line explanation (``line``, the tooltip and the legend). ``gist`` is the few words
+    that go in brackets after a value; ``fmt`` the format spec of its value; ``unit_long`` the
+    unit spelled out for the legend (default: ``unit``, or "none" for a pure number)."""
+
+    label: str
+    unit: str  # written after the value ("" when it has none)
+    better: str  # a key of _DIRECTIONS
+    range: str
+    gist: str
+    line: str
+    fmt: str = ".3f"
+    unit_long: str = ""
+
+    @property
+    def unit_name(self) -> str:
+        return self.unit_long or self.unit or "none"
+
+    @property
+    def arrow(self) -> str:
+        return _DIRECTIONS[self.better][0]
+
+    @property
+    def direction(self) -> str:
+        return _DIRECTIONS[self.better][1]
+
+
+_STD_UNITS = "[0, 1] units: 0.1 = 25 of 255 grey levels"
+_STD_UNIT = "[0, 1] intensity units (the std of pixel values in [0, 1])"
+
+#: Every metric a record, a table, the report or the GUI shows, keyed by its name in the records
+#: (the names are the JSON keys users read: never rename them). A new metric gets a row here
+#: before it is shown anywhere (tests/test_metric_legend.py fails otherwise).
+METRICS: dict[str, MetricInfo] = {
+    "psnr": MetricInfo(
+        "PSNR", "dB", "higher", "0 to ∞ (∞ = identical)", "vs reference HR",
+        "Peak signal-to-noise ratio of this image against the reference HR (128×128 RGB, data range "
+        "1): pixel accuracy; +3 dB is about half the squared error.", ".2f", "dB (decibel)"),
+    "ssim": MetricInfo(
+        "SSIM", "", "higher", "-1 to 1 (1 = identical)", "vs reference HR",
+        "Structural similarity to the reference HR (11×11 Gaussian window, σ 1.5, mean over RGB): "
+        "agreement of local brightness, contrast and structure.", ".3f"),
+    "consistency": MetricInfo(
+        "consistency", "(0–255)²", "lower", "0 to 65025 (0 = reproduces the LR exactly)",
+        "MSE vs the LR input, 0–255 scale",
+        "Mean squared error between this image bicubic-downsampled (antialiased) to the LR size "
+        "(16×16) and the LR input, on the 0–255 scale: does it explain the input? 0 = exactly; "
+        "its square root is the typical difference in grey levels.", ".2f",
+        "squared 8-bit grey levels, (0–255)²"),
+    "cs": MetricInfo(
+        "CS", "", "higher", "-1 to 1 (1 = the same embedding direction)", "identity cosine vs reference HR",
+        "Cosine similarity of face-recognition embeddings (dlib by default; in the GUI the "
+        "gallery's embedder) of this image and the reference HR: does it keep the identity?", ".3f"),
+    # what is invented (core.uncertainty): the std over K samples of the same input
+    "mean_std": MetricInfo(
+        "mean std", "", "lower", f"0 to 0.71 ({_STD_UNITS})", "std over the samples, whole frame",
+        "Mean over the frame (or a region) of the per-pixel standard deviation over the K samples: "
+        "how much they disagree (lower = the input constrains more of the detail).", ".3f", _STD_UNIT),
+    "face_mean_std": MetricInfo(
+        "face mean std", "", "lower", f"0 to 0.71 ({_STD_UNITS})", "std over the samples, face box",
+        "Mean over the face box of the per-pixel standard deviation over the K samples (lower = "
+        "the samples agree on the face).", ".3f", _STD_UNIT),
+    "rms_std": MetricInfo(
+        "RMS std", "", "lower", f"0 to 0.71 ({_STD_UNITS})", "std over the samples, RMS",
+        "Root mean square over the frame of the per-pixel std over the K samples (the "
+        "denominator of the calibration ratio).", ".3f", _STD_UNIT),
+    "max_std": MetricInfo(
+        "max std", "", "lower", f"0 to 0.71 ({_STD_UNITS})", "largest std of a pixel",
+        "The largest per-pixel standard deviation over the K samples.", ".3f", _STD_UNIT),
+    "share_above_threshold": MetricInfo(
+        "share above threshold", "", "lower", "0 to 1 (a fraction of the pixels)",
+        "pixels whose std exceeds the threshold",
+        "Fraction of the face box's pixels (of a region's, per region) whose std over the samples "
+        "exceeds the threshold (0.1): the share of detail that is invented.", ".0%",
+        "fraction (shown as %)"),
+    "sample_rms_to_mean": MetricInfo(
+        "sample RMS to mean", "", "lower", "0 to 1 ([0, 1] units), one per sample",
+        "each sample's distance to the samples' average",
+        "RMS difference between each sample and the per-pixel average of the samples "
+        "([0, 1] units): how far each sample strays from the others.", ".3f",
+        "[0, 1] intensity units"),
+    "rms_error": MetricInfo(
+        "RMS error", "", "lower", "0 to 1 ([0, 1] units; 0.1 = 25 grey levels)",
+        "mean estimate vs reference HR",
+        "Root mean square error of the mean estimate against the reference HR, [0, 1] units: "
+        "its actual error.", ".3f", "[0, 1] intensity units"),
+    "ratio": MetricInfo(
+        "calibration ratio", "", "near 1", "0 to ∞ (1 = calibrated)", "RMS error / RMS std",
+        "RMS(mean estimate − HR) / RMS(std over the samples): 1 = the std predicts the error; above 1 "
+        "the map is over-confident, below 1 too cautious.", ".2f"),
+    "spearman_patch": MetricInfo(
+        "patch Spearman", "", "higher", "-1 to 1", "std vs error, rank correlation over 8×8 patches",
+        "Spearman rank correlation over 8×8 patches between the mean std and the mean |mean "
+        "estimate − HR|: does the map find where the estimate is wrong?", ".2f"),
+}
+
+
+def _info(key: str) -> MetricInfo:
+    try:
+        return METRICS[key]
+    except KeyError:
+        raise KeyError(f"{key!r} is not in metrics.METRICS; give it a row there first") from None
+
+
+def format_value(key: str, value: Any) -> str:
+    """``value`` in the metric's format with its unit ("24.10 dB", "2.31 (0–255)²", "12%");
+    a list gives its values joined by commas; None / nan: "–"."""
+    m = _info(key)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(format_value(key, v) for v in value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    text = f"{float(value):{m.fmt}}"
+    return f"{text} {m.unit}" if m.unit else text
+
+
+def format_metric(key: str, value: Any, long: bool = False) -> str:
+    """One metric with its unit and direction: short "PSNR 24.10 dB ↑" (captions), long
+    "consistency 2.31 (0–255)² (MSE vs the LR input, 0–255 scale; lower is better)"."""
+    m = _info(key)
+    text = f"{m.label} {format_value(key, value)}"
+    return f"{text} ({m.gist}; {m.direction})" if long else f"{text} {m.arrow}"
+
+
+def metric_header(key: str) -> str:
+    """A table header: label, unit in brackets, arrow ("PSNR [dB] ↑", "SSIM ↑",
+    "consistency (0–255)² ↓")."""
+    m = _info(key)
+    if not m.unit:
+        return f"{m.label} {m.arrow}"
+    unit = m.unit if m.unit.startswith("(") else f"[{m.unit}]"
+    return f"{m.label} {unit} {m.arrow}"
+
+
+def metric_tooltip(key: str) -> str:
+    """The one-line explanation with the direction and range: a tooltip or a legend row."""
+    m = _info(key)
+    return f"{metric_header(key)}: {m.line} {m.direction.capitalize()}; range {m.range}."
+
+
+def metric_legend(keys: Iterable[str] | None = None) -> dict[str, dict[str, str]]:
+    """The ``metric_legend`` block of a JSON record: per metric key (those named, else all) its
+    label, unit, direction (``better``: higher / lower / near 1), range and one-line meaning."""
+    keys = list(METRICS) if keys is None else list(dict.fromkeys(keys))
+    out = {}
+    for k in keys:
+        m = _info(k)
+        out[k] = {"label": m.label, "unit": m.unit_name, "better": m.better, "range": m.range,
+                  "what": m.line}
+    return out
+
+
+def metric_keys_in(*objs: Any) -> list[str]:
+    """The keys of :data:`METRICS` that appear anywhere in ``objs`` (nested dicts and lists, e.g.
+    a run record), in table order: what a record's legend must explain."""
+    found: set[str] = set()
+
+    def walk(o: Any) -> None:
+        if isinstance(o, Mapping):
+            for k, v in o.items():
+                if k in METRICS:
+                    found.add(k)
+                walk(v)
+        elif isinstance(o, (list, tuple)):
+            for v in o:
+                walk(v)
+
+    for o in objs:
+        walk(o)
+    return [k for k in METRICS if k in found]
+
+
+# ------------------------------------------------------------------------------------------
+# the metrics
+# ------------------------------------------------------------------------------------------
 def as_image_batch(x: ImageInput) -> tuple[torch.Tensor, bool]:
     """Convert an image or batch to a float tensor ``[B, C, H, W]`` in [0, 1].
 

@@ -180,7 +180,16 @@ def build_run_record(job: ExportJob, outputs: Sequence[dict[str, Any]]) -> dict[
     out = rec.to_dict()
     if job.uncertainty is not None:
         out["uncertainty"] = job.uncertainty
+    # what each number means: unit, which way is better, one line (core.metrics.METRICS)
+    out["metric_legend"] = _metrics().metric_legend(_metrics().metric_keys_in(outputs, job.uncertainty))
     return out
+
+
+def _metrics():
+    """core.metrics, imported when a record or report is built (it loads torch; this module does not)."""
+    from . import metrics
+
+    return metrics
 
 
 # ------------------------------------------------------------------------------------------
@@ -240,6 +249,46 @@ def _cand_table(cands: Sequence[Mapping[str, Any]], extra_cols: Sequence[str] = 
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+#: the per-image metrics, in the order the GUI's tiles show them
+_IMAGE_METRICS = ("consistency", "psnr", "ssim", "cs")
+
+
+def _metric_th(key: str) -> str:
+    m = _metrics()
+    return f"<th title='{_e(m.METRICS[key].line)}'>{_e(m.metric_header(key))}</th>"
+
+
+def _metrics_section(outputs: Sequence[Mapping[str, Any]], uncertainty: Optional[Mapping[str, Any]]) -> str:
+    """The images' metrics as a table (units and arrows in the headers) and, under it, the
+    legend of every metric this report shows (the record's ``metric_legend``)."""
+    M = _metrics()
+    rows_of = [o for o in outputs if any(k in o for k in M.METRICS)]
+    keys = [k for k in _IMAGE_METRICS if any(k in o for o in rows_of)]
+    keys += [k for k in M.metric_keys_in(rows_of) if k not in keys]
+    legend = M.metric_legend(M.metric_keys_in(outputs, uncertainty))
+    if not legend:
+        return ""
+    parts = ["<h2 id='metrics'>Metrics</h2>"]
+    if keys:
+        head = "<tr><th>image</th>" + "".join(_metric_th(k) for k in keys) + "</tr>"
+        rows = "".join(
+            f"<tr data-file='{_e(o['file'])}'><td>{_e(o.get('caption') or o['file'])}</td>"
+            + "".join(f"<td>{_e(M.format_value(k, o[k]) if k in o else '–')}</td>" for k in keys) + "</tr>"
+            for o in rows_of)
+        parts.append(f"<table id='metrics-table'>{head}{rows}</table>")
+        if "psnr" not in keys:
+            parts.append("<p>No reference HR was known: PSNR, SSIM and CS were not measured.</p>")
+    rows = "".join(
+        f"<tr data-metric='{_e(k)}'><td>{_e(M.metric_header(k))}</td><td>{_e(v['unit'])}</td>"
+        f"<td>{_e(M.METRICS[k].direction)}</td><td>{_e(v['range'])}</td><td>{_e(v['what'])}</td></tr>"
+        for k, v in legend.items())
+    parts.append("<h3>What the numbers mean (here and in run.json)</h3><table id='metric-legend'>"
+                 "<tr><th>metric</th><th>unit</th><th>direction</th><th>range</th><th>what it measures</th></tr>"
+                 f"{rows}</table>"
+                 "<p>↑ higher is better, ↓ lower is better, →1 closer to 1 is better.</p>")
+    return "".join(parts)
+
+
 def _img_tag(name: str, pngs: Mapping[str, bytes], cls: str) -> str:
     data = base64.b64encode(pngs[name]).decode("ascii")
     return f"<img class='{cls}' alt='{_e(name)}' src='data:image/png;base64,{data}'>"
@@ -268,25 +317,42 @@ def _uncertainty_section(job: ExportJob, outputs: Sequence[dict[str, Any]], pngs
                          f"<figcaption><b>{_e(o.get('caption') or o['file'])}</b><br>"
                          f"<span class='mono'>{_e(o['file'])}</span></figcaption></figure>")
     parts.append("</div>")
-    facts = {"samples": u.get("samples"), "seeds": u.get("seeds"), "mean std": u.get("mean_std"),
-             "threshold (std)": u.get("threshold"),
-             "share of the face box above the threshold": u.get("share_above_threshold"),
-             "RMS distance of each sample to the samples' mean": u.get("sample_rms_to_mean"),
+    M = _metrics()
+
+    def H(key: str, what: str = "") -> str:  # "RMS error (mean estimate vs reference) ↓"
+        m = M.METRICS[key]
+        return f"{m.label} ({what}) {m.arrow}" if what else f"{m.label} {m.arrow}"
+
+    def val(key: str, v: Any) -> Any:
+        return None if v is None else M.format_value(key, v)
+
+    facts = {"samples": u.get("samples"), "seeds": u.get("seeds"),
+             H("mean_std", "whole frame"): val("mean_std", u.get("mean_std")),
+             "threshold (std, [0, 1] units)": u.get("threshold"),
+             H("share_above_threshold", "of the face box"):
+                 val("share_above_threshold", u.get("share_above_threshold")),
+             H("sample_rms_to_mean", "each sample"): val("sample_rms_to_mean", u.get("sample_rms_to_mean")),
              "why this threshold": u.get("threshold_reason")}
     hr = u.get("against_hr")
     if hr:
-        facts.update({"RMS error of the mean estimate against the reference": hr.get("rms_error"),
-                      "RMS(error) / RMS(std) (1 = the std predicts the error)": hr.get("ratio"),
-                      f"Spearman of {hr.get('patch')}x{hr.get('patch')} patches, std vs error":
-                          hr.get("spearman_patch")})
+        facts.update({H("rms_error", "mean estimate vs reference"): val("rms_error", hr.get("rms_error")),
+                      H("ratio", "RMS(error) / RMS(std); 1 = the std predicts the error"):
+                          val("ratio", hr.get("ratio")),
+                      H("spearman_patch", f"{hr.get('patch')}x{hr.get('patch')} patches, std vs error"):
+                          val("spearman_patch", hr.get("spearman_patch"))})
     parts.append(_kv_table(facts))
-    head = "<tr><th>region</th><th>mean std</th><th>share above threshold</th>"
-    head += "<th>RMS error of the mean estimate</th></tr>" if hr else "</tr>"
+    head = (f"<tr><th>region</th>{_metric_th('mean_std')}"
+            f"<th title='{_e(M.METRICS['share_above_threshold'].line)}'>{_e(H('share_above_threshold'))}</th>")
+    err = M.METRICS["rms_error"]
+    head += (f"<th title='{_e(err.line)}'>{_e(err.label)} of the mean estimate {err.arrow}</th></tr>"
+             if hr else "</tr>")
     rows = []
     for name, r in (u.get("regions") or {}).items():
-        cells = f"<td>{_e(_fmt(r.get('mean_std')))}</td><td>{_e(_fmt(r.get('share_above_threshold')))}</td>"
+        cells = (f"<td>{_e(M.format_value('mean_std', r.get('mean_std')))}</td>"
+                 f"<td>{_e(M.format_value('share_above_threshold', r.get('share_above_threshold')))}</td>")
         if hr:
-            cells += f"<td>{_e(_fmt((hr.get('regions') or {}).get(name, {}).get('rms_error')))}</td>"
+            cells += (f"<td>{_e(M.format_value('rms_error', (hr.get('regions') or {}).get(name, {}).get('rms_error')))}"
+                      "</td>")
         rows.append(f"<tr class='region' data-region='{_e(name)}'><td>{_e(r.get('label', name))}</td>{cells}</tr>")
     parts.append(f"<h3>Regions of the face frame</h3><table id='regions'>{head}{''.join(rows)}</table>")
     return "".join(parts)
@@ -301,6 +367,7 @@ def build_html_report(job: ExportJob, outputs: Sequence[dict[str, Any]], pngs: M
     Every hash is listed in a table whose rows carry ``data-file`` / ``data-sha256``.
     """
     created = created_utc or utc_now_iso()
+    M = _metrics()
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<title>{_e(job.title)}</title><style>{_CSS}</style></head><body>",
              f"<h1>{_e(job.title)}</h1><div>Created {_e(created)} by SDE-SR Studio</div>",
@@ -334,12 +401,14 @@ def build_html_report(job: ExportJob, outputs: Sequence[dict[str, Any]], pngs: M
             tag = "<span class='tag real'>FROM INPUT</span>"
         facts = {k: v for k, v in o.items()
                  if k not in ("file", "sha256", "generated", "kind", "caption", "sampler", "sample")}
-        fact_html = "<br>".join(f"{_e(k)}: {_e(_fmt(v))}" for k, v in facts.items())
+        fact_html = "<br>".join(_e(M.format_metric(k, v)) if k in M.METRICS else f"{_e(k)}: {_e(_fmt(v))}"
+                                for k, v in facts.items())
         parts.append(
             f"<figure data-file='{_e(name)}'><img alt='{_e(name)}' src='data:image/png;base64,{data}'>"
             f"<figcaption>{tag} <b>{_e(o.get('caption') or name)}</b><br>{fact_html}"
             f"<br><span class='mono'>{_e(name)}</span></figcaption></figure>")
     parts.append("</div>")
+    parts.append(_metrics_section(outputs, job.uncertainty))
 
     parts.append(_uncertainty_section(job, outputs, pngs))
 

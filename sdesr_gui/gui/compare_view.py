@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.metrics import METRICS, format_metric, format_value, metric_header
 from ..core.session import ResultItem
 from ..core.uncertainty import CAPTION, DEFAULT_VMAX, colormap_lut, overlay, region_agreement
 from .imaging import nearest_upscale, pixmap_from_rgb, qimage_from_rgb
@@ -60,17 +61,35 @@ def display_image(item: CompareItem) -> np.ndarray:
     return nearest_upscale(item.image, 128) if item.image.shape[0] != 128 else item.image
 
 
-def metrics_text(m: dict[str, float]) -> str:
-    parts = []
-    if "consistency" in m:
-        parts.append(f"consistency {m['consistency']:.2f}")
-    if "psnr" in m:
-        parts.append(f"PSNR {m['psnr']:.2f} dB")
-    if "ssim" in m:
-        parts.append(f"SSIM {m['ssim']:.3f}")
-    if "cs" in m:
-        parts.append(f"CS {m['cs']:.3f}")
-    return "\n".join(parts)
+#: the per-image metrics a tile shows, in this order (what core.metrics.image_metrics and CS give)
+TILE_METRICS = ("consistency", "psnr", "ssim", "cs")
+
+
+def metrics_text(m: dict[str, float], fits=None) -> str:
+    """The tile's caption: one metric a line with its unit and direction ("PSNR 24.10 dB ↑").
+
+    ``fits(line) -> bool`` says whether a line fits the tile; a line that does not has its unit
+    moved to the next line ("consistency 2.31 ↓" then "  (0–255)²"), so the tile keeps its width."""
+    lines = []
+    for k in TILE_METRICS:
+        if k in m:
+            line, info = format_metric(k, m[k]), METRICS[k]
+            if fits is not None and not fits(line) and info.unit:
+                lines.append(f"{info.label} {format_value(k, m[k]).removesuffix(info.unit).strip()} {info.arrow}")
+                line = f"  {info.unit}"
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def _legend_row(key: str, shown: str) -> str:
+    info = METRICS[key]
+    return (f"<p><b>{html.escape(shown)}</b> — {html.escape(info.line)} "
+            f"<i>{info.direction.capitalize()}</i>; range {html.escape(info.range)}.</p>")
+
+
+def metrics_tooltip(m: dict[str, float]) -> str:
+    """The caption's tooltip: what each shown number measures, which way is better, its range."""
+    return "".join(_legend_row(k, format_metric(k, m[k])) for k in TILE_METRICS if k in m)
 
 
 def uncertainty_tooltip(umap) -> str:
@@ -78,14 +97,20 @@ def uncertainty_tooltip(umap) -> str:
     rows = "".join(
         f"<tr><td>{r['label']}</td><td>{'<b>' if r['verdict'] != 'agree' else ''}"
         f"{r['text'].split(': ', 1)[1]}{'</b>' if r['verdict'] != 'agree' else ''}</td>"
-        f"<td align='right'>{r['mean_std']:.3f}</td><td align='right'>{r['share_above']:.0%}</td></tr>"
+        f"<td align='right'>{format_value('mean_std', r['mean_std'])}</td>"
+        f"<td align='right'>{format_value('share_above_threshold', r['share_above'])}</td></tr>"
         for r in region_agreement(umap))
+    std_head = html.escape(metric_header("mean_std"))
+    share_head = f"above {umap.threshold:g} {METRICS['share_above_threshold'].arrow}"
     return (f"<p><b>Where the {umap.samples} samples disagree.</b> Per pixel, the standard deviation over the "
             f"samples ([0, 1] units). <b>Bright = the samples disagree = invented detail</b>; dark = they agree, "
             f"so the input constrains that detail. Where they disagree, the mean estimate is likely wrong too.</p>"
             f"<table cellspacing='4'><tr><th align='left'>region</th><th align='left'>the samples</th>"
-            f"<th>mean std</th><th>above {umap.threshold:g}</th></tr>{rows}</table>"
-            f"<p>Face box: {umap.share_above:.0%} of its pixels have a std above {umap.threshold:g}.</p>")
+            f"<th>{std_head}</th><th>{share_head}</th></tr>{rows}</table>"
+            f"<p>Face box: {format_value('share_above_threshold', umap.share_above)} of its pixels have a std "
+            f"above {umap.threshold:g}.</p>"
+            + _legend_row("mean_std", metric_header("mean_std"))
+            + _legend_row("share_above_threshold", share_head))
 
 
 #: how the line above the tiles names each verdict (the words of core.uncertainty.region_agreement)
@@ -170,6 +195,8 @@ class Tile(QFrame):
         lay.addWidget(self.title)
         lay.addWidget(self.image)
         self.scale = None
+        self._grid_width: Optional[int] = None  # the width of the grid cell (set by the view)
+        self._caption_room: Optional[int] = None  # the room the captions were last fitted to
         self._overlay: Optional[tuple[np.ndarray, float]] = None  # (std, opacity) laid over the image
         if item.kind == "uncertainty" and item.uncertainty is not None:
             self.scale = ScaleBar(DEFAULT_VMAX, item.uncertainty.threshold)
@@ -206,6 +233,21 @@ class Tile(QFrame):
         if self.scale is not None:
             self.scale.setFixedWidth(128 * zoom)
             self.metrics.setFixedWidth(128 * zoom)
+        if self._caption_room is not None and self._caption_room != self.caption_room():
+            self.refresh()  # the captions fit the new width
+
+    def caption_room(self) -> int:
+        """Pixels a caption line may take: the width the grid gives this tile (set by the view),
+        else the nominal tile width, less the tile's margins (6) and its widest frame (3, selected)."""
+        width = self._grid_width or 128 * self._zoom + TILE_EXTRA_W
+        return width - 2 * 6 - 2 * 3 - 2
+
+    def set_grid_width(self, width: Optional[int]) -> None:
+        """The width of this tile's grid cell (None: not laid out yet)."""
+        if width != self._grid_width:
+            self._grid_width = width
+            if self._caption_room is not None and self._caption_room != self.caption_room():
+                self.refresh()
 
     def set_overlay(self, std: Optional[np.ndarray], opacity: float = DEFAULT_OPACITY / 100) -> None:
         """Lay the map ``std`` over this tile's image at ``opacity`` (None: the image alone);
@@ -228,10 +270,15 @@ class Tile(QFrame):
         self.title.setText(f"<b>{self.item.title}</b>{seed}<br>{tag}" if tag else f"<b>{self.item.title}</b>{seed}")
         umap = self.item.uncertainty if self.item.kind == "uncertainty" else None
         if umap is not None:
-            self.metrics.setText(f"{CAPTION}.\nstd over {umap.samples} samples; {umap.share_above:.0%} of the "
-                                 f"face above {umap.threshold:g}. Hover for the regions.")
+            self.metrics.setText(f"{CAPTION}.\nstd over {umap.samples} samples, [0, 1] units. Face above "
+                                 f"{umap.threshold:g}: {format_value('share_above_threshold', umap.share_above)} "
+                                 f"{METRICS['share_above_threshold'].arrow}. Hover for the regions.")
             return
-        text = metrics_text(self.item.metrics)
+        self._caption_room = room = self.caption_room()
+        self.metrics.ensurePolished()  # the monospace font of its style sheet, not the default
+        fm = self.metrics.fontMetrics()
+        text = metrics_text(self.item.metrics, lambda line: fm.horizontalAdvance(line) <= room)
+        self.metrics.setToolTip(metrics_tooltip(self.item.metrics))
         if self.item.note:
             text = (text + "\n" if text else "") + self.item.note
         self.metrics.setText(text or " ")
@@ -549,7 +596,12 @@ class CompareView(QWidget):
             self.grid.takeAt(0)
         tile_w = 128 * z + TILE_EXTRA_W
         cols = max(1, (self.scroll.viewport().width() - 8) // tile_w)
+        # the width each tile gets: captions drop a unit only when even that is too narrow
+        m = self.grid.contentsMargins()
+        gap = max(self.grid.horizontalSpacing(), 0)
+        cell = (self.scroll.viewport().width() - 8 - m.left() - m.right() - gap * (cols - 1)) // cols
         for i, it in enumerate(self.items):
+            self.tiles[it.key].set_grid_width(max(cell, tile_w))
             self.grid.addWidget(self.tiles[it.key], i // cols, i % cols)
 
     def resizeEvent(self, e) -> None:

@@ -4,6 +4,7 @@ samples' current estimates disagree)."""
 
 from __future__ import annotations
 
+import html
 import random
 from pathlib import Path
 from typing import Optional
@@ -28,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.metrics import format_metric, format_value, metric_tooltip
 from ..core.presets import DEFAULT_H, DEFAULT_SAMPLER, MAX_CORRECTOR_STEPS, MAX_SAMPLES, SAMPLER_PRESETS
 from ..core.sde import DEFAULT_SDE, SDES
 from ..core.uncertainty import CAPTION
@@ -100,8 +102,17 @@ def describe_model(meta: dict, fallback: str) -> str:
         bits.append(f"{steps} steps")
     m = meta.get("metrics") or {}
     if "psnr" in m:
-        bits.append(f"val PSNR {m['psnr']:.2f} dB (bicubic {m.get('psnr_bicubic', float('nan')):.2f})")
+        bits.append(f"val {format_metric('psnr', m['psnr'])} (bicubic {format_value('psnr', m.get('psnr_bicubic'))})")
     return " · ".join(bits)
+
+
+def model_tooltip(meta: dict, path) -> str:
+    """The model line's tooltip: the file, and what its validation PSNR measures."""
+    if "psnr" not in (meta.get("metrics") or {}):
+        return str(path)
+    return (f"<p>{html.escape(str(path))}</p><p>val PSNR: the mean PSNR of its samples on the validation "
+            f"faces, against their HR (bicubic: the same for bicubic upsampling). "
+            f"{html.escape(metric_tooltip('psnr'))}</p>")
 
 
 R_TIP = ("r: the Langevin corrector's signal-to-noise ratio (Paper PC). Higher r gives smoother images and "
@@ -413,8 +424,9 @@ class ControlsPanel(QWidget):
             self.model_info.setText("")
         else:
             self.no_model_label.hide()
-            self.model_info.setText(describe_model(read_meta(w), Path(w).stem))
-            self.model_info.setToolTip(w)
+            meta = read_meta(w)
+            self.model_info.setText(describe_model(meta, Path(w).stem))
+            self.model_info.setToolTip(model_tooltip(meta, w))
         c = self.classifier_path()
         for cb in self.attr_boxes.values():
             cb.setEnabled(c is not None)
