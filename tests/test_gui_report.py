@@ -83,3 +83,28 @@ def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(R.ExportError, match="nothing was left behind"):
         R.export_run(job, out)
     assert os.listdir(out) == []
+
+
+def test_report_gives_each_candidate_its_rate_and_the_mean_estimate_its_list(tmp_path):
+    from sdesr_gui.core import calibration as cal
+
+    job, src = _job(tmp_path)
+    rng = np.random.default_rng(0)
+    c = cal.build_calibration("fake", {k: rng.normal(0.95, 0.02, 2000) for k in ("sample", "mean")},
+                              {k: rng.normal(0.85, 0.03, 50_000) for k in ("sample", "mean")}, {"data": "synthetic"})
+    cands = job.candidates
+    cal.annotate(cands["per_sample"]["Sample 1"], c, "sample", 1000)
+    cands["mean_estimate"] = {"candidates": [{"identity": "zed", "file": "z/1.png", "score": 0.91}]}
+    cal.annotate(cands["mean_estimate"]["candidates"], c, "mean", 1000)
+    cands["calibration"] = {"file": "cal.json", "data": "synthetic", "rates": "false-match rate: ..."}
+    res = R.export_run(job, tmp_path / "out", folder_name="cal", forbidden=[src.parent])
+    html = (res.folder / "report.html").read_text()
+    want = cands["per_sample"]["Sample 1"][0]["calibration"]
+    assert cal.short_rate(want) in html and "strangers scoring this high" in html
+    assert want["text"].replace("'", "&#x27;") in html
+    assert "Mean estimate (matched on its own" in html and "zed" in html
+    assert "Scores are calibrated (cal.json" in html
+    # without a calibration the report says the scores are raw cosines
+    del cands["calibration"]
+    res = R.export_run(job, tmp_path / "out", folder_name="raw", forbidden=[src.parent])
+    assert "not probabilities" in (res.folder / "report.html").read_text()

@@ -207,7 +207,7 @@ th{background:#eef1f5} code,.mono{font-family:ui-monospace,Menlo,Consolas,monosp
 .grid{display:flex;flex-wrap:wrap;gap:14px}
 figure{margin:0;background:#fff;border:1px solid #d5d9e0;border-radius:6px;padding:8px;width:256px}
 figure img{width:256px;height:256px;image-rendering:pixelated;display:block}
-figcaption{font-size:12px;margin-top:6px}
+figcaption{font-size:12px;margin-top:6px} td.small{font-size:12px;max-width:420px}
 figure.map{width:auto} figure img.map{width:auto;height:auto;image-rendering:auto}
 .tag{display:inline-block;font-size:11px;font-weight:600;padding:1px 6px;border-radius:4px}
 .gen{background:#b3261e;color:#fff} .real{background:#2e7d32;color:#fff} .interp{background:#5c6bc0;color:#fff}
@@ -235,18 +235,37 @@ def _kv_table(d: Mapping[str, Any]) -> str:
 
 
 def _cand_table(cands: Sequence[Mapping[str, Any]], extra_cols: Sequence[str] = (),
-                score_label: str = "score (cosine)") -> str:
+                score_label: str = "score (cosine, higher = more similar)") -> str:
+    """Ranked candidates; when calibrated, each with its false-match rate (table cell) and what
+    its score means (the same sentence the GUI shows on hover)."""
+    from .calibration import short_rate
+
     if not cands:
         return "<p>(no candidates)</p>"
-    head = f"<tr><th>rank</th><th>identity</th><th>{_e(score_label)}</th>" + "".join(
+    calibrated = any(c.get("calibration") for c in cands)
+    rate_head = "<th>strangers scoring this high</th><th>what the score means</th>" if calibrated else ""
+    head = f"<tr><th>rank</th><th>identity</th><th>{_e(score_label)}</th>{rate_head}" + "".join(
         f"<th>{_e(c)}</th>" for c in extra_cols) + "<th>gallery file</th></tr>"
     rows = []
     for i, c in enumerate(cands, 1):
         extra = "".join(f"<td>{_e(_fmt(c.get(col)))}</td>" for col in extra_cols)
         score = c.get("score", c.get("mean_score"))
+        rate = ""
+        if calibrated:
+            d = c.get("calibration") or {}
+            text = d.get("text", "") + (f" (note: {d['note']})" if d.get("note") else "")
+            rate = f"<td>{_e(short_rate(d))}</td><td class='small'>{_e(text)}</td>"
         rows.append(f"<tr><td>{i}</td><td>{_e(c.get('identity', ''))}</td>"
-                    f"<td>{_e(_fmt(score))}</td>{extra}<td class='mono'>{_e(c.get('file', ''))}</td></tr>")
+                    f"<td>{_e(_fmt(score))}</td>{rate}{extra}<td class='mono'>{_e(c.get('file', ''))}</td></tr>")
     return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _calibration_words(cal: Optional[Mapping[str, Any]]) -> str:
+    if not cal:
+        return ("<p>No score calibration for this embedder: the scores are raw cosines (higher = more similar), "
+                "not probabilities.</p>")
+    return (f"<p>Scores are calibrated ({_e(cal.get('file'))}; {_e(cal.get('data'))}): "
+            f"{_e(cal.get('rates'))}.</p>")
 
 
 #: the per-image metrics, in the order the GUI's tiles show them
@@ -433,11 +452,16 @@ def build_html_report(job: ExportJob, outputs: Sequence[dict[str, Any]], pngs: M
         parts.append("<p>No gallery search was run for this export.</p>")
     else:
         parts.append(_kv_table({k: c.get(k) for k in ("gallery", "embedder", "top_k", "stability")}))
+        parts.append(_calibration_words(c.get("calibration")))
         for label, cands in (c.get("per_sample") or {}).items():
             parts.append(f"<h3>{_e(label)}</h3>" + _cand_table(cands))
         if c.get("consensus"):
             parts.append("<h3>Consensus over all samples</h3>" + _cand_table(
                 c["consensus"], ("rank1_frequency", "in_top_k", "ranks"), "mean cosine over samples"))
+        m = c.get("mean_estimate")
+        if m:
+            parts.append("<h3>Mean estimate (matched on its own: an estimate, not a sample)</h3>"
+                         + _cand_table(m.get("candidates") or []))
         if c.get("bicubic") is not None:
             parts.append("<h3>Bicubic baseline</h3>" + _cand_table(c["bicubic"]))
 
