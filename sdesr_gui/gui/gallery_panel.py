@@ -182,7 +182,7 @@ class GalleryPanel(QWidget):
         self.notice = QLabel(f"⚠ {CANDIDATE_NOTICE} A generated face can resemble someone it is not.")
         self.notice.setWordWrap(True)
         self.notice.setStyleSheet("QLabel{background:#fde7e4;color:#5a1410;border:1px solid #d9534f;"
-                                  "border-radius:4px;padding:4px 8px;font-weight:600}")
+                                  "border-radius:4px;padding:1px 8px;font-weight:600}")
 
         self.sample_title = QLabel("Selected sample: candidates")
         self.sample_table = CandidateTable(["identity", "cosine", FMR_COLUMN])

@@ -43,6 +43,10 @@ OPEN_FILTER = ("Images and videos (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp 
                "*.mp4 *.avi *.mov *.mkv *.m4v *.webm *.mpg *.mpeg *.wmv *.ts);;All files (*)")
 
 
+#: the gallery dock's first height (px): about six candidate rows visible at 1400x900
+GALLERY_DOCK_HEIGHT = 380
+
+
 class MainWindow(QMainWindow):
     runFinished = Signal()  # samples arrived
     runCancelled = Signal()
@@ -75,7 +79,14 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.compare)
         # the controls (with the live frames) run the full height; the gallery spans the rest
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.source_dock = self._dock("Source", "source", self.source_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+        # the source panel scrolls rather than holding the window's height: the gallery below it
+        # needs the room for its candidate rows
+        source_scroll = QScrollArea()
+        source_scroll.setWidgetResizable(True)
+        source_scroll.setWidget(self.source_panel)
+        source_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        source_scroll.setMinimumWidth(self.source_panel.minimumSizeHint().width() + 20)
+        self.source_dock = self._dock("Source", "source", source_scroll, Qt.DockWidgetArea.LeftDockWidgetArea)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.controls)
@@ -84,7 +95,8 @@ class MainWindow(QMainWindow):
         self.controls_dock = self._dock("Controls", "controls", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
         self.gallery_dock = self._dock("Gallery", "gallery", self.gallery, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.resizeDocks([self.source_dock, self.controls_dock], [360, 300], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.gallery_dock], [240], Qt.Orientation.Vertical)
+        # tall enough for about six of the top-10 candidates at 1400x900 (the comparison scrolls)
+        self.resizeDocks([self.gallery_dock], [GALLERY_DOCK_HEIGHT], Qt.Orientation.Vertical)
 
         self.status_label = QLabel("")
         self.statusBar().addWidget(self.status_label, 1)
@@ -96,6 +108,7 @@ class MainWindow(QMainWindow):
         self._update_actions()
         if self.settings.value("window/geometry") is None:
             self.resize(1400, 900)
+            self.resizeDocks([self.gallery_dock], [GALLERY_DOCK_HEIGHT], Qt.Orientation.Vertical)
 
     # ---------------------------------------------------------------- construction
     def _dock(self, title: str, name: str, widget, area) -> QDockWidget:
