@@ -430,6 +430,34 @@ def test_one_sample_shows_no_map(qtbot, window, fast_weights):
     assert "No disagreement map with one sample" in window.controls.live_map_note.text()
 
 
+def test_before_after_shows_the_selected_sample_against_bicubic(qtbot, window, fast_weights):
+    """Before / after opens on bicubic (left, before) vs the selected sample (right, after), not
+    on bicubic vs LR, and follows the selection (a click on a tile, a re-run's new sample)."""
+    from sdesr_gui.gui.imaging import rgb_from_qimage
+
+    open_and_detect(qtbot, window, SAMPLE_FACE)
+    use_models(window, fast_weights, classifier=False)
+    window.controls.steps.setValue(2)
+    window.controls.samples.setValue(2)
+    run_and_wait(qtbot, window)
+    cv = window.compare
+    assert cv.selected == "s1"
+    assert (cv.combo_a.currentData(), cv.combo_b.currentData()) == ("bicubic", "s1")
+    assert cv.split._labels == ("Bicubic", "Sample 1")
+    assert np.array_equal(rgb_from_qimage(cv.split._b), cv.item("s1").image)
+    assert np.array_equal(rgb_from_qimage(cv.split._a), cv.item("bicubic").image)
+    cv.tabs.setCurrentIndex(1)  # the tab itself
+    cv.select("s2")
+    assert cv.combo_b.currentData() == "s2" and np.array_equal(rgb_from_qimage(cv.split._b), cv.item("s2").image)
+    cv.select("bicubic")  # selecting a non-sample leaves the comparison as it is
+    assert (cv.combo_a.currentData(), cv.combo_b.currentData()) == ("bicubic", "s2")
+    cv.select("s2")
+    run_and_wait(qtbot, window)  # a new run keeps the selected sample on the right
+    assert cv.combo_b.currentData() == cv.selected == "s2"
+    run_and_wait(qtbot, window, rerun_key="s1")  # a re-run's new sample is selected and shown
+    assert cv.selected == "s3" and cv.combo_b.currentData() == "s3" and cv.combo_a.currentData() == "bicubic"
+
+
 def test_results_outlive_selection_changes_and_reference_can_be_loaded(qtbot, window, fast_weights, tmp_path):
     from sdesr_gui.core.provenance import atomic_save_png
 
