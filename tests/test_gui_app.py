@@ -130,6 +130,24 @@ def test_open_still_selects_detected_face(qtbot, window):
     assert str(SAMPLE_FACE) in window._recent()
 
 
+def test_a_transparent_still_goes_on_grey_and_the_panel_says_so(qtbot, window, tmp_path):
+    from PIL import Image
+
+    rgba = np.dstack([np.asarray(Image.open(SAMPLE_FACE).convert("RGB")), np.full((128, 128), 255, np.uint8)])
+    rgba[:, :24, 3] = 0  # a transparent strip down the left
+    path = tmp_path / "cutout.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    open_and_detect(qtbot, window, path)
+    sp = window.source_panel
+    assert np.all(sp.image[:, :24] == 128) and np.array_equal(sp.image[:, 24:], rgba[:, 24:, :3])
+    note = ("'cutout.png' has transparent pixels; they were composited on a neutral mid-grey "
+            "(128, 128, 128) before use.")
+    assert sp.source_note.isVisible() and sp.source_note.text() == f"Note: {note}"
+    assert window.session.source_info["notes"] == [note]  # goes into the run record with the input
+    open_and_detect(qtbot, window, SAMPLE_FACE)  # an opaque file: no note
+    assert not sp.source_note.isVisible() and "notes" not in window.session.source_info
+
+
 def test_open_errors_are_one_sentence(qtbot, window, tmp_path):
     assert not window.open_path(tmp_path / "missing.png")
     assert "does not exist" in window.last_error and "\n" not in window.last_error

@@ -253,7 +253,8 @@ class MainWindow(QMainWindow):
         self.session.set_input(p, kind, self.source_panel.source_info())
         self._hash_input(p)
         n = self.source_panel.frame_count
-        self.set_status(f"Opened {p.name} ({'video, %d frames' % n if kind == 'video' else 'still image'}).")
+        self.set_status(f"Opened {p.name} ({'video, %d frames' % n if kind == 'video' else 'still image'})."
+                        + "".join(f" {note}" for note in self.source_panel.source_notes))
         self._update_actions()
 
     def _hash_input(self, p: Path) -> None:
@@ -324,12 +325,13 @@ class MainWindow(QMainWindow):
     def load_reference(self, path) -> bool:
         """Use a known aligned 128×128 face as the reference HR (PSNR / SSIM / CS); False with a
         message if it cannot be."""
+        notes: list[str] = []
         try:
-            self.session.load_reference(path)
+            self.session.load_reference(path, notes=notes)
         except SdesrError as e:
             self.show_error("Reference", str(e))
             return False
-        self.set_status(f"Reference HR: {Path(path).name}")
+        self.set_status(f"Reference HR: {Path(path).name}" + "".join(f". {n}" for n in notes))
         return True
 
     def selection_reference(self, sel) -> tuple[Optional[np.ndarray], bool]:

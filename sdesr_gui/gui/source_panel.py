@@ -88,10 +88,19 @@ class SourcePanel(QWidget):
         self._shut = False
 
         self.view = FrameView()
+        # what was done to the input on opening that the analyst should know (e.g. transparency
+        # filled with mid-grey): stays while the file is open, unlike the status bar
+        self.source_note = QLabel("")
+        self.source_note.setWordWrap(True)
+        self.source_note.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.source_note.setStyleSheet("QLabel { background: palette(alternate-base); border: 1px solid palette(mid);"
+                                       " border-radius: 3px; padding: 3px; }")
+        self.source_note.setVisible(False)
         self.view.faceClicked.connect(self._on_view_click)
         self.view.boxDrawn.connect(self.set_manual_box)
         self.view.pointClicked.connect(self._on_eye_click)
         self.eye_points: list[tuple[float, float]] = []
+        self.source_notes: list[str] = []
 
         # scrubber
         st = self.style()
@@ -179,6 +188,7 @@ class SourcePanel(QWidget):
 
         lay = QVBoxLayout(self)
         lay.addWidget(self.view, 1)
+        lay.addWidget(self.source_note)
         lay.addWidget(self.busy)
         lay.addWidget(self.scrubber)
         self.eyes_btn = QToolButton(text="Click eyes", checkable=True)
@@ -288,11 +298,20 @@ class SourcePanel(QWidget):
             w.setValue(0)
             w.blockSignals(False)
         self._set_scrub_enabled(n > 1)
+        self.set_source_notes(getattr(src, "notes", ()))
         self.frame_index = -1
         self._prev_box = None
         self._clear_faces()
         self.opened.emit(str(self.path))
         self._show_frame(0, first)
+
+    def set_source_notes(self, notes) -> None:
+        """Show what opening the file changed (one sentence each); hidden when there is nothing."""
+        notes = [str(n) for n in notes]
+        self.source_notes = notes
+        self.source_note.setText("\n".join(f"Note: {n}" for n in notes))
+        self.source_note.setToolTip("How the file was read; the file itself is not changed." if notes else "")
+        self.source_note.setVisible(bool(notes))
 
     @property
     def frame_count(self) -> int:
