@@ -308,6 +308,64 @@ def _move_event(p: QPoint):
                        Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
 
 
+@pytest.fixture(scope="module")
+def astronaut_on_grey(tmp_path_factory):
+    """scikit-image's astronaut (a real face) on the left of a wide mid-grey canvas."""
+    from PIL import Image
+    from skimage import data
+
+    canvas = np.full((520, 1000, 3), 128, np.uint8)
+    canvas[:512, :512] = data.astronaut()
+    path = tmp_path_factory.mktemp("astronaut") / "astronaut_on_grey.png"
+    Image.fromarray(canvas).save(path)
+    return path
+
+
+def _draw_box(qtbot, view, x0, y0, x1, y1):
+    a = view.image_to_widget(QPointF(x0, y0)).toPoint()
+    b = view.image_to_widget(QPointF(x1, y1)).toPoint()
+    qtbot.mousePress(view, Qt.MouseButton.LeftButton, pos=a)
+    for t in np.linspace(0, 1, 5):
+        view.mouseMoveEvent(_move_event(a + (b - a) * float(t)))
+    qtbot.mouseRelease(view, Qt.MouseButton.LeftButton, pos=b)
+
+
+def test_a_drawn_box_without_a_face_is_no_reference_unless_the_analyst_insists(qtbot, window, astronaut_on_grey):
+    from PySide6.QtWidgets import QMessageBox
+
+    from sdesr_gui.core.selection import NO_FACE_KEPT_NOTE, NO_FACE_NOTE, NO_FACE_QUESTION
+
+    open_and_detect(qtbot, window, astronaut_on_grey)
+    sp = window.source_panel
+    # a box on the grey part: big enough to be a genuine reference, but no face in it
+    with qtbot.waitSignal(sp.boxFaceChecked, timeout=60_000) as blocker:
+        _draw_box(qtbot, sp.view, 700, 150, 790, 260)
+    assert blocker.args == [False]
+    sel = sp.selection
+    assert sel.kind == "manual" and sel.reference is None and sel.note == NO_FACE_NOTE
+    assert sel.to_dict()["face_in_box"] is False and sel.to_dict()["reference_hr"] is False
+    assert "reference" not in [it.key for it in window.compare.items]  # no metrics against it
+    assert sp.note_label.text() == NO_FACE_NOTE
+    assert window.last_question == NO_FACE_QUESTION
+    box = window._dialogs[-1]
+    assert isinstance(box, QMessageBox) and box.isVisible() and box.text() == NO_FACE_QUESTION
+    assert box.defaultButton() is box.button(QMessageBox.StandardButton.No)
+    box.button(QMessageBox.StandardButton.Yes).click()  # "use it anyway"
+    sel = sp.selection
+    assert sel.reference is not None and sel.note == NO_FACE_KEPT_NOTE and sel.to_dict()["face_in_box"] is False
+    assert window.compare.item("reference") is not None
+
+    # a box on the astronaut's face: a face is found, no question, the crop is the reference
+    window.last_question = None
+    with qtbot.waitSignal(sp.boxFaceChecked, timeout=60_000) as blocker:
+        _draw_box(qtbot, sp.view, 181, 62, 268, 172)
+    assert blocker.args == [True]
+    sel = sp.selection
+    assert sel.kind == "manual" and sel.reference is not None and "face_in_box" not in sel.to_dict()
+    assert window.last_question is None and "No face" not in sp.note_label.text()
+    assert window.compare.item("reference") is not None
+
+
 def test_no_weights_gives_a_clear_message(qtbot, window):
     c = window.controls
     assert c.weights_path() is None

@@ -57,6 +57,7 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.setDockNestingEnabled(True)
         self.last_error: Optional[str] = None
+        self.last_question: Optional[str] = None  # the last yes/no question asked (for tests and logs)
         self._exporting = None  # the export job while one runs
         self._dialogs: list = []
         self._enhancers: dict[tuple, Any] = {}
@@ -171,6 +172,7 @@ class MainWindow(QMainWindow):
         sp.selectionChanged.connect(self._on_selection)
         sp.errorOccurred.connect(lambda m: self.show_error("Input", m))
         sp.statusMessage.connect(self.set_status)
+        sp.boxFaceChecked.connect(self._on_box_face_checked)
         sp.frameChanged.connect(lambda _: self._update_actions())
         c = self.controls
         c.runRequested.connect(self.run_clicked)
@@ -223,6 +225,28 @@ class MainWindow(QMainWindow):
         box.finished.connect(lambda _=None, b=box: self._dialogs.remove(b) if b in self._dialogs else None)
         self._dialogs.append(box)
         box.open()
+
+    def ask(self, title: str, question: str, on_yes) -> QMessageBox:
+        """A non-blocking yes/no question (No is the default); ``on_yes()`` runs on Yes."""
+        self.last_question = question
+        box = QMessageBox(QMessageBox.Icon.Warning, title, question,
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.finished.connect(lambda _=None, b=box: self._dialogs.remove(b) if b in self._dialogs else None)
+        box.accepted.connect(on_yes)  # Yes has the accept role
+        self._dialogs.append(box)
+        box.open()
+        return box
+
+    def _on_box_face_checked(self, found: bool) -> None:
+        """A hand-drawn box without a face has lost its reference HR: say so, offer to keep it."""
+        if found:
+            return
+        from ..core.selection import NO_FACE_NOTE, NO_FACE_QUESTION
+
+        self.set_status(NO_FACE_NOTE)
+        self.ask("No face in the drawn box", NO_FACE_QUESTION, self.source_panel.keep_box_as_reference)
 
     def show_about(self, tab: int = 0) -> None:
         from .about import AboutDialog

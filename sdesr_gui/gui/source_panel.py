@@ -9,6 +9,7 @@ that cannot be read is one sentence (``errorOccurred``; ``openFailed`` for an op
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -62,6 +63,7 @@ class SourcePanel(QWidget):
     detectionFinished = Signal(int, int)  # frame, number of faces
     errorOccurred = Signal(str)
     statusMessage = Signal(str)
+    boxFaceChecked = Signal(bool)  # a hand-drawn box's crop was searched for a face: found?
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -101,6 +103,11 @@ class SourcePanel(QWidget):
         self.view.pointClicked.connect(self._on_eye_click)
         self.eye_points: list[tuple[float, float]] = []
         self.source_notes: list[str] = []
+        # hand-drawn boxes whose crop is (being) searched for a face, (frame, box) -> "pending" |
+        # "face" | "none" | "kept" (no face, used as the reference HR anyway); cleared with the
+        # frame's faces
+        self._box_verdicts: dict[tuple, str] = {}
+        self._box_job: Optional[FunctionJob] = None
 
         # scrubber
         st = self.style()
@@ -555,6 +562,7 @@ class SourcePanel(QWidget):
         self.faces = []
         self.detected_frame = None
         self.manual_box = None
+        self._box_verdicts = {}
         self.eye_points = []
         self.view.set_points([])
         if self.eyes_btn.isChecked():
@@ -631,7 +639,59 @@ class SourcePanel(QWidget):
     def _select_manual(self) -> None:
         if self.manual_box is None or self.image is None:
             return
-        self._apply(("manual",), sel_mod.from_box(self.image, self.manual_box, self.frame_index), -1)
+        s = sel_mod.from_box(self.image, self.manual_box, self.frame_index)
+        key = (self.frame_index, self.manual_box)
+        verdict = self._box_verdicts.get(key)
+        if s.reference is not None and verdict == "none":
+            s = sel_mod.without_reference(s)
+        elif s.reference is not None and verdict == "kept":
+            s = dataclasses.replace(s, note=sel_mod.NO_FACE_KEPT_NOTE, details={**s.details, "face_in_box": False})
+        self._apply(("manual",), s, -1)
+        if s.reference is not None and verdict is None:
+            self._check_box_face(key, s.crop)
+
+    def _check_box_face(self, key: tuple, crop: np.ndarray) -> None:
+        """Look for a face in a hand-drawn box's crop (MTCNN, in a worker) before it counts as a
+        reference HR; with none, the selection loses its reference and ``boxFaceChecked(False)``
+        lets the window ask whether to use it anyway (:meth:`keep_box_as_reference`)."""
+        self._box_verdicts[key] = "pending"
+        self.statusMessage.emit("Looking for a face in the drawn box…")
+
+        def work(report, cancel):
+            return sel_mod.crop_has_face(crop)
+
+        job = FunctionJob(work, "Face check of the drawn box", self)
+        job.succeeded.connect(lambda found, k=key: self._on_box_checked(k, bool(found)))
+        job.failed.connect(lambda msg, k=key: (self._box_verdicts.pop(k, None), self.errorOccurred.emit(msg)))
+        job.finished.connect(lambda j=job: self._on_box_job_finished(j))
+        self._box_job = job
+        self._start(job)
+
+    def _on_box_job_finished(self, job) -> None:
+        self._jobs.discard(job)
+        if job is self._box_job:
+            self._box_job = None
+        job.deleteLater()
+
+    def _on_box_checked(self, key: tuple, found: bool) -> None:
+        if self._box_verdicts.get(key) != "pending":
+            return  # another frame since: the box (and its verdict) is gone
+        self._box_verdicts[key] = "face" if found else "none"
+        if not found and self._sel_key == ("manual",) and (self.frame_index, self.manual_box) == key:
+            self._select_manual()  # still the shown selection: without its reference now
+        if found:
+            self.statusMessage.emit("A face was found in the drawn box.")
+        self.boxFaceChecked.emit(found)
+
+    def keep_box_as_reference(self) -> None:
+        """The analyst's answer to "use it anyway?": the box's crop (no face found) is the
+        reference HR after all; the selection's note and record say so."""
+        key = (self.frame_index, self.manual_box)
+        if self.manual_box is None or self._box_verdicts.get(key) != "none":
+            return
+        self._box_verdicts[key] = "kept"
+        if self._sel_key == ("manual",):
+            self._select_manual()
 
     def _on_eye_mode(self, on: bool) -> None:
         self.view.set_eye_mode(on)
