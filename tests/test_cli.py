@@ -264,6 +264,33 @@ def test_conversions_are_accepted(tmp_path, astronaut_face, tiny_weights, capsys
     assert len(list((tmp_path / "o").glob("*_sample1.png"))) == 5
 
 
+def test_transparent_input_goes_on_grey_with_a_warning_and_a_note_in_the_record(tmp_path, astronaut_face,
+                                                                                 tiny_weights, capsys):
+    d = tmp_path / "alpha"
+    d.mkdir()
+    rgba = np.dstack([astronaut_face, np.full((128, 128), 255, np.uint8)])
+    rgba[:, :32, 3] = 0  # a transparent strip on the left
+    Image.fromarray(rgba, "RGBA").save(d / "cutout.png")
+    out = tmp_path / "o"
+    code, _, err = run(["enhance", d / "cutout.png", "--out", out, "--weights", tiny_weights["score"],
+                        "--steps", "1", "--quiet"], capsys)
+    assert code == 0, err
+    line = next(ln for ln in err.splitlines() if "transparent" in ln)
+    assert line == ("sdesr: warning: 'cutout.png' has transparent pixels; they were composited on a neutral "
+                    "mid-grey (128, 128, 128) before use.")
+    rec = json.loads((out / "cutout.json").read_text())
+    assert rec["inputs"][0]["notes"] == [line.split("warning: ", 1)[1]]
+    # the bicubic of the degraded HR shows grey, not black, where the face was transparent
+    bic = np.asarray(Image.open(out / "cutout_bicubic.png").convert("RGB"))
+    assert abs(int(bic[64, 4].mean()) - 128) <= 3
+    # an opaque input gets no such line
+    Image.fromarray(astronaut_face).convert("RGBA").save(d / "opaque.png")
+    code, _, err = run(["enhance", d / "opaque.png", "--out", tmp_path / "o3", "--weights", tiny_weights["score"],
+                        "--steps", "1", "--quiet"], capsys)
+    assert code == 0 and "transparent" not in err
+    assert "notes" not in json.loads((tmp_path / "o3" / "opaque.json").read_text())["inputs"][0]
+
+
 def test_refuses_to_write_into_the_input_folder_or_overwrite(tmp_path, inputs, tiny_weights, capsys):
     before = tree(inputs)
     for out in (inputs, inputs / "results"):

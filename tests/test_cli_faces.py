@@ -82,6 +82,20 @@ def test_detect_manual_box_and_eyes(evidence: Path, tmp_path: Path, capsys) -> N
     assert face["method"] == "eyes" and face["frame"] == 0 and face["box"] == [428.0, 155.0, 454.0, 186.0]
 
 
+def test_detect_says_a_transparent_still_went_on_grey(tmp_path: Path, capsys) -> None:
+    rgba = np.dstack([np.asarray(Image.open(FACE).convert("RGB")), np.full((128, 128), 255, np.uint8)])
+    rgba[:20, :, 3] = 0
+    d = tmp_path / "evidence"
+    d.mkdir()
+    Image.fromarray(rgba, "RGBA").save(d / "cut.png")
+    out = tmp_path / "out"
+    code, _, err = run(["detect", d / "cut.png", "--box", "10,10,118,118", "--out", out, "--quiet"], capsys)
+    assert code == 0, err
+    assert "sdesr: warning: 'cut.png' has transparent pixels; they were composited on a neutral mid-grey" in err
+    rec = json.loads((out / "cut_faces.json").read_text())
+    assert len(rec["inputs"][0]["notes"]) == 1 and "mid-grey (128, 128, 128)" in rec["inputs"][0]["notes"][0]
+
+
 def test_detect_bad_input_is_one_line_and_writes_nothing(evidence: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     (evidence / "junk.mp4").write_bytes(b"\x00" * 4000)

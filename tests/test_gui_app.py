@@ -130,6 +130,24 @@ def test_open_still_selects_detected_face(qtbot, window):
     assert str(SAMPLE_FACE) in window._recent()
 
 
+def test_a_transparent_still_goes_on_grey_and_the_panel_says_so(qtbot, window, tmp_path):
+    from PIL import Image
+
+    rgba = np.dstack([np.asarray(Image.open(SAMPLE_FACE).convert("RGB")), np.full((128, 128), 255, np.uint8)])
+    rgba[:, :24, 3] = 0  # a transparent strip down the left
+    path = tmp_path / "cutout.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    open_and_detect(qtbot, window, path)
+    sp = window.source_panel
+    assert np.all(sp.image[:, :24] == 128) and np.array_equal(sp.image[:, 24:], rgba[:, 24:, :3])
+    note = ("'cutout.png' has transparent pixels; they were composited on a neutral mid-grey "
+            "(128, 128, 128) before use.")
+    assert sp.source_note.isVisible() and sp.source_note.text() == f"Note: {note}"
+    assert window.session.source_info["notes"] == [note]  # goes into the run record with the input
+    open_and_detect(qtbot, window, SAMPLE_FACE)  # an opaque file: no note
+    assert not sp.source_note.isVisible() and "notes" not in window.session.source_info
+
+
 def test_open_errors_are_one_sentence(qtbot, window, tmp_path):
     assert not window.open_path(tmp_path / "missing.png")
     assert "does not exist" in window.last_error and "\n" not in window.last_error
@@ -290,6 +308,64 @@ def _move_event(p: QPoint):
                        Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
 
 
+@pytest.fixture(scope="module")
+def astronaut_on_grey(tmp_path_factory):
+    """scikit-image's astronaut (a real face) on the left of a wide mid-grey canvas."""
+    from PIL import Image
+    from skimage import data
+
+    canvas = np.full((520, 1000, 3), 128, np.uint8)
+    canvas[:512, :512] = data.astronaut()
+    path = tmp_path_factory.mktemp("astronaut") / "astronaut_on_grey.png"
+    Image.fromarray(canvas).save(path)
+    return path
+
+
+def _draw_box(qtbot, view, x0, y0, x1, y1):
+    a = view.image_to_widget(QPointF(x0, y0)).toPoint()
+    b = view.image_to_widget(QPointF(x1, y1)).toPoint()
+    qtbot.mousePress(view, Qt.MouseButton.LeftButton, pos=a)
+    for t in np.linspace(0, 1, 5):
+        view.mouseMoveEvent(_move_event(a + (b - a) * float(t)))
+    qtbot.mouseRelease(view, Qt.MouseButton.LeftButton, pos=b)
+
+
+def test_a_drawn_box_without_a_face_is_no_reference_unless_the_analyst_insists(qtbot, window, astronaut_on_grey):
+    from PySide6.QtWidgets import QMessageBox
+
+    from sdesr_gui.core.selection import NO_FACE_KEPT_NOTE, NO_FACE_NOTE, NO_FACE_QUESTION
+
+    open_and_detect(qtbot, window, astronaut_on_grey)
+    sp = window.source_panel
+    # a box on the grey part: big enough to be a genuine reference, but no face in it
+    with qtbot.waitSignal(sp.boxFaceChecked, timeout=60_000) as blocker:
+        _draw_box(qtbot, sp.view, 700, 150, 790, 260)
+    assert blocker.args == [False]
+    sel = sp.selection
+    assert sel.kind == "manual" and sel.reference is None and sel.note == NO_FACE_NOTE
+    assert sel.to_dict()["face_in_box"] is False and sel.to_dict()["reference_hr"] is False
+    assert "reference" not in [it.key for it in window.compare.items]  # no metrics against it
+    assert sp.note_label.text() == NO_FACE_NOTE
+    assert window.last_question == NO_FACE_QUESTION
+    box = window._dialogs[-1]
+    assert isinstance(box, QMessageBox) and box.isVisible() and box.text() == NO_FACE_QUESTION
+    assert box.defaultButton() is box.button(QMessageBox.StandardButton.No)
+    box.button(QMessageBox.StandardButton.Yes).click()  # "use it anyway"
+    sel = sp.selection
+    assert sel.reference is not None and sel.note == NO_FACE_KEPT_NOTE and sel.to_dict()["face_in_box"] is False
+    assert window.compare.item("reference") is not None
+
+    # a box on the astronaut's face: a face is found, no question, the crop is the reference
+    window.last_question = None
+    with qtbot.waitSignal(sp.boxFaceChecked, timeout=60_000) as blocker:
+        _draw_box(qtbot, sp.view, 181, 62, 268, 172)
+    assert blocker.args == [True]
+    sel = sp.selection
+    assert sel.kind == "manual" and sel.reference is not None and "face_in_box" not in sel.to_dict()
+    assert window.last_question is None and "No face" not in sp.note_label.text()
+    assert window.compare.item("reference") is not None
+
+
 def test_no_weights_gives_a_clear_message(qtbot, window):
     c = window.controls
     assert c.weights_path() is None
@@ -428,6 +504,34 @@ def test_one_sample_shows_no_map(qtbot, window, fast_weights):
     assert not cv.overlay_check.isEnabled() and "one sample cannot show" in cv.agreement.text()
     assert window._last_preview.std is None and window.controls.live_map.pixmap().isNull()
     assert "No disagreement map with one sample" in window.controls.live_map_note.text()
+
+
+def test_before_after_shows_the_selected_sample_against_bicubic(qtbot, window, fast_weights):
+    """Before / after opens on bicubic (left, before) vs the selected sample (right, after), not
+    on bicubic vs LR, and follows the selection (a click on a tile, a re-run's new sample)."""
+    from sdesr_gui.gui.imaging import rgb_from_qimage
+
+    open_and_detect(qtbot, window, SAMPLE_FACE)
+    use_models(window, fast_weights, classifier=False)
+    window.controls.steps.setValue(2)
+    window.controls.samples.setValue(2)
+    run_and_wait(qtbot, window)
+    cv = window.compare
+    assert cv.selected == "s1"
+    assert (cv.combo_a.currentData(), cv.combo_b.currentData()) == ("bicubic", "s1")
+    assert cv.split._labels == ("Bicubic", "Sample 1")
+    assert np.array_equal(rgb_from_qimage(cv.split._b), cv.item("s1").image)
+    assert np.array_equal(rgb_from_qimage(cv.split._a), cv.item("bicubic").image)
+    cv.tabs.setCurrentIndex(1)  # the tab itself
+    cv.select("s2")
+    assert cv.combo_b.currentData() == "s2" and np.array_equal(rgb_from_qimage(cv.split._b), cv.item("s2").image)
+    cv.select("bicubic")  # selecting a non-sample leaves the comparison as it is
+    assert (cv.combo_a.currentData(), cv.combo_b.currentData()) == ("bicubic", "s2")
+    cv.select("s2")
+    run_and_wait(qtbot, window)  # a new run keeps the selected sample on the right
+    assert cv.combo_b.currentData() == cv.selected == "s2"
+    run_and_wait(qtbot, window, rerun_key="s1")  # a re-run's new sample is selected and shown
+    assert cv.selected == "s3" and cv.combo_b.currentData() == "s3" and cv.combo_a.currentData() == "bicubic"
 
 
 def test_results_outlive_selection_changes_and_reference_can_be_loaded(qtbot, window, fast_weights, tmp_path):

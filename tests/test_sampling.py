@@ -226,6 +226,72 @@ def test_callback_and_cancel():
         assert len(calls) == 3  # stopped before the 4th step
 
 
+class RecordingScore:
+    """Wraps a guided score and records every evaluation (x, t, guided score)."""
+
+    def __init__(self, inner):
+        self.inner, self.evals = inner, []
+
+    def split(self, x, t):
+        own, sc = self.inner.split(x, t)
+        self.evals.append((x.clone(), t.clone(), sc))
+        return own, sc
+
+    def __call__(self, x, t):
+        return self.split(x, t)[1]
+
+
+@pytest.mark.parametrize("sampler", ["pc", "pc_corrector_only", "pc_m1", "dpmpp_2m", "heun"])
+def test_preview_is_the_models_own_estimate_not_the_guided_one(sampler):
+    """The live 'denoised' tile shows the network's own D(x, sigma) given the LR, not Tweedie's
+    x + sigma^2 (score + guidance), which a huge guidance term blows up at high noise."""
+    from sdesr_gui.core.models import AttributeClassifier, AttributeClassifierConfig, ScoreNetConfig, ScoreUNet
+
+    torch.manual_seed(0)
+    model = ScoreUNet(ScoreNetConfig.tiny()).eval()
+    clf = AttributeClassifier(AttributeClassifierConfig.tiny()).eval()
+    y_up = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    sde = VESDE()
+    guided = S.guided_score_fn(S.model_score_fn(model, sde, y_up), clf, sde, {"male": 1, "beard": 0}, h=1e6)
+    assert isinstance(guided, S.GuidedScore)
+    rec = RecordingScore(guided)
+    seen = []  # (report, the evaluation just before it)
+
+    def callback(info):
+        seen.append((info, rec.evals[-1]))
+
+    shape, noise = (3, 32, 32), S.NoiseSource([3])
+    with torch.no_grad():
+        if sampler.startswith("pc"):
+            pred, corr, m = {"pc": ("reverse_diffusion", "none", 0), "pc_corrector_only": ("none", "langevin", 1),
+                             "pc_m1": ("reverse_diffusion", "langevin", 1)}[sampler]
+            S.pc_sample(rec, sde, shape, noise, n_steps=4, predictor=pred, corrector=corr, corrector_steps=m,
+                        callback=callback)
+        else:
+            S.fast_sample(rec, sde, shape, noise, n_steps=4, method=sampler, callback=callback)
+    assert len(seen) == 4
+    for k, (info, (x, t, sc)) in enumerate(seen):
+        sigma = sde.marginal_std(t)
+        with torch.no_grad():
+            plain = model.denoise(x, sigma, y_up.expand_as(x))
+        tol = 1e-5 * (1.0 + float(x.abs().max()))  # float32 rounding of x + sigma^2 (D - x) / sigma^2
+        assert float((info.denoised - plain).abs().max()) < tol, (sampler, k)
+    # at the top of the noise range (the prior draw, the first evaluation of a predictor-only PC
+    # or a DPM-Solver++ run) the guided estimate is nowhere near an image; the preview is
+    if sampler not in ("pc", "dpmpp_2m"):
+        return
+    info, (x, t, sc) = seen[0]
+    assert float(sde.marginal_std(t)[0]) == pytest.approx(348.0, rel=1e-3)
+    gap = float((S.tweedie(sde, x, t, sc) - info.denoised).abs().max())
+    assert gap > 100.0 * (1.0 + float(info.denoised.abs().max())), gap
+    # without guidance the preview is the same estimate the sampler steps with (nothing changed)
+    plain_seen = []
+    base = S.model_score_fn(model, sde, y_up)
+    with torch.no_grad():
+        S.fast_sample(base, sde, shape, S.NoiseSource([3]), n_steps=2, callback=plain_seen.append)
+    assert torch.equal(plain_seen[-1].denoised, plain_seen[-1].x)  # last step: x = D
+
+
 def test_pc_argument_errors():
     sde = VESDE()
     with pytest.raises(ValueError):
@@ -296,7 +362,7 @@ def test_step_limit_follows_evaluations_per_step(monkeypatch):
     def triple(run, x):  # an Euler step that evaluates the denoiser three times (for counting)
         def update(x, den, sig_hat, sig_next):
             run.denoise(x, sig_hat), run.denoise(x, sig_hat)
-            return den + (sig_next / sig_hat) * (x - den), den
+            return den + (sig_next / sig_hat) * (x - den)
 
         return run.loop(x, update)
 

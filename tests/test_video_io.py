@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from sdesr_gui.core.video import (SUPPORTED_STILL_EXTENSIONS, InputError, iter_image_files,
-                                  load_still)
+                                  load_still, open_source)
 
 
 def _rgb(h: int = 12, w: int = 16) -> np.ndarray:
@@ -56,21 +56,47 @@ def test_gray_and_bilevel(tmp_path: Path) -> None:
     assert set(np.unique(out).tolist()) == {0, 255}
 
 
-def test_alpha_is_composited_on_black(tmp_path: Path) -> None:
+def test_alpha_is_composited_on_neutral_grey_and_said(tmp_path: Path) -> None:
     rgba = np.zeros((12, 16, 4), np.uint8)
     rgba[..., :3] = (200, 100, 50)
     rgba[:, :8, 3] = 255  # left half opaque, right half transparent
+    rgba[:, 8, 3] = 128  # one half-transparent column
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
-    out = load_still(tmp_path / "a.png")
+    notes: list = []
+    out = load_still(tmp_path / "a.png", notes=notes)
     _ok(out)
-    assert out[0, 0].tolist() == [200, 100, 50] and out[0, 15].tolist() == [0, 0, 0]
+    assert out[0, 0].tolist() == [200, 100, 50] and out[0, 15].tolist() == [128, 128, 128]
+    assert out[0, 8].tolist() == [164, 114, 89]  # (v * 128 + 128 * 127 + 127) // 255
+    assert notes == ["'a.png' has transparent pixels; they were composited on a neutral mid-grey "
+                     "(128, 128, 128) before use."]
+    assert load_still(tmp_path / "a.png")[0, 15].tolist() == [128, 128, 128]  # notes are optional
+    # the source says so too, and its info() (the run record's input block) keeps it
+    src = open_source(tmp_path / "a.png")
+    assert src.notes == tuple(notes) and src.info()["notes"] == notes
 
+    # fully opaque alpha changes nothing and is not worth a note
     la = Image.fromarray(np.stack([np.full((12, 16), 90, np.uint8),
                                    np.full((12, 16), 255, np.uint8)], -1), "LA")
     la.save(tmp_path / "la.png")
-    out = load_still(tmp_path / "la.png")
+    notes = []
+    out = load_still(tmp_path / "la.png", notes=notes)
     _ok(out)
-    assert out[3, 3].tolist() == [90, 90, 90]
+    assert out[3, 3].tolist() == [90, 90, 90] and notes == []
+    assert "notes" not in open_source(tmp_path / "la.png").info()
+    # grey + alpha (LA) with a transparent part, and 16-bit RGBA (decoded by OpenCV)
+    la = np.stack([np.full((12, 16), 90, np.uint8), np.full((12, 16), 255, np.uint8)], -1)
+    la[:4, :, 1] = 0
+    Image.fromarray(la, "LA").save(tmp_path / "la2.png")
+    notes = []
+    out = load_still(tmp_path / "la2.png", notes=notes)
+    assert out[0, 0].tolist() == [128] * 3 and out[6, 0].tolist() == [90] * 3 and len(notes) == 1
+    bgra16 = np.zeros((4, 5, 4), np.uint16)
+    bgra16[..., :3] = 65535
+    bgra16[:, :2, 3] = 65535
+    assert cv2.imwrite(str(tmp_path / "rgba16.png"), bgra16)
+    notes = []
+    out = load_still(tmp_path / "rgba16.png", notes=notes)
+    assert out[0, 0].tolist() == [255] * 3 and out[0, 4].tolist() == [128] * 3 and len(notes) == 1
 
 
 def test_palette_with_and_without_transparency(tmp_path: Path) -> None:
@@ -79,12 +105,14 @@ def test_palette_with_and_without_transparency(tmp_path: Path) -> None:
     p = Image.fromarray(idx, "P")
     p.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
     p.save(tmp_path / "p.png")
-    out = load_still(tmp_path / "p.png")
+    notes: list = []
+    out = load_still(tmp_path / "p.png", notes=notes)
     _ok(out)
-    assert out[0, 0].tolist() == [255, 0, 0] and out[0, 15].tolist() == [0, 255, 0]
+    assert out[0, 0].tolist() == [255, 0, 0] and out[0, 15].tolist() == [0, 255, 0] and notes == []
     p.save(tmp_path / "pt.png", transparency=1)
-    out = load_still(tmp_path / "pt.png")
-    assert out[0, 0].tolist() == [255, 0, 0] and out[0, 15].tolist() == [0, 0, 0]
+    out = load_still(tmp_path / "pt.png", notes=notes)
+    assert out[0, 0].tolist() == [255, 0, 0] and out[0, 15].tolist() == [128, 128, 128]
+    assert len(notes) == 1 and "'pt.png' has transparent pixels" in notes[0]
     p.save(tmp_path / "pt.gif", transparency=1)
     _ok(load_still(tmp_path / "pt.gif"))
 

@@ -57,6 +57,8 @@ def cmd_detect(args) -> int:
 
     t0 = time.perf_counter()
     with open_source(inp) as src:
+        for n in src.notes:  # e.g. transparency filled with mid-grey (also in the record's input block)
+            warn(n)
         frames = _frames_to_scan(args, src)
         if (box or eyes) and len(frames) != 1:
             raise UsageError("a hand-drawn --box or --eyes belongs to one frame; give --frame I")

@@ -39,10 +39,13 @@ def cmd_enhance(args) -> int:
 
     # read and check every input before anything is written
     t0 = time.perf_counter()
-    images = [load_still(p) for p in files]
+    notes: list[list[str]] = [[] for _ in files]  # per input: conversions the user should know of
+    images = [load_still(p, notes=n) for p, n in zip(files, notes)]
     prepared = [prepare_face(img) for img in images]
     input_hashes = [sha256_file(p) for p in files]
-    for p, prep in zip(files, prepared):
+    for p, prep, note in zip(files, prepared, notes):
+        for n in note:  # e.g. transparency filled with mid-grey
+            warn(n)
         if prep.warning:
             warn(f"{p.name}: {prep.warning}")
     active = any(v is not None for v in settings.attributes.values())
@@ -50,7 +53,7 @@ def cmd_enhance(args) -> int:
     t_load = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
 
-    for path, stem, img, prep, sha in zip(files, stems, images, prepared, input_hashes):
+    for path, stem, img, prep, sha, note in zip(files, stems, images, prepared, input_hashes, notes):
         written: list[Path] = []
         try:
             total = settings.n_steps()
@@ -64,7 +67,7 @@ def cmd_enhance(args) -> int:
                                   model=enh.model_info, sampler=res.settings,
                                   attributes=res.settings["attributes"])
             rec.add_input(path, sha256=sha, mode=prep.mode, warning=prep.warning,
-                          size=[int(img.shape[1]), int(img.shape[0])])
+                          size=[int(img.shape[1]), int(img.shape[0])], **({"notes": note} if note else {}))
             if enh.classifier_info:
                 rec.extra["classifier"] = enh.classifier_info
             samples_u8 = faces.to_uint8(res.samples)

@@ -80,7 +80,10 @@ def _probe_frame(path: Path, min_prob: float = 0.9):
     from ..core import faces
     from ..core.video import load_still
 
-    img = load_still(path)
+    notes: list[str] = []
+    img = load_still(path, notes=notes)
+    for n in notes:  # e.g. transparency filled with mid-grey
+        warn(n)
     role = faces.image_role(img)
     if role == "frame":
         return img, "frame"

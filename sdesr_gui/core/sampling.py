@@ -6,7 +6,9 @@ SDE; :func:`guided_score_fn` adds SRDG classifier guidance.  Both samplers
 
 * draw all noise from a :class:`NoiseSource` that holds one ``torch.Generator`` per sample, so
   sample k of a batch equals a run of that sample alone with its own seed (up to float rounding),
-* call ``callback(StepInfo)`` after every step with x_t and the Tweedie estimate of x_0,
+* call ``callback(StepInfo)`` after every step with x_t and the model's own estimate of x_0
+  (the denoiser given the LR, Tweedie's formula on the *unguided* score: classifier guidance
+  steers the steps but is left out of the preview, see :class:`GuidedScore`),
 * check ``cancel()`` before every step and raise :class:`SamplingCancelled`.
 
 Noise is drawn on the CPU and moved to the device, so a seed means the same noise everywhere.
@@ -42,6 +44,8 @@ __all__ = [
     "NoiseSource",
     "model_score_fn",
     "guided_score_fn",
+    "GuidedScore",
+    "split_score",
     "tweedie",
     "mean_estimate",
     "MEAN_ESTIMATE_SEED",
@@ -105,7 +109,7 @@ class StepInfo:
     step: int  # 1-based
     total: int
     x: torch.Tensor  # current x_t (the fast sampler reports its VE-form x_t / s(t))
-    denoised: torch.Tensor  # Tweedie estimate of x_0 at this step
+    denoised: torch.Tensor  # the model's own estimate of x_0 at this step: D(x, sigma) given the LR, no guidance
     sigma: float  # noise level (VE form) of x_t
     nfe: int  # score-network evaluations so far
 
@@ -191,7 +195,7 @@ def guided_score_fn(
     ``classifier(x_hat, sigma) -> logits [B, A]`` works in VE form like the score model and has
     an ``attributes`` sequence naming its outputs.  ``targets`` maps attribute -> 1 (present),
     0 (absent) or None (unknown: adds nothing).  Unknown attribute names raise ValueError.
-    Returns ``score_fn`` itself when nothing is set or h == 0.
+    Returns ``score_fn`` itself when nothing is set or h == 0, else a :class:`GuidedScore`.
     """
     names = list(getattr(classifier, "attributes", [])) if classifier is not None else []
     active: list[tuple[int, float]] = []
@@ -206,8 +210,7 @@ def guided_score_fn(
     idx = torch.tensor([i for i, _ in active])
     sign = torch.tensor([s for _, s in active])
 
-    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        base = score_fn(x, t)
+    def guidance(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         s = sde.mean_coeff(t).to(x.dtype)
         sigma = (sde.marginal_std(t) / sde.mean_coeff(t)).to(x.dtype)
         use_amp = (x.device.type == "cuda") if autocast is None else bool(autocast)
@@ -219,9 +222,38 @@ def guided_score_fn(
             # log p(c | x) for a binary classifier: logsigmoid(+logit) for present, (-logit) absent
             logp = F.logsigmoid(logits * sign.to(x.device)).sum()
             grad = torch.autograd.grad(logp, xg)[0]
-        return base + h * grad.to(base.dtype)
+        return h * grad
 
-    return score
+    return GuidedScore(score_fn, guidance)
+
+
+class GuidedScore:
+    """A score function plus a guidance term: ``self(x, t)`` = base + guidance.
+
+    ``split(x, t) -> (base, guided)`` gives both from one network evaluation, so a sampler can
+    step with the guided score and still show the model's own estimate of x_0: at high noise
+    Tweedie's x + sigma^2 (score + guidance) multiplies the guidance term by sigma^2 (about
+    10^5 at sigma 348) and the preview would be saturated stripes, not a face.
+    """
+
+    def __init__(self, base: ScoreFn, guidance: ScoreFn):
+        self.base, self.guidance = base, guidance
+
+    def split(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = self.base(x, t)
+        return b, b + self.guidance(x, t).to(b.dtype)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.split(x, t)[1]
+
+
+def split_score(score_fn: ScoreFn, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(unguided, guided)`` score at x: one tensor twice for a score function without guidance."""
+    split = getattr(score_fn, "split", None)
+    if split is None:
+        sc = score_fn(x, t)
+        return sc, sc
+    return split(x, t)
 
 
 #: seed of the fixed noise field fed to the denoiser for the mean estimate
@@ -382,18 +414,20 @@ def pc_sample(
         _check_cancel(cancel)
         t = ts[i] * ones
         t_next = (ts[i + 1] if i + 1 < n_steps else zero) * ones
-        x_eval, score = x, None  # last position the score was evaluated at (for the preview)
+        # last position the score was evaluated at and its unguided score (for the preview)
+        x_eval, own = x, None
         for _ in range(m):  # corrector first ...
-            x_eval, score = x, score_fn(x, t)
+            x_eval, (own, score) = x, split_score(score_fn, x, t)
             nfe += 1
             x, x_mean = correct(sde, x, t, t_next, score, noise.randn_like(x), snr)
         if predict is not None:  # ... then the predictor to t_{i+1}
-            x_eval, score = x, score_fn(x, t)
+            x_eval, (own, score) = x, split_score(score_fn, x, t)
             nfe += 1
             x, x_mean = predict(sde, x, t, t_next, score, noise.randn_like(x))
         if callback is not None:
             sigma = float((sde.marginal_std(t) / sde.mean_coeff(t))[0])
-            callback(StepInfo(i + 1, n_steps, x, tweedie(sde, x_eval, t, score), sigma, nfe))
+            # the model's own estimate D(x, sigma), not one blown up by sigma^2 * guidance
+            callback(StepInfo(i + 1, n_steps, x, tweedie(sde, x_eval, t, own), sigma, nfe))
     out = x_mean if denoise else x
     return SampleResult(out, nfe, n_steps, time.perf_counter() - start)
 
@@ -420,7 +454,8 @@ class FastRun:
 
     A method loops ``for i in range(run.n_steps)``: ``x, sig_hat, sig_next = run.begin_step(i, x)``
     (cancel check, churn), evaluates ``run.denoise(x, sigma)``, moves x to ``sig_next`` and calls
-    ``run.end_step(i, x, denoised, sig_next)``.  ``run.nfe`` counts the evaluations.
+    ``run.end_step(i, x, sig_next)``.  ``run.nfe`` counts the evaluations; ``run.estimate`` is
+    the model's own (unguided) estimate of x_0 at the last evaluation, which the step reports.
     """
 
     def __init__(self, score_fn: ScoreFn, sde: SDE, sigmas: torch.Tensor, noise: NoiseSource,
@@ -431,15 +466,19 @@ class FastRun:
         self.callback, self.cancel = callback, cancel
         self.n_steps = len(sigmas) - 1
         self.nfe = 0
+        self.estimate: torch.Tensor | None = None
 
     def denoise(self, xh: torch.Tensor, sigma: float) -> torch.Tensor:
-        """D(x_hat, sigma): Tweedie's estimate of x_0 from the VE-form x_hat = x_t / s(t)."""
+        """D(x_hat, sigma): Tweedie's estimate of x_0 from the VE-form x_hat = x_t / s(t), with the
+        guidance if any (the sampler steps with it); the unguided one is kept as ``estimate``."""
         sde, ones = self.sde, self.ones
         t = sde.t_from_sigma(torch.tensor(sigma, dtype=torch.float64)).to(dtype=ones.dtype, device=ones.device) * ones
         xt = xh * bcast(sde.mean_coeff(t), xh)
-        sc = self.score_fn(xt, t)
+        own, sc = split_score(self.score_fn, xt, t)
         self.nfe += 1
-        return tweedie(sde, xt, t, sc)
+        den = tweedie(sde, xt, t, sc)
+        self.estimate = den if own is sc else tweedie(sde, xt, t, own)
+        return den
 
     def begin_step(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, float, float]:
         """Check cancel; with churn raise sigma_i to sig_hat with fresh noise.  -> (x, sig_hat, sig_next)."""
@@ -452,22 +491,19 @@ class FastRun:
             x = x + math.sqrt(sig_hat**2 - sig**2) * self.s_noise * self.noise.randn_like(x)
         return x, sig_hat, sig_next
 
-    def end_step(self, i: int, x: torch.Tensor, denoised: torch.Tensor, sig_next: float) -> None:
+    def end_step(self, i: int, x: torch.Tensor, sig_next: float) -> None:
         if self.callback is not None:
-            self.callback(StepInfo(i + 1, self.n_steps, x, denoised, sig_next, self.nfe))
+            self.callback(StepInfo(i + 1, self.n_steps, x, self.estimate, sig_next, self.nfe))
 
     def loop(self, x: torch.Tensor, update) -> torch.Tensor:
         """The loop every fast method shares: per step, cancel check and churn, one denoising
-        D(x, sig_hat), then ``update(x, den, sig_hat, sig_next) -> (x, den)`` -- except the last
-        step to sigma 0, which is x = D -- and the step report."""
+        D(x, sig_hat), then ``update(x, den, sig_hat, sig_next) -> x`` -- except the last step to
+        sigma 0, which is x = D -- and the step report."""
         for i in range(self.n_steps):
             x, sig_hat, sig_next = self.begin_step(i, x)
             den = self.denoise(x, sig_hat)
-            if sig_next == 0:
-                x = den
-            else:
-                x, den = update(x, den, sig_hat, sig_next)
-            self.end_step(i, x, den, sig_next)
+            x = den if sig_next == 0 else update(x, den, sig_hat, sig_next)
+            self.end_step(i, x, sig_next)
         return x
 
 
@@ -506,7 +542,7 @@ def sample_dpmpp_2m(run: FastRun, x: torch.Tensor) -> torch.Tensor:
             r = last["h"] / h
             d_est = (1.0 + 1.0 / (2.0 * r)) * den - (1.0 / (2.0 * r)) * last["den"]
         last.update(den=den, h=h)
-        return (sig_next / sig_hat) * x - math.expm1(-h) * d_est, den
+        return (sig_next / sig_hat) * x - math.expm1(-h) * d_est
 
     return run.loop(x, update)
 
@@ -520,7 +556,7 @@ def sample_heun(run: FastRun, x: torch.Tensor) -> torch.Tensor:
         x_next = x + (sig_next - sig_hat) * d
         den2 = run.denoise(x_next, sig_next)
         d2 = (x_next - den2) / sig_next
-        return x + (sig_next - sig_hat) * 0.5 * (d + d2), den2
+        return x + (sig_next - sig_hat) * 0.5 * (d + d2)
 
     return run.loop(x, update)
 

@@ -10,7 +10,10 @@ Ways to pick a face in a frame (alignment is :func:`core.faces.extract_face`):
 * ``lr``: a 16x16 still taken as the LR input itself.
 
 The reference HR (for PSNR / SSIM / CS) is known only when the aligned crop was not enlarged,
-i.e. the face had at least as many pixels as the frame; otherwise it is ``None``.
+i.e. the face had at least as many pixels as the frame; otherwise it is ``None``.  A hand-drawn
+box can hold anything, so before its crop counts as a reference HR the GUI looks for a face in it
+(:func:`crop_has_face`, in a worker) and, when there is none, uses it without a reference
+(:func:`without_reference`) unless the analyst insists.
 """
 
 from __future__ import annotations
@@ -25,6 +28,15 @@ from . import faces
 FRAME = faces.FRAME_SIZE
 LR = faces.LR_SIZE
 GENUINE_NOTE = "The face had enough pixels: the aligned crop serves as the reference HR."
+#: the warning when the face detector finds no face in a hand-drawn box's crop
+NO_FACE_IN_BOX = ("No face was found in the drawn box; metrics against it as the reference HR "
+                  "would be meaningless.")
+NO_FACE_NOTE = NO_FACE_IN_BOX + " It is not used as the reference HR."
+NO_FACE_KEPT_NOTE = NO_FACE_IN_BOX + " It is used as the reference HR anyway, as asked."
+NO_FACE_QUESTION = ("No face was found in the drawn box; metrics against it will be meaningless. "
+                    "Use it as the reference HR anyway?")
+#: how sure MTCNN must be that the crop shows a face (a face filling the frame scores ~0.99+)
+BOX_FACE_MIN_PROB = 0.9
 
 
 @dataclasses.dataclass
@@ -85,6 +97,20 @@ def from_eyes(image: np.ndarray, eyes, box=None, frame_index: int = 0) -> FaceSe
     """Align by two eye clicks ((x, y) of the image-left eye, then the image-right eye)."""
     e = sorted((tuple(map(float, p)) for p in eyes), key=lambda p: p[0])
     return from_box(image, box, frame_index, eyes=e)
+
+
+def crop_has_face(crop: np.ndarray, min_prob: float = BOX_FACE_MIN_PROB) -> bool:
+    """Whether MTCNN finds a face in an aligned 128x128 crop (heavy: call it off the GUI thread).
+
+    A face aligned into the frame is large, so the crop is scanned once, without upscaling."""
+    return bool(faces.detect_faces(crop, min_face=20, upscale_small=False, min_prob=min_prob))
+
+
+def without_reference(sel: FaceSelection, note: str = NO_FACE_NOTE) -> FaceSelection:
+    """``sel`` with no reference HR (its crop is still the face to enhance), saying why."""
+    details = dict(sel.details)
+    details["face_in_box"] = False
+    return dataclasses.replace(sel, reference=None, note=note, details=details)
 
 
 def whole_image(image: np.ndarray, frame_index: int = 0) -> Optional[FaceSelection]:

@@ -390,11 +390,12 @@ class Session:
         self._set_header(IDLE_HEADER)
 
     # ---------------------------------------------------------------- reference
-    def load_reference(self, path) -> np.ndarray:
-        """Load a reference HR (an aligned 128x128 face frame) from a file; see :meth:`set_reference`."""
+    def load_reference(self, path, notes: Optional[list] = None) -> np.ndarray:
+        """Load a reference HR (an aligned 128x128 face frame) from a file; see :meth:`set_reference`.
+        ``notes`` receives what loading changed (transparency filled with mid-grey)."""
         from .video import load_still
 
-        img = load_still(path)
+        img = load_still(path, notes=notes)
         self.set_reference(img, Path(path).name)
         return img
 

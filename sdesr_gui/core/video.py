@@ -6,9 +6,12 @@ clear sentence naming the file, fit for a dialog or CLI stderr. Inputs are never
 Still images are returned as HxWx3 uint8 RGB arrays. Conversions (not refusals):
 
 * grayscale (``L``, 1-bit), palette, CMYK, YCbCr ... -> RGB;
-* alpha (``RGBA``, ``LA``, ``P`` with transparency, 16-bit RGBA) -> composited on
-  **black** (colour multiplied by alpha), so hidden colour under transparent pixels never
-  leaks into the result;
+* alpha (``RGBA``, ``LA``, ``P`` with transparency, 16-bit RGBA) -> composited on a
+  **neutral mid-grey** (:data:`ALPHA_BACKGROUND`), so hidden colour under transparent pixels
+  never leaks into the result and a cut-out face does not sit on black (which reads as a dark
+  edge to the detector and the model); when any pixel is (partly) transparent,
+  ``load_still(..., notes=[])`` appends one sentence saying so (:func:`alpha_note`), for the
+  GUI's source panel, CLI stderr and the run record;
 * 16-bit gray / RGB -> 8-bit by rounding ``v * 255 / 65535`` (65535 -> 255, 32768 -> 128);
   16-bit RGB(A) PNG/TIFF are decoded with OpenCV to keep full precision before rounding;
 * 32-bit integer (``I``) -> treated as a 16-bit container (clipped to 0..65535);
@@ -35,6 +38,8 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "MIN_SIDE",
     "load_still",
+    "ALPHA_BACKGROUND",
+    "alpha_note",
     "iter_image_files",
     "is_still_file",
 ]
@@ -120,9 +125,25 @@ def _gray_to_rgb(g: np.ndarray) -> np.ndarray:
     return np.repeat(g[:, :, None], 3, axis=2)
 
 
-def _composite_on_black(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """uint8 RGB x uint8 alpha / 255, rounded: transparent pixels become black."""
-    out = (rgb.astype(np.uint32) * alpha[:, :, None].astype(np.uint32) + 127) // 255
+#: what transparent pixels are composited on: a neutral mid-grey (not black, not white)
+ALPHA_BACKGROUND: tuple[int, int, int] = (128, 128, 128)
+
+
+def alpha_note(name: str) -> str:
+    """The one sentence that tells the user a still's transparency was filled in."""
+    r, g, b = ALPHA_BACKGROUND
+    return (f"{name} has transparent pixels; they were composited on a neutral mid-grey "
+            f"({r}, {g}, {b}) before use.")
+
+
+def _composite(rgb: np.ndarray, alpha: np.ndarray, seen: Optional[list] = None) -> np.ndarray:
+    """uint8 RGB over :data:`ALPHA_BACKGROUND` by uint8 alpha, rounded: transparent pixels become
+    mid-grey.  Appends True to ``seen`` when any pixel is not fully opaque."""
+    a = alpha[:, :, None].astype(np.uint32)
+    bg = np.asarray(ALPHA_BACKGROUND, np.uint32)
+    out = (rgb.astype(np.uint32) * a + bg * (255 - a) + 127) // 255
+    if seen is not None and bool((alpha < 255).any()):
+        seen.append(True)
     return out.astype(np.uint8)
 
 
@@ -134,8 +155,9 @@ def _float_to_u8(f: np.ndarray) -> np.ndarray:
     return np.round(np.clip(f, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _pil_to_rgb(img: Image.Image) -> np.ndarray:
-    """Convert a loaded PIL image of any common mode to HxWx3 uint8 RGB."""
+def _pil_to_rgb(img: Image.Image, seen: Optional[list] = None) -> np.ndarray:
+    """Convert a loaded PIL image of any common mode to HxWx3 uint8 RGB (``seen``: see
+    :func:`_composite`)."""
     mode = img.mode
     if mode in ("1", "L", "RGB") and "transparency" in img.info:
         img, mode = img.convert("RGBA"), "RGBA"  # tRNS colour key -> alpha
@@ -150,12 +172,12 @@ def _pil_to_rgb(img: Image.Image) -> np.ndarray:
     if mode == "P":
         has_alpha = "transparency" in img.info or (img.palette is not None
                                                     and img.palette.mode == "RGBA")
-        return _pil_to_rgb(img.convert("RGBA" if has_alpha else "RGB"))
+        return _pil_to_rgb(img.convert("RGBA" if has_alpha else "RGB"), seen)
     if mode == "RGBX":
         return np.asarray(img.convert("RGB"), dtype=np.uint8)
     if mode in ("RGBA", "RGBa", "LA", "La", "PA"):
         rgba = np.asarray(img.convert("RGBA"), dtype=np.uint8)
-        return _composite_on_black(rgba[:, :, :3], rgba[:, :, 3])
+        return _composite(rgba[:, :, :3], rgba[:, :, 3], seen)
     return np.asarray(img.convert("RGB"), dtype=np.uint8)  # CMYK, YCbCr, LAB, HSV ...
 
 
@@ -197,7 +219,7 @@ def _orientation(img: Image.Image) -> int:
         return 1
 
 
-def _load_16bit_colour(path: Path, orientation: int) -> np.ndarray:
+def _load_16bit_colour(path: Path, orientation: int, seen: Optional[list] = None) -> np.ndarray:
     import cv2
 
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -211,7 +233,7 @@ def _load_16bit_colour(path: Path, orientation: int) -> np.ndarray:
     else:
         arr8 = _float_to_u8(arr)
     if arr8.shape[2] == 4:
-        rgb = _composite_on_black(arr8[:, :, 2::-1], arr8[:, :, 3])
+        rgb = _composite(arr8[:, :, 2::-1], arr8[:, :, 3], seen)
     else:
         rgb = arr8[:, :, ::-1]
     op = _ORIENT_OPS.get(orientation)
@@ -220,11 +242,14 @@ def _load_16bit_colour(path: Path, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def load_still(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_still(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+               notes: Optional[list] = None) -> np.ndarray:
     """Load a still image as an HxWx3 uint8 RGB array (EXIF orientation applied).
 
     ``max_pixels`` limits width x height for this call (decompression-bomb guard;
-    ``None`` leaves only Pillow's own global limit). Raises :class:`InputError` for a
+    ``None`` leaves only Pillow's own global limit).  ``notes``, a list, receives one sentence
+    per conversion the user should know of (transparency filled with mid-grey:
+    :func:`alpha_note`).  Raises :class:`InputError` for a
     missing path, a folder, an empty, unreadable, non-image, truncated or corrupt file,
     an image smaller than 2x2, or one over the pixel limit.
     """
@@ -246,6 +271,7 @@ def load_still(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail, not half-load
     corrupt = f"{name} could not be decoded (the file may be truncated or corrupt)."
     bomb = f"{name} is too large to open safely (it may be a decompression bomb)."
+    seen: list = []
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", Image.DecompressionBombWarning)
@@ -263,10 +289,11 @@ def load_still(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -
                                      f"{MIN_SIDE}x{MIN_SIDE} is needed).", p)
                 orientation = _orientation(img)
                 if _is_16bit_colour(p, img):
-                    return _load_16bit_colour(p, orientation)
-                img.load()  # force a full decode: truncated files fail here
-                img = ImageOps.exif_transpose(img) or img
-                rgb = _pil_to_rgb(img)
+                    rgb = _load_16bit_colour(p, orientation, seen)
+                else:
+                    img.load()  # force a full decode: truncated files fail here
+                    img = ImageOps.exif_transpose(img) or img
+                    rgb = _pil_to_rgb(img, seen)
             if any(issubclass(wn.category, Image.DecompressionBombWarning) for wn in caught):
                 raise InputError(bomb, p)
     except InputError:
@@ -284,6 +311,8 @@ def load_still(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -
         raise InputError(corrupt, p) from None
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise InputError(corrupt, p)
+    if seen and notes is not None:
+        notes.append(alpha_note(name))
     return np.ascontiguousarray(rgb)
 
 
@@ -321,7 +350,8 @@ class Source:
     """Frames of a still or a video. ``frame(i)`` returns an HxWx3 uint8 RGB array.
 
     Attributes: ``path``, ``kind`` (``"still"`` or ``"video"``), ``frame_count``, ``fps``
-    (0 for a still), ``size`` (width, height). Usable as a context manager.
+    (0 for a still), ``size`` (width, height), ``notes`` (sentences about conversions the
+    user should know of, e.g. transparency filled with grey). Usable as a context manager.
     """
 
     kind: str = ""
@@ -329,6 +359,7 @@ class Source:
     frame_count: int = 0
     fps: float = 0.0
     size: tuple[int, int] = (0, 0)
+    notes: tuple[str, ...] = ()
 
     def timestamp(self, i: int) -> float:
         """Seconds from the start of the footage to frame ``i`` (nominal: ``i / fps``)."""
@@ -342,9 +373,12 @@ class Source:
         pass
 
     def info(self) -> dict:
-        """JSON-ready description (for run records)."""
-        return {"path": str(self.path), "kind": self.kind, "frame_count": int(self.frame_count),
-                "fps": round(float(self.fps), 6), "size": [int(self.size[0]), int(self.size[1])]}
+        """JSON-ready description (for run records); ``notes`` only when there are any."""
+        d = {"path": str(self.path), "kind": self.kind, "frame_count": int(self.frame_count),
+             "fps": round(float(self.fps), 6), "size": [int(self.size[0]), int(self.size[1])]}
+        if self.notes:
+            d["notes"] = list(self.notes)
+        return d
 
     def _check_index(self, i: int) -> int:
         try:
@@ -374,9 +408,11 @@ class StillSource(Source):
 
     kind = "still"
 
-    def __init__(self, path: PathLike, image: Optional[np.ndarray] = None) -> None:
+    def __init__(self, path: PathLike, image: Optional[np.ndarray] = None, notes: Iterable[str] = ()) -> None:
         self.path = Path(path).expanduser()
-        self._image = load_still(self.path) if image is None else np.ascontiguousarray(image)
+        found: list = list(notes)
+        self._image = load_still(self.path, notes=found) if image is None else np.ascontiguousarray(image)
+        self.notes = tuple(found)
         self._image.setflags(write=False)
         self.frame_count = 1
         self.fps = 0.0
@@ -666,7 +702,8 @@ def open_source(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, 
     if is_video_file(p):
         return VideoSource(p, cancel=cancel)
     try:
-        return StillSource(p, load_still(p, max_pixels=max_pixels))
+        notes: list = []
+        return StillSource(p, load_still(p, max_pixels=max_pixels, notes=notes), notes)
     except InputError as still_error:
         if is_still_file(p):
             raise

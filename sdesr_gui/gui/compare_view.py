@@ -500,6 +500,7 @@ class CompareView(QWidget):
                 self.select(first)
         else:
             self.tiles[self.selected].set_selected(True)
+            self._follow_selection()
 
     def _show_uncertainty(self) -> None:
         """The map of the shown samples (from its item): the toggle, the words, the overlays."""
@@ -559,7 +560,14 @@ class CompareView(QWidget):
             self.tiles[self.selected].set_selected(False)
         self.selected = key
         self.tiles[key].set_selected(True)
+        self._follow_selection()
         self.sampleSelected.emit(key)
+
+    def _follow_selection(self) -> None:
+        """Before / after shows the selected sample (right, "after") against the bicubic (left)."""
+        it = self.item(self.selected) if self.selected else None
+        if it is not None and it.kind == "sample":
+            self.combo_b.setCurrentIndex(self.combo_b.findData(it.key))
 
     def set_zoom(self, z: int) -> None:
         """Zoom factor for every tile (the same for all); 0 fits the tiles into the view."""

@@ -305,7 +305,8 @@ class ControlsPanel(QWidget):
         lgrid.addWidget(self.live_step, 2, 1, 1, 2)
         lgrid.addWidget(self.live_map_note, 3, 0, 1, 3)
         self.live_x.setToolTip("The noisy state x_t (scaled by 1/(1+2σ) around mid-grey to stay visible)")
-        self.live_d.setToolTip("The model's current estimate of the clean face (Tweedie's formula)")
+        self.live_d.setToolTip("The model's own current estimate of the clean face: the denoiser given the LR "
+                               "(attribute guidance steers the steps but is not added to this picture)")
 
         lay = QVBoxLayout(self)
         for w in (mbox, sbox, abox, rbox, lbox):

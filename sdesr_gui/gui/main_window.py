@@ -61,6 +61,7 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.setDockNestingEnabled(True)
         self.last_error: Optional[str] = None
+        self.last_question: Optional[str] = None  # the last yes/no question asked (for tests and logs)
         self._exporting = None  # the export job while one runs
         self._dialogs: list = []
         self._enhancers: dict[tuple, Any] = {}
@@ -184,6 +185,7 @@ class MainWindow(QMainWindow):
         sp.selectionChanged.connect(self._on_selection)
         sp.errorOccurred.connect(lambda m: self.show_error("Input", m))
         sp.statusMessage.connect(self.set_status)
+        sp.boxFaceChecked.connect(self._on_box_face_checked)
         sp.frameChanged.connect(lambda _: self._update_actions())
         c = self.controls
         c.runRequested.connect(self.run_clicked)
@@ -237,6 +239,28 @@ class MainWindow(QMainWindow):
         self._dialogs.append(box)
         box.open()
 
+    def ask(self, title: str, question: str, on_yes) -> QMessageBox:
+        """A non-blocking yes/no question (No is the default); ``on_yes()`` runs on Yes."""
+        self.last_question = question
+        box = QMessageBox(QMessageBox.Icon.Warning, title, question,
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.finished.connect(lambda _=None, b=box: self._dialogs.remove(b) if b in self._dialogs else None)
+        box.accepted.connect(on_yes)  # Yes has the accept role
+        self._dialogs.append(box)
+        box.open()
+        return box
+
+    def _on_box_face_checked(self, found: bool) -> None:
+        """A hand-drawn box without a face has lost its reference HR: say so, offer to keep it."""
+        if found:
+            return
+        from ..core.selection import NO_FACE_NOTE, NO_FACE_QUESTION
+
+        self.set_status(NO_FACE_NOTE)
+        self.ask("No face in the drawn box", NO_FACE_QUESTION, self.source_panel.keep_box_as_reference)
+
     def show_about(self, tab: int = 0) -> None:
         from .about import AboutDialog
 
@@ -266,7 +290,8 @@ class MainWindow(QMainWindow):
         self.session.set_input(p, kind, self.source_panel.source_info())
         self._hash_input(p)
         n = self.source_panel.frame_count
-        self.set_status(f"Opened {p.name} ({'video, %d frames' % n if kind == 'video' else 'still image'}).")
+        self.set_status(f"Opened {p.name} ({'video, %d frames' % n if kind == 'video' else 'still image'})."
+                        + "".join(f" {note}" for note in self.source_panel.source_notes))
         self._update_actions()
 
     def _hash_input(self, p: Path) -> None:
@@ -337,12 +362,13 @@ class MainWindow(QMainWindow):
     def load_reference(self, path) -> bool:
         """Use a known aligned 128×128 face as the reference HR (PSNR / SSIM / CS); False with a
         message if it cannot be."""
+        notes: list[str] = []
         try:
-            self.session.load_reference(path)
+            self.session.load_reference(path, notes=notes)
         except SdesrError as e:
             self.show_error("Reference", str(e))
             return False
-        self.set_status(f"Reference HR: {Path(path).name}")
+        self.set_status(f"Reference HR: {Path(path).name}" + "".join(f". {n}" for n in notes))
         return True
 
     def selection_reference(self, sel) -> tuple[Optional[np.ndarray], bool]:

@@ -9,6 +9,7 @@ that cannot be read is one sentence (``errorOccurred``; ``openFailed`` for an op
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -62,6 +63,7 @@ class SourcePanel(QWidget):
     detectionFinished = Signal(int, int)  # frame, number of faces
     errorOccurred = Signal(str)
     statusMessage = Signal(str)
+    boxFaceChecked = Signal(bool)  # a hand-drawn box's crop was searched for a face: found?
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -88,10 +90,24 @@ class SourcePanel(QWidget):
         self._shut = False
 
         self.view = FrameView()
+        # what was done to the input on opening that the analyst should know (e.g. transparency
+        # filled with mid-grey): stays while the file is open, unlike the status bar
+        self.source_note = QLabel("")
+        self.source_note.setWordWrap(True)
+        self.source_note.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.source_note.setStyleSheet("QLabel { background: palette(alternate-base); border: 1px solid palette(mid);"
+                                       " border-radius: 3px; padding: 3px; }")
+        self.source_note.setVisible(False)
         self.view.faceClicked.connect(self._on_view_click)
         self.view.boxDrawn.connect(self.set_manual_box)
         self.view.pointClicked.connect(self._on_eye_click)
         self.eye_points: list[tuple[float, float]] = []
+        self.source_notes: list[str] = []
+        # hand-drawn boxes whose crop is (being) searched for a face, (frame, box) -> "pending" |
+        # "face" | "none" | "kept" (no face, used as the reference HR anyway); cleared with the
+        # frame's faces
+        self._box_verdicts: dict[tuple, str] = {}
+        self._box_job: Optional[FunctionJob] = None
 
         # scrubber
         st = self.style()
@@ -179,6 +195,7 @@ class SourcePanel(QWidget):
 
         lay = QVBoxLayout(self)
         lay.addWidget(self.view, 1)
+        lay.addWidget(self.source_note)
         lay.addWidget(self.busy)
         lay.addWidget(self.scrubber)
         self.eyes_btn = QToolButton(text="Click eyes", checkable=True)
@@ -288,11 +305,20 @@ class SourcePanel(QWidget):
             w.setValue(0)
             w.blockSignals(False)
         self._set_scrub_enabled(n > 1)
+        self.set_source_notes(getattr(src, "notes", ()))
         self.frame_index = -1
         self._prev_box = None
         self._clear_faces()
         self.opened.emit(str(self.path))
         self._show_frame(0, first)
+
+    def set_source_notes(self, notes) -> None:
+        """Show what opening the file changed (one sentence each); hidden when there is nothing."""
+        notes = [str(n) for n in notes]
+        self.source_notes = notes
+        self.source_note.setText("\n".join(f"Note: {n}" for n in notes))
+        self.source_note.setToolTip("How the file was read; the file itself is not changed." if notes else "")
+        self.source_note.setVisible(bool(notes))
 
     @property
     def frame_count(self) -> int:
@@ -536,6 +562,7 @@ class SourcePanel(QWidget):
         self.faces = []
         self.detected_frame = None
         self.manual_box = None
+        self._box_verdicts = {}
         self.eye_points = []
         self.view.set_points([])
         if self.eyes_btn.isChecked():
@@ -612,7 +639,59 @@ class SourcePanel(QWidget):
     def _select_manual(self) -> None:
         if self.manual_box is None or self.image is None:
             return
-        self._apply(("manual",), sel_mod.from_box(self.image, self.manual_box, self.frame_index), -1)
+        s = sel_mod.from_box(self.image, self.manual_box, self.frame_index)
+        key = (self.frame_index, self.manual_box)
+        verdict = self._box_verdicts.get(key)
+        if s.reference is not None and verdict == "none":
+            s = sel_mod.without_reference(s)
+        elif s.reference is not None and verdict == "kept":
+            s = dataclasses.replace(s, note=sel_mod.NO_FACE_KEPT_NOTE, details={**s.details, "face_in_box": False})
+        self._apply(("manual",), s, -1)
+        if s.reference is not None and verdict is None:
+            self._check_box_face(key, s.crop)
+
+    def _check_box_face(self, key: tuple, crop: np.ndarray) -> None:
+        """Look for a face in a hand-drawn box's crop (MTCNN, in a worker) before it counts as a
+        reference HR; with none, the selection loses its reference and ``boxFaceChecked(False)``
+        lets the window ask whether to use it anyway (:meth:`keep_box_as_reference`)."""
+        self._box_verdicts[key] = "pending"
+        self.statusMessage.emit("Looking for a face in the drawn box…")
+
+        def work(report, cancel):
+            return sel_mod.crop_has_face(crop)
+
+        job = FunctionJob(work, "Face check of the drawn box", self)
+        job.succeeded.connect(lambda found, k=key: self._on_box_checked(k, bool(found)))
+        job.failed.connect(lambda msg, k=key: (self._box_verdicts.pop(k, None), self.errorOccurred.emit(msg)))
+        job.finished.connect(lambda j=job: self._on_box_job_finished(j))
+        self._box_job = job
+        self._start(job)
+
+    def _on_box_job_finished(self, job) -> None:
+        self._jobs.discard(job)
+        if job is self._box_job:
+            self._box_job = None
+        job.deleteLater()
+
+    def _on_box_checked(self, key: tuple, found: bool) -> None:
+        if self._box_verdicts.get(key) != "pending":
+            return  # another frame since: the box (and its verdict) is gone
+        self._box_verdicts[key] = "face" if found else "none"
+        if not found and self._sel_key == ("manual",) and (self.frame_index, self.manual_box) == key:
+            self._select_manual()  # still the shown selection: without its reference now
+        if found:
+            self.statusMessage.emit("A face was found in the drawn box.")
+        self.boxFaceChecked.emit(found)
+
+    def keep_box_as_reference(self) -> None:
+        """The analyst's answer to "use it anyway?": the box's crop (no face found) is the
+        reference HR after all; the selection's note and record say so."""
+        key = (self.frame_index, self.manual_box)
+        if self.manual_box is None or self._box_verdicts.get(key) != "none":
+            return
+        self._box_verdicts[key] = "kept"
+        if self._sel_key == ("manual",):
+            self._select_manual()
 
     def _on_eye_mode(self, on: bool) -> None:
         self.view.set_eye_mode(on)

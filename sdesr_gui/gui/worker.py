@@ -92,7 +92,7 @@ class PreviewFrame:
     total: int
     sigma: float
     x: list  # uint8 128x128x3 per previewed sample (x_t, scaled for display)
-    denoised: list  # uint8 per previewed sample (the Tweedie estimate of x_0)
+    denoised: list  # uint8 per previewed sample (the network's own estimate of x_0, without guidance)
     samples: int = 0  # K, all samples of the run (the previews show at most MAX_PREVIEW_SAMPLES)
     std: Optional[np.ndarray] = None  # float32 HxW: std over all K denoised estimates (None for K = 1)
     std_rgb: Optional[np.ndarray] = None  # uint8 HxWx3: that map in the colours of every other map
