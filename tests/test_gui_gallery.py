@@ -243,3 +243,23 @@ def test_candidate_rows_show_the_false_match_rate_and_explain_it_on_hover(qtbot)
     assert table.item(1, 3).text().startswith("1 in ")
     tip = table.item(0, 3).toolTip()
     assert "alice/1.png" in tip and "strangers' photos score this high" in tip and "5,000 photos" in tip
+
+
+def test_about_six_candidates_are_visible_in_the_default_window(qtbot, tmp_path) -> None:
+    """At 1400x900 the gallery's tables showed two of the top-10 rows; the window now opens with
+    room for at least five in every table."""
+    from PySide6.QtCore import QSettings
+
+    from sdesr_gui.gui.main_window import MainWindow
+
+    win = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
+                     gallery_cache_dir=tmp_path / "cache")
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    assert (win.width(), win.height()) == (1400, 900)
+    for t in (win.gallery.sample_table, win.gallery.consensus_table, win.gallery.bicubic_table):
+        rows = (t.viewport().height() - t.horizontalScrollBar().sizeHint().height()) \
+            // t.verticalHeader().defaultSectionSize()
+        assert rows >= 5, rows
+    win.shutdown()
