@@ -215,7 +215,7 @@ class GalleryPanel(QWidget):
             v.addLayout(head)
             v.addWidget(table, 1)
             split.addWidget(host)
-        split.setSizes([270, 480, 270])  # the consensus has the most columns
+        split.setSizes([300, 420, 300])  # the consensus has the most columns (it scrolls sideways)
 
         lay = QVBoxLayout(self)
         lay.addLayout(row)
