@@ -63,13 +63,13 @@ def test_likelihood_ratio_where_supported_a_bound_beyond_the_strangers() -> None
         return math.exp(-0.5 * ((x - mu) / sd) ** 2) / sd
 
     lr = kc.likelihood_ratio(0.90)
-    assert lr["lr"] == pytest.approx(pdf(0.90, 0.95, 0.02) / pdf(0.90, 0.80, 0.03), rel=0.5)
+    assert lr["likelihood_ratio"] == pytest.approx(pdf(0.90, 0.95, 0.02) / pdf(0.90, 0.80, 0.03), rel=0.5)
     low = kc.likelihood_ratio(0.88)
-    assert low["lr"] < 0.5 and "more likely for a stranger" in low["text"]
+    assert low["likelihood_ratio"] < 0.5 and "more likely for a stranger" in low["text"]
     high = kc.likelihood_ratio(0.97)  # no stranger near: a lower bound only
-    assert high["lr"] is None and high["lr_at_least"] > 100 and "at least" in high["text"]
+    assert high["likelihood_ratio"] is None and high["likelihood_ratio_at_least"] > 100 and "at least" in high["text"]
     none = kc.likelihood_ratio(0.2)  # no same-person pair near: nothing claimed
-    assert none["lr"] is None and none["lr_at_least"] is None and "too few" in none["text"]
+    assert none["likelihood_ratio"] is None and none["likelihood_ratio_at_least"] is None and "too few" in none["text"]
 
 
 def test_verify_agrees_on_held_out_scores_and_catches_a_shift() -> None:

@@ -207,12 +207,26 @@ def test_eval_match_hr_bicubic_sr(gallery: Path, tmp_path: Path, tiny_weights, c
     shutil.copy(gallery / "astronaut" / "portrait.png", probes / "astronaut" / "same.png")  # in the gallery
     Image.fromarray(a[:480, 16:496]).save(gallery / "astronaut" / "portrait2.png")
     report = tmp_path / "report" / "eval.json"  # its folder is made
+    from sdesr_gui.core import calibration as cal
+
+    rng = np.random.default_rng(0)
+    kinds = tuple(cal.PROBE_KINDS)
+    c = cal.build_calibration("dlib", {k: rng.normal(0.95, 0.02, 2000) for k in kinds},
+                              {k: rng.normal(0.85, 0.03, 100_000) for k in kinds}, {"data": "synthetic"})
+    cal.save_calibrations(tmp_path / "cal.json", [c], "test")
     code, out, err = run(["eval-match", "--gallery", gallery, "--probes", probes, "--weights", tiny_weights["score"],
-                          "--steps", "2", "--json", report, "--cache-dir", tmp_path / "cache", "--quiet"], capsys)
+                          "--steps", "2", "--json", report, "--cache-dir", tmp_path / "cache", "--quiet",
+                          "--calibration", tmp_path / "cal.json"], capsys)
     assert code == 0, err
-    assert "Rank-1" in out and "bicubic" in out and "sr" in out
+    assert "Rank-1 ↑" in out and "bicubic" in out and "sr" in out and "mean estimate" in out
+    assert "calibrated false-match rates" in out and "Rank-1 ↑: Closed-set identification" in out
     rep = json.loads(report.read_text())
-    assert set(rep["results"]) == {"hr", "bicubic", "sr"}
+    assert set(rep["results"]) == {"hr", "bicubic", "sr", "mean"}
+    assert {"rank1", "auc", "fmr"} <= set(rep["metric_legend"])
+    for k, r in rep["results"].items():  # predicted vs observed FMR for every probe kind
+        rows = r["calibration_check"]
+        assert [row["target_fmr"] for row in rows] == [0.1, 0.01, 0.001, 0.0001]
+        assert all(row["comparisons"] >= 1 and 0 <= row["observed_fmr"] <= 1 for row in rows)
     hr = rep["results"]["hr"]
     assert hr["counted"] == 2 and hr["rank1"] == 1.0
     # a probe never matches its own photo: same.png's best astronaut face is portrait2, not itself

@@ -275,6 +275,7 @@ def cmd_eval_match(args) -> int:
     from ..core import calibration as cal
     from ..core import faces
     from ..core.gallery import evaluate_identification
+    from ..core.metrics import metric_legend, metric_tooltip
     from ..core.provenance import atomic_write_text, device_info, sha256_file, to_json, versions
 
     probes_dir = Path(args.probes).expanduser()
@@ -341,9 +342,11 @@ def cmd_eval_match(args) -> int:
         table[k] = r
     print(f"gallery {index.folder}: {rep.faces} faces, {len(index.identities())} identities; "
           f"{len(hr)} probes ({table['hr']['counted']} with their identity in the gallery), embedder {emb.name}")
-    print(f"{'probe':10s} {'Rank-1':>7s} {'Rank-5':>7s} {'Rank-10':>7s} {'AUC':>7s} {'CS->HR':>7s}   (higher is better)")
+    print(f"{'probe':10s} {'Rank-1 ↑':>8s} {'Rank-5 ↑':>8s} {'Rank-10 ↑':>9s} {'AUC ↑':>7s} {'CS→HR ↑':>8s}")
     for k, r in table.items():
-        print(f"{k:10s} {r['rank1']:7.3f} {r['rank5']:7.3f} {r['rank10']:7.3f} {r['auc']:7.3f} {r['cs_to_hr']:7.3f}")
+        print(f"{k:10s} {r['rank1']:8.3f} {r['rank5']:8.3f} {r['rank10']:9.3f} {r['auc']:7.3f} {r['cs_to_hr']:8.3f}")
+    for key in ("rank1", "auc", "cs_to_hr"):
+        print(f"  {metric_tooltip(key)}")
     if "mean" in table:
         print("(sr: one generated sample per probe; mean: the model's mean estimate, an estimate, not a sample)")
     if calib is not None:
@@ -362,7 +365,8 @@ def cmd_eval_match(args) -> int:
                   "results": table, "sampler": settings.to_dict() if settings else None,
                   "model": enh.model_info if enh else None, "sr_seconds": sr_seconds,
                   "versions": versions(), "device": device_info(str(enh.device) if enh else "cpu"),
-                  "notice": "Rank-N and AUC of an evaluation set; candidates are leads, not identifications."}
+                  "notice": "Rank-N and AUC of an evaluation set; candidates are leads, not identifications.",
+                  "metric_legend": metric_legend(["rank1", "rank5", "rank10", "auc", "cs_to_hr", "fmr"])}
         target = Path(args.json).expanduser()
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(target, to_json(report))

@@ -193,16 +193,16 @@ class KindCalibration:
         return {"fmr": rate, "fmr_upper": None, "events": int(round(k)), "pairs": n, "text": text}
 
     def likelihood_ratio(self, score: float) -> dict[str, Any]:
-        """{"lr", "lr_at_least", "text"}: genuine over impostor density near ``score``; None
+        """{"lr", "likelihood_ratio_at_least", "text"}: genuine over impostor density near ``score``; None
         (with the reason in ``text``) where the calibration has too few pairs there."""
         g, i = self.genuine.within(score, LR_HALF_WINDOW), self.impostor.within(score, LR_HALF_WINDOW)
         ng, ni = self.genuine.total, self.impostor.total
         if ng == 0 or ni == 0 or g < LR_MIN_PAIRS:
-            return {"lr": None, "lr_at_least": None,
+            return {"likelihood_ratio": None, "likelihood_ratio_at_least": None,
                     "text": "too few same-person pairs in the calibration near this score for a likelihood ratio"}
         if i < LR_MIN_PAIRS:
             bound = (g / ng) / (_POISSON_UPPER[i] / ni)
-            return {"lr": None, "lr_at_least": bound,
+            return {"likelihood_ratio": None, "likelihood_ratio_at_least": bound,
                     "text": f"this score is at least {_times(bound)} more likely for the same person than for a "
                             "stranger"}
         lr = (g / ng) / (i / ni)
@@ -210,7 +210,7 @@ class KindCalibration:
             text = f"this score is about {_times(lr)} more likely for the same person than for a stranger"
         else:
             text = f"this score is about {_times(1 / lr)} more likely for a stranger than for the same person"
-        return {"lr": lr, "lr_at_least": None, "text": text}
+        return {"likelihood_ratio": lr, "likelihood_ratio_at_least": None, "text": text}
 
     def to_dict(self) -> dict:
         return {"probes": self.probes, "identities": self.identities,
@@ -264,7 +264,7 @@ class MatchCalibration:
         f = kc.fmr(score)
         out.update({k: f[k] for k in ("fmr", "fmr_upper", "events", "pairs")})
         lr = kc.likelihood_ratio(score)
-        out.update({"lr": lr["lr"], "lr_at_least": lr["lr_at_least"]})
+        out.update({"likelihood_ratio": lr["likelihood_ratio"], "likelihood_ratio_at_least": lr["likelihood_ratio_at_least"]})
         lines = [f["text"]]
         rate = f["fmr"] if f["fmr"] is not None else f["fmr_upper"]
         if gallery_faces and rate is not None:

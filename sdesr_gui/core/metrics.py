@@ -170,6 +170,41 @@ METRICS: dict[str, MetricInfo] = {
         "patch Spearman", "", "higher", "-1 to 1", "std vs error, rank correlation over 8×8 patches",
         "Spearman rank correlation over 8×8 patches between the mean std and the mean |mean "
         "estimate − HR|: does the map find where the estimate is wrong?", ".2f"),
+    # gallery matching (core.gallery, core.calibration)
+    "score": MetricInfo(
+        "cosine", "", "higher", "-1 to 1", "embedding similarity to a gallery photo",
+        "Cosine similarity of the probe's face embedding and a gallery photo's (an identity scores by "
+        "its best photo). A raw similarity, not a probability: strangers often score 0.85-0.93 with "
+        "dlib; read it with its false-match rate.", ".3f"),
+    "mean_score": MetricInfo(
+        "mean cosine", "", "higher", "-1 to 1", "mean over the samples of the cosine",
+        "The candidate's cosine averaged over all samples of the run (see cosine).", ".3f"),
+    "fmr": MetricInfo(
+        "false-match rate", "", "lower", "0 to 1", "share of strangers' photos scoring at least this high",
+        "How often a stranger's photo scores at least this high for this kind of probe, measured on "
+        "identities never used for validation; times the gallery's photos it gives the strangers "
+        "expected to score as high.", ".2e"),
+    "likelihood_ratio": MetricInfo(
+        "likelihood ratio", "", "higher", "0 to ∞ (1 = the score says nothing)",
+        "same person vs stranger",
+        "How much more probable this score is for the same person than for a stranger (genuine over "
+        "impostor density near the score); below 1 it favours a stranger.", ".3g"),
+    "rank1": MetricInfo(
+        "Rank-1", "", "higher", "0 to 1", "share of probes whose identity ranks first",
+        "Closed-set identification: the share of probes whose true identity is the top candidate.", ".3f"),
+    "rank5": MetricInfo(
+        "Rank-5", "", "higher", "0 to 1", "share of probes whose identity is in the top 5",
+        "The share of probes whose true identity is among the top 5 candidates.", ".3f"),
+    "rank10": MetricInfo(
+        "Rank-10", "", "higher", "0 to 1", "share of probes whose identity is in the top 10",
+        "The share of probes whose true identity is among the top 10 candidates.", ".3f"),
+    "auc": MetricInfo(
+        "AUC", "", "higher", "0 to 1 (0.5 = chance)", "verification area under the ROC curve",
+        "1:1 verification: the chance that a same-person pair outscores a different-person pair.", ".3f"),
+    "cs_to_hr": MetricInfo(
+        "CS to HR", "", "higher", "-1 to 1", "identity cosine of the probe to its own HR photo",
+        "Cosine similarity of the probe's embedding to its HR photo's: how much identity the probe "
+        "keeps (1 for the HR probe itself).", ".3f"),
 }
 
 

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 from ..core.report import CANDIDATE_NOTICE
 from .imaging import pixmap_from_rgb
 from ..core.calibration import short_rate
+from ..core.metrics import metric_tooltip
 from ..core.matching import MEAN_PROBE, MatchResult, run_match
 from .worker import FunctionJob
 
@@ -200,6 +201,8 @@ class GalleryPanel(QWidget):
         self.bicubic_table = CandidateTable(["identity", "cosine", FMR_COLUMN])
         for t in (self.sample_table, self.bicubic_table):
             t.horizontalHeaderItem(3).setToolTip(FMR_TIP)
+            t.horizontalHeaderItem(2).setToolTip(metric_tooltip("score"))
+        self.consensus_table.horizontalHeaderItem(2).setToolTip(metric_tooltip("mean_score"))
         split = QSplitter(Qt.Orientation.Horizontal)
         for title, table, extra in ((self.sample_title, self.sample_table, None),
                                     (self.consensus_title, self.consensus_table, self.stability_label),
