@@ -387,3 +387,18 @@ def test_evaluate_reports_bicubic_and_sampler(tmp_path, astronaut_face, tiny_wei
         float(metrics.psnr(faces.upsample(faces.degrade(hr)), hr)[0]), rel=1e-5)
     code, _, err = run(["evaluate", tmp_path / "small.png", "--weights", tiny_weights["score"]], capsys)
     assert code == 2 and "128x128" in err
+
+
+def test_overwrite_with_fewer_samples_leaves_no_stale_outputs(tmp_path, inputs, tiny_weights, capsys):
+    out = tmp_path / "o"
+    base = ["enhance", inputs / "face.png", "--out", out, "--weights", tiny_weights["score"], "--steps", "1",
+            "--quiet"]
+    assert run(base + ["--samples", "3"], capsys)[0] == 0
+    assert {"face_sample3.png", "face_std.npy", "face_uncertainty.png"} <= set(os.listdir(out))
+    (out / "notes.txt").write_text("the analyst's own file")  # not ours: never touched
+    assert run(base + ["--samples", "1", "--overwrite"], capsys)[0] == 0
+    names = set(os.listdir(out))
+    assert names == {"face_sample1.png", "face_mean.png", "face_bicubic.png", "face.json", "notes.txt"}
+    rec = json.loads((out / "face.json").read_text())
+    assert sorted(Path(o["path"]).name for o in rec["outputs"]) == ["face_bicubic.png", "face_mean.png",
+                                                                   "face_sample1.png"]

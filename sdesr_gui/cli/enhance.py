@@ -55,6 +55,7 @@ def cmd_enhance(args) -> int:
 
     for path, stem, img, prep, sha, note in zip(files, stems, images, prepared, input_hashes, notes):
         written: list[Path] = []
+        previous = _previous_outputs(out, stem) if args.overwrite else []
         try:
             total = settings.n_steps()
             with tqdm(total=total, desc=stem, unit="step", file=sys.stderr, leave=True,
@@ -100,6 +101,13 @@ def cmd_enhance(args) -> int:
             record["metric_legend"] = metrics.metric_legend(metrics.metric_keys_in(record["outputs"], block))
             write_json_atomic(out / f"{stem}.json", record)
             written.append(out / f"{stem}.json")
+            # --overwrite with fewer samples: the earlier run's extra samples and map would sit
+            # beside this record as if they were its own; remove what that record listed and
+            # this run did not write again
+            keep = {q.resolve() for q in written}
+            for q in previous:
+                if q.resolve() not in keep:
+                    q.unlink(missing_ok=True)
             if not args.quiet:
                 print(f"{path} -> {out / stem}_sample*.png ({k} sample{'s' if k > 1 else ''}, "
                       f"{res.nfe} evaluations, {res.seconds:.1f} s)"
@@ -109,6 +117,20 @@ def cmd_enhance(args) -> int:
                 p.unlink(missing_ok=True)
             raise
     return 0
+
+
+def _previous_outputs(out: Path, stem: str) -> list[Path]:
+    """The files an earlier run's record ``<stem>.json`` in ``out`` lists as its outputs (only
+    those inside ``out``: a record never makes us touch anything else)."""
+    import json
+
+    try:
+        rec = json.loads((out / f"{stem}.json").read_text())
+        paths = [Path(o["path"]) for o in rec.get("outputs", [])]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    base = out.resolve()
+    return [p for p in paths if p.resolve().parent == base and p.name.startswith(stem)]
 
 
 def _write_uncertainty(out: Path, stem: str, res, prep, rec, written: list) -> dict:
