@@ -839,3 +839,26 @@ def test_fast_preset_says_why_r_and_m_are_off(qtbot, tmp_path, monkeypatch):
     c.preset.setCurrentIndex(c.preset.findData("pc"))
     assert c.r_slider.isEnabled() and c.r_label.text() == f"{c.r_value():.2f}"
     assert "no Langevin corrector" not in c.r_slider.toolTip()
+
+
+def test_pc_steps_box_enforces_the_sdes_minimum(qtbot, tmp_path, monkeypatch):
+    """PC under VP / sub-VP with N <= 20 gives NaN or wildly wrong samples: the steps box cannot
+    go there (before, only the dialog on Run said so); VE and the fast sampler keep N >= 1."""
+    from sdesr_gui.core.sde import SDES
+    from sdesr_gui.gui.controls import ControlsPanel
+
+    monkeypatch.setenv("SDESR_WEIGHTS_DIR", str(tmp_path / "none"))
+    c = ControlsPanel()
+    qtbot.addWidget(c)
+    c.preset.setCurrentIndex(c.preset.findData("pc"))
+    c.sde.setCurrentIndex(c.sde.findData("ve"))
+    c.steps.setValue(10)
+    assert c.steps.value() == 10 and c.steps.minimum() == 1
+    c.sde.setCurrentIndex(c.sde.findData("vp"))
+    low = SDES["vp"]().pc_min_steps()
+    assert low == 21 and c.steps.minimum() == low and c.steps.value() == low
+    c.steps.setValue(5)
+    assert c.steps.value() == low
+    c.take_settings().validate()  # what the box allows, core accepts
+    c.preset.setCurrentIndex(c.preset.findData("fast"))
+    assert c.steps.minimum() == 1

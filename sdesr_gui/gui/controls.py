@@ -315,6 +315,7 @@ class ControlsPanel(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
 
         self.preset.currentIndexChanged.connect(self._on_preset)
+        self.sde.currentIndexChanged.connect(self._on_preset)  # the steps' minimum depends on the SDE
         self.steps.valueChanged.connect(self._remember_steps)
         self.r_slider.valueChanged.connect(self._update_labels)
         self.h_slider.valueChanged.connect(self._update_labels)
@@ -464,8 +465,10 @@ class ControlsPanel(QWidget):
     def _on_preset(self, *_) -> None:
         key = self.sampler_key()
         self.steps.blockSignals(True)
-        self.steps.setRange(1, SAMPLER_PRESETS[key].max_steps)
-        self.steps.setValue(self._steps[key])
+        # PC under VP / sub-VP needs N >= the SDE's minimum (fewer give NaN or wildly wrong samples)
+        low = SDES[self.sde_key()]().pc_min_steps() if SAMPLER_PRESETS[key].is_pc else 1
+        self.steps.setRange(low, SAMPLER_PRESETS[key].max_steps)
+        self.steps.setValue(max(self._steps[key], low))
         self.steps.blockSignals(False)
         pc = SAMPLER_PRESETS[key].is_pc
         self.corrector.setEnabled(pc)
