@@ -862,3 +862,16 @@ def test_pc_steps_box_enforces_the_sdes_minimum(qtbot, tmp_path, monkeypatch):
     c.take_settings().validate()  # what the box allows, core accepts
     c.preset.setCurrentIndex(c.preset.findData("fast"))
     assert c.steps.minimum() == 1
+
+
+def test_take_settings_draws_a_random_seed_only_for_a_new_run(qtbot, tmp_path, monkeypatch):
+    from sdesr_gui.gui.controls import ControlsPanel
+
+    monkeypatch.setenv("SDESR_WEIGHTS_DIR", str(tmp_path / "none"))
+    c = ControlsPanel()
+    qtbot.addWidget(c)
+    c.seed.setValue(7)
+    c.random_seed.setChecked(True)
+    assert c.take_settings(draw_seed=False).seed == 7 and c.seed.value() == 7  # a re-run: untouched
+    drawn = {c.take_settings().seed for _ in range(3)}
+    assert c.seed.value() in drawn and drawn != {7}

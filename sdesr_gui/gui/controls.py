@@ -494,11 +494,12 @@ class ControlsPanel(QWidget):
     def attributes(self) -> dict:
         return {n: cb.value() for n, cb in self.attr_boxes.items()}
 
-    def take_settings(self):
-        """The SamplerSettings for a run; draws (and shows) a new seed when 'random' is on."""
+    def take_settings(self, draw_seed: bool = True):
+        """The SamplerSettings for a run; draws (and shows) a new seed when 'random' is on and
+        ``draw_seed`` (a re-run of one sample keeps that sample's seed: nothing is drawn)."""
         from ..core.enhance import SamplerSettings
 
-        if self.random_seed.isChecked():
+        if draw_seed and self.random_seed.isChecked():
             self.seed.setValue(random.SystemRandom().randrange(0, MAX_SEED - 64))
         key = self.sampler_key()
         return SamplerSettings(

@@ -426,9 +426,10 @@ class MainWindow(QMainWindow):
                                         "is missing); choose a model file in the Controls panel or train one "
                                         "with `sdesr train score`.")
             return False
-        settings = self.controls.take_settings()
         if plan is None:  # no such sample to re-run
             return False
+        # a re-run uses its sample's own seed: no new random seed is drawn (or shown) for it
+        settings = self.controls.take_settings(draw_seed=rerun_key is None)
         plan.apply(settings)
         try:
             settings.validate()
