@@ -80,20 +80,12 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.compare)
         # the controls (with the live frames) run the full height; the gallery spans the rest
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
-        # the source panel scrolls rather than holding the window's height: the gallery below it
-        # needs the room for its candidate rows
-        source_scroll = QScrollArea()
-        source_scroll.setWidgetResizable(True)
-        source_scroll.setWidget(self.source_panel)
-        source_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        source_scroll.setMinimumWidth(self.source_panel.minimumSizeHint().width() + 20)
-        self.source_dock = self._dock("Source", "source", source_scroll, Qt.DockWidgetArea.LeftDockWidgetArea)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(self.controls)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(self.controls.sizeHint().width() + 20)
-        self.controls_dock = self._dock("Controls", "controls", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
+        # both side panels scroll vertically rather than holding the window's height: the gallery
+        # below the source panel needs the room for its candidate rows
+        self.source_dock = self._dock("Source", "source", self._scrolled(self.source_panel, minimum=True),
+                                      Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.controls_dock = self._dock("Controls", "controls", self._scrolled(self.controls),
+                                        Qt.DockWidgetArea.RightDockWidgetArea)
         self.gallery_dock = self._dock("Gallery", "gallery", self.gallery, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.resizeDocks([self.source_dock, self.controls_dock], [360, 300], Qt.Orientation.Horizontal)
         # tall enough for about six of the top-10 candidates at 1400x900 (the comparison scrolls)
@@ -112,6 +104,17 @@ class MainWindow(QMainWindow):
             self.resizeDocks([self.gallery_dock], [GALLERY_DOCK_HEIGHT], Qt.Orientation.Vertical)
 
     # ---------------------------------------------------------------- construction
+    @staticmethod
+    def _scrolled(widget, minimum: bool = False) -> QScrollArea:
+        """``widget`` in a vertical-only scroll area as wide as the widget's (minimum) size hint."""
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(widget)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        hint = widget.minimumSizeHint() if minimum else widget.sizeHint()
+        scroll.setMinimumWidth(hint.width() + 20)
+        return scroll
+
     def _dock(self, title: str, name: str, widget, area) -> QDockWidget:
         d = QDockWidget(title, self)
         d.setObjectName(f"dock_{name}")
