@@ -51,6 +51,10 @@ def test_fmr_follows_the_impostor_tail_and_says_it_in_words() -> None:
     assert f["fmr"] is None and f["fmr_upper"] == pytest.approx(3 / imp.size)
     assert "no stranger scored this high" in f["text"]
     assert 0 < kc.fmr(0.925)["events"] < 10 and "rough" in kc.fmr(0.925)["text"]
+    c = cal.build_calibration("x", {"hr": gen}, {"hr": imp}, {})
+    assert cal.short_rate(c.describe(0.925, "hr")).startswith("~1 in ")
+    assert cal.short_rate(c.describe(0.86, "hr")).startswith("1 in ")
+    assert cal.short_rate(c.describe(0.99, "hr")).startswith("< 1 in ")
     assert kc.fmr(0.5)["fmr"] > 0.99 and "most strangers" in kc.fmr(0.5)["text"]
     assert cal.format_rate(1 / 347) == "1 in 350" and cal.format_rate(1 / 123_456) == "1 in 120,000"
 

@@ -294,12 +294,12 @@ class MatchCalibration:
 
 
 def short_rate(d: Optional[dict]) -> str:
-    """A table cell from a :meth:`MatchCalibration.describe` record: "1 in 350", "< 1 in
-    300,000", or "–" when uncalibrated."""
+    """A table cell from a :meth:`MatchCalibration.describe` record: "1 in 350", "~1 in 90,000"
+    (rough: from fewer than ten strangers' scores), "< 1 in 300,000", or "–" when uncalibrated."""
     if not d or not d.get("calibrated"):
         return "–"
-    if d.get("fmr") is not None:
-        return format_rate(d["fmr"])
+    if d.get("fmr") is not None:  # "~" marks a rate from fewer than ten strangers' scores
+        return ("~" if d.get("events", _ROUGH_EVENTS) < _ROUGH_EVENTS else "") + format_rate(d["fmr"])
     return f"< {format_rate(d['fmr_upper'])}" if d.get("fmr_upper") else "–"
 
 
