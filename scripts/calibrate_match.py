@@ -44,6 +44,11 @@ from sdesr_gui.core.provenance import atomic_write_text, to_json, versions  # no
 from sdesr_gui.core.video import load_still  # noqa: E402
 
 
+WHAT = ("Genuine and impostor score histograms of single comparisons (probe vs one gallery photo) per embedder "
+        "and probe kind, and their check on validation identities; numbers only. Made by "
+        "scripts/calibrate_match.py.")
+
+
 def split_sets(dataset: Path, split: str, probes_per_id: int, gallery_per_id: int, probe_ids: int):
     """(probes, gallery) as (file, identity) lists: every identity with enough faces gives
     gallery photos; the first ``probe_ids`` of them (0: all) also give probes."""
@@ -163,9 +168,7 @@ def main() -> int:
     }
     c = cal.build_calibration(emb.cache_key, {k: v[0] for k, v in sc.items()}, {k: v[1] for k, v in sc.items()},
                               made, probes={k: len(probes) for k in sc}, identities={k: n_ids for k in sc})
-    cal.save_calibrations(a.out, [c], "Genuine and impostor score histograms of single comparisons (probe vs one "
-                          "gallery photo) per embedder and probe kind; numbers only. Made by "
-                          "scripts/calibrate_match.py.")
+    cal.save_calibrations(a.out, [c], WHAT)
     print(f"calibration written to {a.out}")
 
     # check on the validation identities
@@ -185,7 +188,10 @@ def main() -> int:
                                  "impostor_train": c.kind(kind).impostor.summary()}
         for r in rows:
             print(f"| {kind} | {r['target_fmr']:g} | {r['threshold']:.3f} | {r['predicted_fmr']:.2e} | "
-                  f"{r['observed_fmr']:.2e} | {r['observed_events']} | {r['ratio']:.2f} |")
+                  f"{r['observed_fmr']:.2e} | {r['observed_events']} | "
+                  + ("–" if r["ratio"] is None else f"{r['ratio']:.2f}") + " |")
+        c.kind(kind).check = rows  # the app warns where validation strangers beat the prediction
+    cal.save_calibrations(a.out, [c], WHAT)
     a.check.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(a.check, to_json(report))
     print(f"\ncheck written to {a.check}")

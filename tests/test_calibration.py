@@ -167,3 +167,18 @@ def test_shipped_calibration_holds_numbers_for_every_probe_kind() -> None:
     assert made["split"] == "train" and made["model"]["sha256"]
     text = path.read_text()
     assert ".png" not in text and ".jpg" not in text  # numbers only: no photo names
+
+
+def test_a_failed_held_out_check_is_said_with_the_rate() -> None:
+    gen, imp = synthetic(0)
+    c = cal.build_calibration("x", {"sample": gen}, {"sample": imp}, {})
+    kc = c.kind("sample")
+    kc.check = cal.verify(kc, synthetic(2, shift=0.02)[1], rates=(1e-2, 1e-3))  # strangers score higher
+    top = max(r["threshold"] for r in kc.check)
+    assert all(not r["within_2x"] and r["ratio"] > 2 for r in kc.check)
+    d = c.describe(top + 0.005, "sample")
+    assert "times as often as predicted" in d["check_note"] and d["check_note"] in d["text"]
+    kc.check = cal.verify(kc, synthetic(1)[1], rates=(1e-2, 1e-3))  # a check that agrees: nothing added
+    assert "check_note" not in c.describe(top + 0.005, "sample")
+    back = cal.KindCalibration.from_dict(json.loads(json.dumps(kc.to_dict())))
+    assert back.check == kc.check

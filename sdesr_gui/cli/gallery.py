@@ -356,7 +356,7 @@ def cmd_eval_match(args) -> int:
         for k, r in table.items():
             for row in r.get("calibration_check", []):
                 print(f"{k:10s} {row['threshold']:9.3f} {row['predicted_fmr']:10.2e} {row['observed_fmr']:10.2e} "
-                      f"{row['observed_events']:7d} {row['ratio']:6.2f}")
+                      f"{row['observed_events']:7d} " + ("     –" if row["ratio"] is None else f"{row['ratio']:6.2f}"))
     if skipped and not args.quiet:
         warn(f"{len(skipped)} probe(s) without a face were left out")
     if args.json:

@@ -167,6 +167,23 @@ class KindCalibration:
     impostor: ScoreHistogram
     probes: int = 0
     identities: int = 0
+    #: the held-out check (:func:`verify` rows on validation identities), when one was made
+    check: list = field(default_factory=list)
+
+    def check_note(self, score: float) -> Optional[str]:
+        """What the held-out check says about rates at ``score``: a warning when validation
+        strangers reached the highest checked threshold at or below it more than twice as often
+        as predicted (the rate shown may then be that many times too low)."""
+        rows = [r for r in self.check if r.get("threshold") is not None and r["threshold"] <= score]
+        if not rows:
+            return None
+        r = max(rows, key=lambda r: r["threshold"])
+        ratio = r.get("ratio")
+        if ratio is None or not math.isfinite(ratio) or ratio <= 2.0:
+            return None
+        return (f"on validation identities strangers reached scores of {r['threshold']:.3f} and above "
+                f"{ratio:.1f} times as often as predicted ({r['observed_events']} of {r['comparisons']:,} "
+                "comparisons): the true rate may be that many times higher")
 
     def fmr(self, score: float) -> dict[str, Any]:
         """False-match rate of ``score``: {"fmr", "fmr_upper", "events", "pairs", "text"}.
@@ -215,12 +232,13 @@ class KindCalibration:
     def to_dict(self) -> dict:
         return {"probes": self.probes, "identities": self.identities,
                 "genuine": self.genuine.to_dict(), "impostor": self.impostor.to_dict(),
-                "genuine_summary": self.genuine.summary(), "impostor_summary": self.impostor.summary()}
+                "genuine_summary": self.genuine.summary(), "impostor_summary": self.impostor.summary(),
+                "check": self.check}
 
     @classmethod
     def from_dict(cls, d: dict) -> "KindCalibration":
         return cls(ScoreHistogram.from_dict(d["genuine"]), ScoreHistogram.from_dict(d["impostor"]),
-                   int(d.get("probes", 0)), int(d.get("identities", 0)))
+                   int(d.get("probes", 0)), int(d.get("identities", 0)), list(d.get("check") or []))
 
 
 def _times(x: float) -> str:
@@ -274,6 +292,10 @@ class MatchCalibration:
             lines.append(f"in a gallery of {gallery_faces:,} photos, {word}{_count(exp)} strangers' photos are "
                          "expected to score this high")
         lines.append(lr["text"])
+        check = kc.check_note(score)
+        if check:
+            out["check_note"] = check
+            lines.append(check)
         out["fmr_text"] = f["text"]
         out["lr_text"] = lr["text"]
         out["text"] = "; ".join(lines)
@@ -367,10 +389,10 @@ def verify(kc: KindCalibration, impostor: Sequence[float],
         predicted = kc.impostor.at_least(t) / kc.impostor.total
         k = int(np.sum(imp >= t))
         observed = k / imp.size if imp.size else float("nan")
-        ratio = observed / predicted if predicted > 0 and observed > 0 else float("nan")
+        ratio = observed / predicted if predicted > 0 and observed > 0 else None  # None: nothing observed
         rows.append({"target_fmr": r, "threshold": round(t, 4), "predicted_fmr": predicted,
                      "observed_fmr": observed, "observed_events": k, "comparisons": int(imp.size),
-                     "ratio": ratio, "within_2x": bool(np.isfinite(ratio) and 0.5 <= ratio <= 2.0)})
+                     "ratio": ratio, "within_2x": bool(ratio is not None and 0.5 <= ratio <= 2.0)})
     return rows
 
 
