@@ -1,0 +1,120 @@
+#!/usr/bin/env python
+"""Does attribute guidance change what a stranger sees? Judge guided samples with the
+independent judge of ``scripts/attribute_judge.py`` (dlib embeddings + logistic regression,
+official labels), in both directions.
+
+    python scripts/guidance_eval.py DATASET [--judge docs/attribute_judge.json] [--faces 12] [--h 100]
+                                    [--out docs/guidance_eval.json] [--grid docs/guidance_grid.png]
+
+For each of the first ``--faces`` validation faces with official labels, and each attribute,
+guidance asks for the opposite of the face's label (a woman guided to "male", a man to "not
+male", ...) with the same seed as an unguided sample. A flip is counted when the judge reads
+the unguided sample like the label and the guided one like the request. The grid (only with
+``--grid``; it shows dataset faces, so keep it out of the repository) puts unguided and guided
+samples side by side to look at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from attribute_judge import ATTRIBUTES, probabilities  # noqa: E402
+
+from sdesr_gui.core import faces  # noqa: E402
+from sdesr_gui.core.enhance import (Enhancer, SamplerSettings, find_default_weights,  # noqa: E402
+                                    CLASSIFIER_WEIGHTS_NAME, weights_dir)
+from sdesr_gui.core.gallery import get_embedder  # noqa: E402
+from sdesr_gui.core.provenance import atomic_write_text, to_json  # noqa: E402
+from sdesr_gui.core.video import load_still  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("dataset", type=Path)
+    ap.add_argument("--judge", type=Path, default=ROOT / "docs" / "attribute_judge.json")
+    ap.add_argument("--weights", type=Path, default=None)
+    ap.add_argument("--classifier", type=Path, default=None)
+    ap.add_argument("--faces", type=int, default=12)
+    ap.add_argument("--h", type=float, default=100.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "guidance_eval.json")
+    ap.add_argument("--grid", type=Path, default=None)
+    a = ap.parse_args()
+    judge = json.loads(a.judge.read_text())
+    weights = a.weights or find_default_weights()
+    enh = Enhancer.from_files(weights, a.classifier or weights_dir() / CLASSIFIER_WEIGHTS_NAME)
+    emb = get_embedder("dlib")
+    rows = []
+    with open(a.dataset / "manifest.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r["split"] == "val" and r.get("attr_source") == "official":
+                rows.append(r)
+    rows = rows[: a.faces]
+    t0 = time.perf_counter()
+    results, grid = [], []
+    counts = {(attr, want): [0, 0, 0] for attr in ATTRIBUTES for want in (0, 1)}  # tried, flipped, judged-as-label
+    for i, r in enumerate(rows):
+        hr = faces.frames_to_tensor([load_still(a.dataset / r["file"])])
+        lr = faces.degrade(hr)
+        seed = a.seed + i
+        base = enh.run(lr, SamplerSettings(seed=seed)).samples
+        imgs, labels = [base], ["unguided"]
+        for attr in ATTRIBUTES:
+            want = 1 - int(r[attr])
+            s = SamplerSettings(seed=seed, h=a.h, attributes={attr: want})
+            imgs.append(enh.run(lr, s).samples)
+            labels.append(f"{attr}={want}")
+        u8 = faces.to_uint8(torch.cat(imgs))
+        pr = probabilities(judge, emb.embed_aligned(u8))
+        entry = {"file": r["file"], "labels": {attr: int(r[attr]) for attr in ATTRIBUTES}, "seed": seed,
+                 "unguided": {attr: round(float(pr[attr][0]), 3) for attr in ATTRIBUTES}, "guided": {}}
+        for j, attr in enumerate(ATTRIBUTES, 1):
+            want = 1 - int(r[attr])
+            p0, p1 = float(pr[attr][0]), float(pr[attr][j])
+            c = counts[(attr, want)]
+            c[0] += 1
+            base_as_label = (p0 > 0.5) == bool(int(r[attr]))
+            c[2] += int(base_as_label)
+            flipped = base_as_label and (p1 > 0.5) == bool(want)
+            c[1] += int(flipped)
+            entry["guided"][attr] = {"asked": want, "p_present": round(p1, 3), "flipped": flipped}
+        results.append(entry)
+        grid.append(u8)
+        print(f"face {i + 1}/{len(rows)} ({time.perf_counter() - t0:.0f} s): " +
+              ", ".join(f"{k}: {v['p_present']:.2f}{' flipped' if v['flipped'] else ''}"
+                        for k, v in entry["guided"].items()), flush=True)
+    summary = {f"{attr} -> {'present' if want else 'absent'}": {"faces": c[0], "unguided_read_as_label": c[2],
+                                                               "flipped": c[1]}
+               for (attr, want), c in counts.items()}
+    doc = {"h": a.h, "sampler": SamplerSettings().to_dict(), "model": enh.model_info,
+           "classifier": enh.classifier_info, "judge": {k: judge[k] for k in ("what", "trained_on", "accuracy")},
+           "faces": len(rows), "summary": summary, "per_face": results,
+           "seconds": round(time.perf_counter() - t0, 1)}
+    atomic_write_text(a.out, to_json(doc))
+    for k, v in summary.items():
+        print(f"{k:22s} flipped {v['flipped']} of {v['unguided_read_as_label']} "
+              f"(faces asked {v['faces']})")
+    if a.grid:
+        from PIL import Image
+
+        rows_img = [np.concatenate(g, axis=1) for g in grid]
+        Image.fromarray(np.concatenate(rows_img, axis=0)).save(a.grid)
+        print(f"grid (unguided | male flipped | beard flipped | eyeglasses flipped) -> {a.grid}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
