@@ -387,6 +387,13 @@ def test_evaluate_reports_bicubic_and_sampler(tmp_path, astronaut_face, tiny_wei
         float(metrics.psnr(faces.upsample(faces.degrade(hr)), hr)[0]), rel=1e-5)
     code, _, err = run(["evaluate", tmp_path / "small.png", "--weights", tiny_weights["score"]], capsys)
     assert code == 2 and "128x128" in err
+    # --cs adds the identity cosine (dlib) for every row; the HR's own bicubic keeps most of it
+    code, out, err = run(["evaluate", d / "f0.png", "--weights", tiny_weights["score"], "--steps", "2", "--cs",
+                          "--json", tmp_path / "cs.json", "--quiet"], capsys)
+    assert code == 0, err
+    rep = json.loads((tmp_path / "cs.json").read_text())
+    assert set(rep["summary"]["bicubic"]) >= {"psnr", "cs"} and 0.5 < rep["per_face"]["bicubic"]["cs"][0] <= 1.0
+    assert "cs" in rep["metric_legend"] and "CS" in out
 
 
 def test_overwrite_with_fewer_samples_leaves_no_stale_outputs(tmp_path, inputs, tiny_weights, capsys):

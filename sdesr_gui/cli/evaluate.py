@@ -50,9 +50,14 @@ def cmd_evaluate(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     enh = load_enhancer(args, need_classifier=any(v is not None for v in settings.attributes.values()))
+    embed_fn = None
+    if args.cs:  # identity kept: cosine of dlib embeddings of output and HR (the app's default embedder)
+        from ..core.gallery import get_embedder
+
+        embed_fn = get_embedder("dlib").embed_fn()
     with tqdm(total=len(imgs), desc="evaluate", unit="face", file=sys.stderr, disable=args.quiet) as bar:
         res = evaluate(enh, imgs, {args.name or settings.sampler: settings}, batch=args.batch,
-                       progress=lambda d, n: bar.update(d - bar.n))
+                       progress=lambda d, n: bar.update(d - bar.n), embed_fn=embed_fn)
     summary = res.summary()
     print(format_table(summary))
     if args.json:
@@ -71,5 +76,7 @@ def register(sub) -> None:
     v.add_argument("--split", default="val", help="dataset split to use when INPUT is a prepared dataset (val)")
     v.add_argument("--limit", type=int, default=200, help="at most this many faces (200)")
     v.add_argument("--name", help="label of this setting in the table")
+    v.add_argument("--cs", action="store_true",
+                   help="also CS: cosine of dlib face embeddings of output and HR (identity kept; slower)")
     add_sampling_job_args(v, "write the full report (per-face values) here")
     v.set_defaults(func=cmd_evaluate)
