@@ -3,12 +3,12 @@
 independent judge of ``scripts/attribute_judge.py`` (dlib embeddings + logistic regression,
 official labels), in both directions.
 
-    python scripts/guidance_eval.py DATASET [--judge docs/attribute_judge.json] [--faces 12] [--h 100]
-                                    [--out docs/guidance_eval.json] [--grid docs/guidance_grid.png]
+    python scripts/guidance_eval.py DATASET [--judge docs/attribute_judge.json] [--per-attribute 4] [--h 100]
+                                    [--out docs/guidance_eval.json] [--grid /tmp/guidance_grid.png]
 
-For each of the first ``--faces`` validation faces with official labels, and each attribute,
-guidance asks for the opposite of the face's label (a woman guided to "male", a man to "not
-male", ...) with the same seed as an unguided sample. A flip is counted when the judge reads
+For each attribute, the first ``--per-attribute`` validation faces (official labels) that have
+it and as many that do not are guided toward the opposite of their label (a woman to "male", a
+bearded man to "no beard", ...) with the same seed as an unguided sample. A flip is counted when the judge reads
 the unguided sample like the label and the guided one like the request. The grid (only with
 ``--grid``; it shows dataset faces, so keep it out of the repository) puts unguided and guided
 samples side by side to look at.
@@ -47,7 +47,8 @@ def main() -> int:
     ap.add_argument("--judge", type=Path, default=ROOT / "docs" / "attribute_judge.json")
     ap.add_argument("--weights", type=Path, default=None)
     ap.add_argument("--classifier", type=Path, default=None)
-    ap.add_argument("--faces", type=int, default=12)
+    ap.add_argument("--per-attribute", type=int, default=4,
+                    help="validation faces per attribute and direction (official labels)")
     ap.add_argument("--h", type=float, default=100.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "guidance_eval.json")
@@ -62,46 +63,40 @@ def main() -> int:
         for r in csv.DictReader(fh):
             if r["split"] == "val" and r.get("attr_source") == "official":
                 rows.append(r)
-    rows = rows[: a.faces]
+    # per attribute: the first N faces that have it (guided to "absent") and N that do not
+    # (guided to "present"), so both directions are tried for every attribute
+    plan = [(attr, r) for attr in ATTRIBUTES for want in (0, 1)
+            for r in [r for r in rows if int(r[attr]) == 1 - want][: a.per_attribute]]
     t0 = time.perf_counter()
     results, grid = [], []
-    counts = {(attr, want): [0, 0, 0] for attr in ATTRIBUTES for want in (0, 1)}  # tried, flipped, judged-as-label
-    for i, r in enumerate(rows):
+    counts: dict = {}
+    for i, (attr, r) in enumerate(plan):
         hr = faces.frames_to_tensor([load_still(a.dataset / r["file"])])
         lr = faces.degrade(hr)
         seed = a.seed + i
+        want = 1 - int(r[attr])
         base = enh.run(lr, SamplerSettings(seed=seed)).samples
-        imgs, labels = [base], ["unguided"]
-        for attr in ATTRIBUTES:
-            want = 1 - int(r[attr])
-            s = SamplerSettings(seed=seed, h=a.h, attributes={attr: want})
-            imgs.append(enh.run(lr, s).samples)
-            labels.append(f"{attr}={want}")
-        u8 = faces.to_uint8(torch.cat(imgs))
-        pr = probabilities(judge, emb.embed_aligned(u8))
-        entry = {"file": r["file"], "labels": {attr: int(r[attr]) for attr in ATTRIBUTES}, "seed": seed,
-                 "unguided": {attr: round(float(pr[attr][0]), 3) for attr in ATTRIBUTES}, "guided": {}}
-        for j, attr in enumerate(ATTRIBUTES, 1):
-            want = 1 - int(r[attr])
-            p0, p1 = float(pr[attr][0]), float(pr[attr][j])
-            c = counts[(attr, want)]
-            c[0] += 1
-            base_as_label = (p0 > 0.5) == bool(int(r[attr]))
-            c[2] += int(base_as_label)
-            flipped = base_as_label and (p1 > 0.5) == bool(want)
-            c[1] += int(flipped)
-            entry["guided"][attr] = {"asked": want, "p_present": round(p1, 3), "flipped": flipped}
-        results.append(entry)
+        guided = enh.run(lr, SamplerSettings(seed=seed, h=a.h, attributes={attr: want})).samples
+        u8 = faces.to_uint8(torch.cat([base, guided]))
+        p0, p1 = (float(v) for v in probabilities(judge, emb.embed_aligned(u8))[attr])
+        base_as_label = (p0 > 0.5) == bool(int(r[attr]))
+        flipped = base_as_label and (p1 > 0.5) == bool(want)
+        c = counts.setdefault((attr, want), [0, 0, 0])
+        c[0] += 1
+        c[1] += int(flipped)
+        c[2] += int(base_as_label)
+        results.append({"file": r["file"], "attribute": attr, "label": int(r[attr]), "asked": want, "seed": seed,
+                        "p_present_unguided": round(p0, 3), "p_present_guided": round(p1, 3),
+                        "unguided_read_as_label": base_as_label, "flipped": flipped})
         grid.append(u8)
-        print(f"face {i + 1}/{len(rows)} ({time.perf_counter() - t0:.0f} s): " +
-              ", ".join(f"{k}: {v['p_present']:.2f}{' flipped' if v['flipped'] else ''}"
-                        for k, v in entry["guided"].items()), flush=True)
+        print(f"{i + 1}/{len(plan)} ({time.perf_counter() - t0:.0f} s): {attr} {int(r[attr])} -> {want}: "
+              f"P(present) {p0:.2f} -> {p1:.2f}{' flipped' if flipped else ''}", flush=True)
     summary = {f"{attr} -> {'present' if want else 'absent'}": {"faces": c[0], "unguided_read_as_label": c[2],
                                                                "flipped": c[1]}
                for (attr, want), c in counts.items()}
     doc = {"h": a.h, "sampler": SamplerSettings().to_dict(), "model": enh.model_info,
            "classifier": enh.classifier_info, "judge": {k: judge[k] for k in ("what", "trained_on", "accuracy")},
-           "faces": len(rows), "summary": summary, "per_face": results,
+           "faces": len(plan), "summary": summary, "per_face": results,
            "seconds": round(time.perf_counter() - t0, 1)}
     atomic_write_text(a.out, to_json(doc))
     for k, v in summary.items():
@@ -112,7 +107,7 @@ def main() -> int:
 
         rows_img = [np.concatenate(g, axis=1) for g in grid]
         Image.fromarray(np.concatenate(rows_img, axis=0)).save(a.grid)
-        print(f"grid (unguided | male flipped | beard flipped | eyeglasses flipped) -> {a.grid}")
+        print(f"grid (rows: faces in the order above; left unguided, right guided) -> {a.grid}")
     return 0
 
 
