@@ -155,7 +155,7 @@ def test_index_and_match(gallery: Path, tmp_path: Path, capsys) -> None:
     assert isinstance(res, list) and res[0]["probe"] == str(FACE)
     cands = res[0]["candidates"]
     assert [c["identity"] for c in cands][0] == "astronaut" and len(cands) == 2
-    assert set(cands[0]) == {"identity", "file", "score"} and cands[0]["score"] > 0.9
+    assert {"identity", "file", "score"} <= set(cands[0]) and cands[0]["score"] > 0.9
     assert Path(cands[0]["file"]) == gallery.resolve() / "astronaut" / "portrait.png"
 
     # two samples of one probe: consensus with rank-1 stability

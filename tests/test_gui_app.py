@@ -4,6 +4,7 @@ Models are tiny random networks made here (a few ms per step), so sampling is fa
 samples are noise: these tests check the plumbing, not the pictures.
 """
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -744,9 +745,14 @@ def test_pc_under_vp_with_too_few_steps_is_refused(qtbot, window, fast_weights):
     c = window.controls
     c.preset.setCurrentIndex(c.preset.findData("pc"))
     c.sde.setCurrentIndex(c.sde.findData("vp"))
-    c.steps.setValue(10)
+    c.steps.setValue(10)  # the box stops at the SDE's minimum
+    assert c.steps.value() == 21
+    # and should a setting still arrive below it, core refuses it in one sentence, with no run
+    real = c.take_settings
+    c.take_settings = lambda draw_seed=True: dataclasses.replace(real(draw_seed), steps=10)
     assert not window.start_run() and window._job is None
     assert "at least 21 steps" in window.last_error and "\n" not in window.last_error
+    del c.take_settings  # the real method again
     # under VP with the fast sampler the run goes through, its record names the SDE
     c.preset.setCurrentIndex(c.preset.findData("fast"))
     c.steps.setValue(2)

@@ -28,7 +28,9 @@ class FrameView(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.setMinimumSize(240, 180)
+        # tall enough that a click lands within about a pixel of a small frame's eye (boxes and
+        # eye clicks are drawn here); when the window is short, the source panel scrolls instead
+        self.setMinimumSize(240, 230)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMouseTracking(False)
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
