@@ -301,10 +301,6 @@ class MatchCalibration:
         out["text"] = "; ".join(lines)
         return out
 
-    def short(self, score: float, kind: str) -> str:
-        """A table cell: "1 in 350" / "< 1 in 300,000" / "–"."""
-        return short_rate(self.describe(score, kind))
-
     def to_dict(self) -> dict:
         return {"embedder": self.embedder, "made": self.made,
                 "kinds": {k: v.to_dict() for k, v in self.kinds.items()}}
@@ -402,13 +398,11 @@ def pair_scores(probe_emb: np.ndarray, probe_ids: Sequence[str], gallery_emb: np
     """(genuine, impostor) cosines of single comparisons: every probe against every gallery
     photo, same identity = genuine; ``exclude[i]`` names gallery files probe ``i`` is not
     compared with (its own photo)."""
-    p = np.asarray(probe_emb, np.float64)
-    g = np.asarray(gallery_emb, np.float64)
-    if p.size == 0 or g.size == 0:
+    from .metrics import l2_normalize  # the app's one cosine normalisation
+
+    if np.size(probe_emb) == 0 or np.size(gallery_emb) == 0:
         return np.zeros(0), np.zeros(0)
-    p = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
-    g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
-    s = p @ g.T
+    s = l2_normalize(probe_emb).astype(np.float64) @ l2_normalize(gallery_emb).astype(np.float64).T
     keep = np.ones_like(s, dtype=bool)
     if exclude is not None and gallery_files is not None:
         col = {f: j for j, f in enumerate(gallery_files)}
