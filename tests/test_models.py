@@ -302,3 +302,39 @@ def test_import_torch_state(tmp_path: Path, score_net: ScoreUNet) -> None:
     bad.write_bytes(b"garbage")
     with pytest.raises(CheckpointError):
         import_torch_state(bad)
+
+
+# ----------------------------------------------------------------------------- full-resolution head
+def _patch_cfg(full: int) -> ScoreNetConfig:
+    return ScoreNetConfig(channels=(16, 24), blocks_per_level=1, attn_resolutions=(8,), emb_dim=16,
+                          attn_heads=1, patch=4, full_res_channels=full)
+
+
+def test_full_res_head_starts_as_identity_on_a_trained_patch_net() -> None:
+    """A new (zero-initialised) head leaves the patch U-Net's denoiser unchanged, and its
+    parameters are the only ones the patch net lacks: the warm start the v2 run relied on."""
+    torch.manual_seed(0)
+    base = _randomise(ScoreUNet(_patch_cfg(0)))
+    headed = ScoreUNet(_patch_cfg(8)).eval()
+    missing, unexpected = headed.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and {k.split(".")[0] for k in missing} == {"full_proj", "full_mix", "full_out"}
+    x, y_up = _inputs(2, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(headed(x, 0.05, y_up), base(x, 0.05, y_up))
+    # once the head has weights it changes the output at full resolution, per pixel
+    _randomise(headed, seed=3)
+    with torch.no_grad():
+        d = headed(x, 0.05, y_up)
+    assert d.shape == x.shape and torch.isfinite(d).all()
+    x2 = x.clone()
+    x2[:, :, 0, 0] += 0.5  # one pixel: the output moves at that pixel (not only patch-wise)
+    with torch.no_grad():
+        d2 = headed(x2, 0.05, y_up)
+    assert (d2 - d)[:, :, 0, 0].abs().max() > 0
+
+
+def test_full_res_head_needs_a_patch_net() -> None:
+    with pytest.raises(ValueError, match="patch"):
+        ScoreNetConfig(channels=(8, 16), full_res_channels=8)
+    assert ScoreNetConfig.from_dict({k: v for k, v in ScoreNetConfig.v2().to_dict().items()
+                                     if k != "full_res_channels"}).full_res_channels == 0

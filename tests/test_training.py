@@ -410,3 +410,39 @@ def test_score_validation_reports_cs_and_writes_a_grid(tiny_dataset, tmp_path):
     # CS with the offline dlib embedder (cosine of unit vectors)
     assert -1.0 <= val["cs"] <= 1.0 and -1.0 <= val["cs_bicubic"] <= 1.0
     assert (tmp_path / "run" / "val_grid_0000002.png").is_file()
+
+
+def test_warm_start_loads_what_fits_and_records_it(tiny_dataset, tmp_path):
+    """--init: a new run starts from a checkpoint's weights; parts the file lacks (the v2
+    full-resolution head) start fresh and are named; a wrong kind or design is refused."""
+    patch = dict(channels=[8, 16], blocks_per_level=1, attn_resolutions=[], emb_dim=16, attn_heads=1,
+                 patch=4, full_res_channels=0)
+    quiet = dict(show_progress=False, log=lambda m: None)
+    base = ScoreTrainConfig.tiny(steps=2, net=patch)
+    train_score(tiny_dataset, tmp_path / "base", base, **quiet)
+    init = tmp_path / "base.safetensors"
+    export_score(tmp_path / "base", init, dtype=None)
+    old, _ = load_checkpoint(init)
+
+    logs = []
+    headed = ScoreTrainConfig.tiny(steps=0, net=dict(patch, full_res_channels=4), init=str(init))
+    train_score(tiny_dataset, tmp_path / "warm", headed, show_progress=False, log=logs.append)
+    state, tensors = load_train_state(tmp_path / "warm")
+    assert state["extra"]["init"]["new_parts"] == ["full_mix", "full_out", "full_proj"]
+    assert state["extra"]["init"]["sha256"] and state["config"]["init"] == str(init)
+    assert any("new parts start fresh" in m for m in logs)
+    for k, v in old.state_dict().items():
+        assert torch.equal(tensors[f"model.{k}"], v) and torch.equal(tensors[f"ema.{k}"], v), k
+    # it trains on from there, and resumes without --init being given again
+    res = train_score(tiny_dataset, tmp_path / "warm", ScoreTrainConfig.tiny(
+        steps=2, net=dict(patch, full_res_channels=4), init=str(init)), **quiet)
+    assert res.step == 2 and all(math.isfinite(v) for v in res.losses)
+
+    with pytest.raises(TrainingError, match="does not fit"):
+        train_score(tiny_dataset, tmp_path / "wide", ScoreTrainConfig.tiny(
+            steps=0, net=dict(patch, channels=[8, 24]), init=str(init)), **quiet)
+    train_attributes(tiny_dataset, tmp_path / "attr", AttrTrainConfig.tiny(steps=1), **quiet)
+    export_attributes(tmp_path / "attr", tmp_path / "attr.safetensors")
+    with pytest.raises(TrainingError, match="not a score model"):
+        train_score(tiny_dataset, tmp_path / "kind", ScoreTrainConfig.tiny(
+            steps=0, init=str(tmp_path / "attr.safetensors")), **quiet)

@@ -75,6 +75,11 @@ def cmd_train(args) -> int:
         steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup, ema=args.ema,
         val_every=args.val_every, ckpt_every=args.ckpt_every, seed=args.seed, device=args.device,
         threads=args.threads, amp=not args.no_amp).items() if v is not None}
+    if args.init:
+        init = Path(args.init).expanduser()
+        if not init.is_file():
+            raise UsageError(f"the warm-start file {init} does not exist")
+        kw["init"] = str(init.resolve())
     cls = T.ScoreTrainConfig if args.kind == "score" else T.AttrTrainConfig
     if args.kind == "score":
         if args.crop is not None:
@@ -156,7 +161,10 @@ def register(sub) -> None:
     tr.add_argument("--channels", help="score: U-Net widths, e.g. 16,32,64,96")
     tr.add_argument("--arch", choices=list(ARCHITECTURES),
                     help="score: network design of a new run: v1 = the 1.9 M full-resolution U-Net, "
-                    "v2 = pixel-unshuffle by 4 then a wide U-Net at 32/16/8 (default: v1)")
+                    "v2 = pixel-unshuffle by 4 then a wide U-Net at 32/16/8 with a thin full-resolution "
+                    "head, v2-patch = v2 without that head (default: v1)")
+    tr.add_argument("--init", metavar="FILE", help="a new run starts from these weights (.safetensors of "
+                    "the same kind); parts the file lacks start fresh")
     tr.add_argument("--default-h", type=float, help="attributes/export: guidance scale written to the model")
     tr.add_argument("--val-every", type=int)
     tr.add_argument("--ckpt-every", type=int)

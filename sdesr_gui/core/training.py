@@ -50,8 +50,10 @@ from .metrics import consistency, psnr, ssim
 from .models import (
     AttributeClassifier,
     AttributeClassifierConfig,
+    CheckpointError,
     ScoreNetConfig,
     ScoreUNet,
+    load_checkpoint,
     save_checkpoint,
 )
 from .provenance import atomic_save_png, atomic_write_bytes, atomic_write_text, sha256_bytes, \
@@ -156,6 +158,7 @@ class ScoreTrainConfig(_ConfigMixin):
     device: str = "auto"
     amp: bool = True
     threads: int = 0
+    init: Optional[str] = None  # warm start: a score checkpoint whose matching weights a new run starts from
     net: dict = dataclasses.field(default_factory=lambda: ScoreNetConfig().to_dict())
 
     def validate(self) -> None:
@@ -220,6 +223,7 @@ class AttrTrainConfig(_ConfigMixin):
     amp: bool = True
     threads: int = 0
     default_h: float = 500.0
+    init: Optional[str] = None  # warm start: a classifier checkpoint (see ScoreTrainConfig.init)
     net: dict = dataclasses.field(default_factory=lambda: AttributeClassifierConfig().to_dict())
 
     def validate(self) -> None:
@@ -790,16 +794,55 @@ def _open_data(dataset_dir: Path, cfg, log, **train_kw) -> tuple[FaceDataset, Op
     return train, val
 
 
+#: run kind -> the checkpoint kind a run of it can warm-start from
+_INIT_KIND = {"score": "score", "attributes": "classifier"}
+
+
+def _warm_start(kind: str, model: nn.Module, path: str, log) -> dict[str, Any]:
+    """Load the weights of checkpoint ``path`` into a new run's ``model``.
+
+    Every tensor of the checkpoint must fit a parameter of the same name and shape; parameters
+    the checkpoint lacks (a part the new design adds) keep their initialisation and are listed.
+    Returns what the run state records: path, sha256, the checkpoint's kind and the new names.
+    """
+    p = Path(path).expanduser()
+    try:
+        old, meta = load_checkpoint(p, device="cpu")
+    except CheckpointError as exc:
+        raise TrainingError(f"The warm-start weights cannot be used: {exc}", p) from None
+    want = _INIT_KIND[kind]
+    if meta.get("kind") != want:
+        raise TrainingError(f"The warm-start file '{p.name}' holds a {meta.get('kind')} model, "
+                            f"not a {want} model.", p)
+    mine = model.state_dict()
+    state = old.state_dict()
+    bad = sorted(k for k, v in state.items() if k not in mine or mine[k].shape != v.shape)
+    if bad:
+        raise TrainingError(f"The warm-start file '{p.name}' does not fit this network design "
+                            f"({len(bad)} tensors differ, e.g. {bad[0]}).", p)
+    model.load_state_dict(state, strict=False)
+    new = sorted({k.split(".")[0] for k in mine if k not in state})
+    log(f"Warm start from '{p.name}': {len(state)} tensors loaded"
+        + (f"; new parts start fresh: {', '.join(new)}." if new else "."))
+    return {"path": str(p), "sha256": sha256_file(p), "kind": meta.get("kind"), "new_parts": new}
+
+
 def _start_engine(kind: str, run: Path, cfg, loaded, build: Callable[[], nn.Module],
                   device: torch.device, log, describe: Callable[[nn.Module], str]) -> "_Engine":
     """Seed a new run (or restore a saved one) and return its engine; ``build`` makes the model
-    after seeding, ``describe(model)`` is the first log line of a new run."""
+    after seeding (a new run with ``cfg.init`` then loads that checkpoint's weights),
+    ``describe(model)`` is the first log line of a new run."""
+    init = None
     if loaded is None:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2 ** 32)
     model = build()
+    if loaded is None and getattr(cfg, "init", None):
+        init = _warm_start(kind, model, cfg.init, log)
     engine = _Engine(kind, run, cfg, model, device, log)
+    if init is not None:
+        engine.extra["init"] = init
     if loaded is not None:
         engine.load(*loaded)
         log(f"Resuming the {kind} run in '{run}' at step {engine.step}.")

@@ -48,6 +48,14 @@ class ScoreNetConfig(ConfigDict):
     (for ``image_size`` inputs) is listed in ``attn_resolutions``.  The same weights
     run on any input whose side is a multiple of ``patch * 2 ** (len(channels) - 1)``
     (e.g. 64x64 training crops); the attention stays at the same *level*.
+
+    ``full_res_channels`` > 0 (with ``patch`` > 1) adds a thin full-resolution head: the
+    U-Net's last features, 1x1-projected and pixel-shuffled to full resolution, joined with the
+    network input by a 3x3 conv and SiLU, then a zero-initialised 3x3 conv whose output is added
+    to the U-Net's.  A patch-4 U-Net must carry each 4x4 patch's 48 noise values through its
+    first ``channels[0]`` channels, which limits per-pixel denoising at low sigma; the head gives
+    that local task its own capacity.  Being zero-initialised, a new head leaves a trained patch
+    U-Net's output unchanged (warm start).
     """
 
     channels: tuple[int, ...] = (16, 32, 64, 96)
@@ -62,6 +70,7 @@ class ScoreNetConfig(ConfigDict):
     attn_heads: int = 4
     fourier_scale: float = 16.0
     patch: int = 1
+    full_res_channels: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -72,6 +81,8 @@ class ScoreNetConfig(ConfigDict):
             raise ValueError("blocks_per_level must be at least 1.")
         if self.patch < 1:
             raise ValueError("patch must be at least 1.")
+        if self.full_res_channels < 0 or (self.full_res_channels and self.patch == 1):
+            raise ValueError("full_res_channels needs patch > 1 (and must not be negative).")
         if self.image_size % (self.patch * 2 ** (len(self.channels) - 1)):
             raise ValueError("image_size must be divisible by patch * 2 ** (len(channels) - 1).")
         if self.sigma_data <= 0:
@@ -101,15 +112,19 @@ class ScoreNetConfig(ConfigDict):
 
     @classmethod
     def v2(cls) -> "ScoreNetConfig":
-        """The shipped v2 design: pixel-unshuffle by 4, then a U-Net at 32/16/8 (for 128
-        frames) with widths 64/128/192, two blocks per level, attention at 16 and 8."""
+        """The v2 design: pixel-unshuffle by 4, then a U-Net at 32/16/8 (for 128 frames) with
+        widths 64/128/192, two blocks per level, attention at 16 and 8, and a 32-channel
+        full-resolution head."""
         return cls(channels=(64, 128, 192), blocks_per_level=2, attn_resolutions=(16, 8),
-                   emb_dim=128, sigma_data=0.1, patch=4)
+                   emb_dim=128, sigma_data=0.1, patch=4, full_res_channels=32)
 
 
 #: named network designs (``sdesr train --arch``, ``sdesr bench --arch``): v1 = the 1.9 M
-#: full-resolution U-Net, v2 = pixel-unshuffle by 4 then a wide U-Net at 32/16/8
-ARCHITECTURES = {"v1": ScoreNetConfig, "v2": ScoreNetConfig.v2}
+#: full-resolution U-Net, v2 = pixel-unshuffle by 4 then a wide U-Net at 32/16/8 with a thin
+#: full-resolution head, v2-patch = the same without that head (the first v2 run)
+ARCHITECTURES = {"v1": ScoreNetConfig, "v2": ScoreNetConfig.v2,
+                 "v2-patch": lambda: ScoreNetConfig.from_dict(dict(ScoreNetConfig.v2().to_dict(),
+                                                                   full_res_channels=0))}
 
 
 def as_sigma(sigma: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
@@ -192,6 +207,12 @@ class ScoreUNet(nn.Module):
         self.norm_out = norm(cur)
         self.conv_out = zero_module(nn.Conv2d(cur, cfg.in_channels * p2, 3, padding=1))
 
+        cf = cfg.full_res_channels
+        if cf:
+            self.full_proj = nn.Conv2d(cur, cf * p2, 1)
+            self.full_mix = nn.Conv2d(cf + 2 * cfg.in_channels, cf, 3, padding=1)
+            self.full_out = zero_module(nn.Conv2d(cf, cfg.in_channels, 3, padding=1))
+
     # ------------------------------------------------------------------ helpers
     def _heads(self, ch: int) -> int:
         heads = max(1, self.config.attn_heads)
@@ -246,8 +267,15 @@ class ScoreUNet(nn.Module):
                 h = attn(block(torch.cat([h, skips.pop()], dim=1), emb))
             h = level.upsample(h)
 
-        out = self.conv_out(F.silu(self.norm_out(h)))
-        return F.pixel_shuffle(out, p) if p > 1 else out
+        h = F.silu(self.norm_out(h))
+        out = self.conv_out(h)
+        if p == 1:
+            return out
+        out = F.pixel_shuffle(out, p)
+        if self.config.full_res_channels:
+            g = F.silu(self.full_mix(torch.cat([F.pixel_shuffle(self.full_proj(h), p), x_in], dim=1)))
+            out = out + self.full_out(g)
+        return out
 
     def precondition(self, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """EDM coefficients ``(c_skip, c_out, c_in, c_noise)``; the first three
