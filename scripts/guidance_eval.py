@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Does attribute guidance change what a stranger sees? Judge guided samples with the
-independent judge of ``scripts/attribute_judge.py`` (dlib embeddings + logistic regression,
-official labels), in both directions.
+independent judge of ``scripts/attribute_judge.py`` (logistic regressions on dlib embeddings and,
+for eyeglasses, on a HOG descriptor of the eye band; official labels), in both directions.
 
     python scripts/guidance_eval.py DATASET [--judge docs/attribute_judge.json] [--per-attribute 4] [--h 100]
                                     [--out docs/guidance_eval.json] [--grid /tmp/guidance_grid.png]
@@ -31,12 +31,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from attribute_judge import ATTRIBUTES, probabilities  # noqa: E402
+from attribute_judge import ATTRIBUTES, judge_images  # noqa: E402
 
 from sdesr_gui.core import faces  # noqa: E402
 from sdesr_gui.core.enhance import (Enhancer, SamplerSettings, find_default_weights,  # noqa: E402
                                     CLASSIFIER_WEIGHTS_NAME, weights_dir)
-from sdesr_gui.core.gallery import get_embedder  # noqa: E402
 from sdesr_gui.core.provenance import atomic_write_text, to_json  # noqa: E402
 from sdesr_gui.core.video import load_still  # noqa: E402
 
@@ -57,7 +56,6 @@ def main() -> int:
     judge = json.loads(a.judge.read_text())
     weights = a.weights or find_default_weights()
     enh = Enhancer.from_files(weights, a.classifier or weights_dir() / CLASSIFIER_WEIGHTS_NAME)
-    emb = get_embedder("dlib")
     rows = []
     with open(a.dataset / "manifest.csv", newline="") as fh:
         for r in csv.DictReader(fh):
@@ -78,7 +76,7 @@ def main() -> int:
         base = enh.run(lr, SamplerSettings(seed=seed)).samples
         guided = enh.run(lr, SamplerSettings(seed=seed, h=a.h, attributes={attr: want})).samples
         u8 = faces.to_uint8(torch.cat([base, guided]))
-        p0, p1 = (float(v) for v in probabilities(judge, emb.embed_aligned(u8))[attr])
+        p0, p1 = (float(v) for v in judge_images(judge, u8)[attr])
         base_as_label = (p0 > 0.5) == bool(int(r[attr]))
         flipped = base_as_label and (p1 > 0.5) == bool(want)
         c = counts.setdefault((attr, want), [0, 0, 0])
@@ -95,7 +93,7 @@ def main() -> int:
                                                                "flipped": c[1]}
                for (attr, want), c in counts.items()}
     doc = {"h": a.h, "sampler": SamplerSettings().to_dict(), "model": enh.model_info,
-           "classifier": enh.classifier_info, "judge": {k: judge[k] for k in ("what", "trained_on", "accuracy")},
+           "classifier": enh.classifier_info, "judge": {k: judge.get(k) for k in ("what", "trained_on", "features", "accuracy")},
            "faces": len(plan), "summary": summary, "per_face": results,
            "seconds": round(time.perf_counter() - t0, 1)}
     atomic_write_text(a.out, to_json(doc))
