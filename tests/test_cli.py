@@ -213,6 +213,15 @@ def test_guidance_needs_and_uses_the_classifier(tmp_path, inputs, tiny_weights, 
     rec = json.loads((tmp_path / "g" / "face.json").read_text())
     assert rec["attributes"] == {"male": 0, "beard": 0, "eyeglasses": None}
     assert rec["sampler"]["h"] == 50.0  # the classifier's default from its metadata
+    assert rec["sampler"]["guidance_sigma_min"] == 0.0  # its card names no interval: the whole run
+    code, _, err = run(["enhance", inputs / "face.png", "--out", tmp_path / "g2", "--weights", tiny_weights["score"],
+                        "--classifier", tiny_weights["classifier"], "--attr", "male=1", "--guidance-min-sigma",
+                        "0.3", "--steps", "2", "--quiet"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "g2" / "face.json").read_text())["sampler"]["guidance_sigma_min"] == 0.3
+    code, _, err = run(["enhance", inputs / "face.png", "--out", tmp_path / "g3", "--weights", tiny_weights["score"],
+                        "--guidance-min-sigma", "-1", "--steps", "2", "--quiet"], capsys)
+    assert code == 2 and "cannot be negative" in err
 
 
 def _write_bad_files(d: Path) -> dict:

@@ -43,7 +43,7 @@ def fast_weights(tmp_path_factory):
     ccfg = AttributeClassifierConfig(channels=(4, 4, 4, 4, 4), emb_dim=8)
     cls = d / "fast_classifier.safetensors"
     save_checkpoint(cls, AttributeClassifier(ccfg), kind="classifier", config=ccfg.to_dict(),
-                    metadata={"sde": VESDE().to_dict(), "default_h": 50.0,
+                    metadata={"sde": VESDE().to_dict(), "default_h": 50.0, "guidance_sigma_min": 0.25,
                               "training_data": "none (random initialisation, tests only)"})
     return {"score": score, "classifier": cls}
 
@@ -381,6 +381,8 @@ def test_run_shows_live_frames_and_samples_then_rerun(qtbot, window, fast_weight
     use_models(window, fast_weights)
     c = window.controls
     assert c.h_slider.value() == 50  # the classifier's model-card default_h
+    assert c.g_sigma.value() == pytest.approx(0.25)  # ... and its guidance interval
+    assert c.take_settings(draw_seed=False).guidance_sigma_min == pytest.approx(0.25)
     c.steps.setValue(5)
     c.samples.setValue(2)
     c.seed.setValue(7)
@@ -405,6 +407,7 @@ def test_run_shows_live_frames_and_samples_then_rerun(qtbot, window, fast_weight
     assert "blurrier" in tile.toolTip()
     assert window.run.settings["mean_estimate"]["sigma"] == 348.0
     assert window.run.settings["attributes"]["male"] == 1 and window.run.settings["h"] == 50.0
+    assert window.run.settings["guidance_sigma_min"] == pytest.approx(0.25)
     qtbot.waitUntil(lambda: "cs" in window.compare.item("s2").metrics, timeout=30_000)  # vs the reference
     assert -1.0 <= window.compare.item("s1").metrics["cs"] <= 1.0
     assert "CS" in window.compare.tiles["s1"].metrics.text()

@@ -196,6 +196,25 @@ def test_guidance_adds_h_times_classifier_gradient():
         S.guided_score_fn(base, clf, sde, {"hat": 1}, h=1.0)
 
 
+def test_guidance_interval_guides_only_at_high_noise():
+    """sigma_min: the guidance term is h * grad where sigma(t) >= sigma_min and exactly 0 below
+    (without calling the classifier), per batch element."""
+    sde = VESDE()
+    base = gaussian_score(sde)
+    clf = LinearClassifier()
+    full = S.guided_score_fn(base, clf, sde, {"male": 1}, h=100.0)
+    windowed = S.guided_score_fn(base, clf, sde, {"male": 1}, h=100.0, sigma_min=0.5)
+    x = torch.randn(2, 1, 2, 2)
+    t_hi = sde.t_from_sigma(torch.tensor([2.0, 2.0]))
+    t_lo = sde.t_from_sigma(torch.tensor([0.1, 0.1]))
+    assert torch.allclose(windowed(x, t_hi), full(x, t_hi))
+    calls = clf.calls
+    assert torch.equal(windowed(x, t_lo), base(x, t_lo)) and clf.calls == calls
+    mixed = sde.t_from_sigma(torch.tensor([2.0, 0.1]))
+    got = windowed(x, mixed)
+    assert torch.allclose(got[0], full(x, mixed)[0]) and torch.equal(got[1], base(x, mixed)[1])
+
+
 def test_guidance_used_in_predictor_and_corrector():
     sde = VESDE()
     clf = LinearClassifier()

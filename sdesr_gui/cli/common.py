@@ -57,7 +57,7 @@ def settings_from_args(args):
     s = SamplerSettings(
         sampler=args.sampler, steps=args.steps, corrector_steps=args.corrector_steps, snr=args.r,
         predictor=args.predictor, corrector=args.corrector, fast_method=args.fast_method, churn=args.churn,
-        h=args.h, attributes=attrs, samples=args.samples, seed=args.seed, sde=args.sde)
+        h=args.h, guidance_sigma_min=args.guidance_min_sigma, attributes=attrs, samples=args.samples, seed=args.seed, sde=args.sde)
     try:
         s.validate()
     except ValueError as e:
@@ -130,6 +130,9 @@ def add_sampler_args(e: argparse.ArgumentParser) -> None:
     e.add_argument("--churn", type=float, default=d.churn,
                    help=f"stochastic churn of the fast sampler ({_num(d.churn)})")
     e.add_argument("--h", type=float, default=d.h, help="guidance scale (default: the classifier's model card)")
+    e.add_argument("--guidance-min-sigma", type=float, default=d.guidance_sigma_min, metavar="SIGMA",
+                   help="guide only while the noise level is at least SIGMA, so the last steps stay the "
+                   "model's own (default: the classifier's model card; 0 = the whole run)")
     e.add_argument("--attr", metavar="LIST", help="known attributes, e.g. male=1,beard=0,eyeglasses=?")
     e.add_argument("--classifier", metavar="FILE", help="attribute classifier (.safetensors)")
     e.add_argument("--samples", type=int, default=d.samples, metavar="K",

@@ -63,7 +63,8 @@ def cmd_train(args) -> int:
         if kind == "score":
             meta = T.export_score(run, out)
         else:
-            meta = T.export_attributes(run, out, default_h=args.default_h)
+            extra = {} if args.guidance_min_sigma is None else {"guidance_sigma_min": args.guidance_min_sigma}
+            meta = T.export_attributes(run, out, default_h=args.default_h, metadata=extra)
         print(f"exported the {kind} run at step {state[0]['step']} to {out} "
               f"({out.stat().st_size / 2**20:.1f} MiB)")
         return 0
@@ -166,6 +167,9 @@ def register(sub) -> None:
     tr.add_argument("--init", metavar="FILE", help="a new run starts from these weights (.safetensors of "
                     "the same kind); parts the file lacks start fresh")
     tr.add_argument("--default-h", type=float, help="attributes/export: guidance scale written to the model")
+    tr.add_argument("--guidance-min-sigma", type=float, metavar="SIGMA",
+                    help="export of an attribute run: the guidance interval written to the model card "
+                    "(guide while sigma >= SIGMA)")
     tr.add_argument("--val-every", type=int)
     tr.add_argument("--ckpt-every", type=int)
     tr.add_argument("--seed", type=int)

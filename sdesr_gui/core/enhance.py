@@ -24,7 +24,7 @@ import torch
 from . import faces
 from .device import resolve_device  # noqa: F401  (re-exported: the CLI and the GUI import it here)
 from .models.checkpoint import CheckpointError, file_sha256, load_checkpoint
-from .presets import DEFAULT_H, DEFAULT_SAMPLER, DEFAULT_STEPS, MAX_SAMPLES, SAMPLER_PRESETS
+from .presets import DEFAULT_GUIDANCE_SIGMA_MIN, DEFAULT_H, DEFAULT_SAMPLER, DEFAULT_STEPS, MAX_SAMPLES, SAMPLER_PRESETS
 from .sampling import (
     CORRECTORS,
     FAST_MAX_NFE,
@@ -87,6 +87,7 @@ class SamplerSettings:
     fast_method: str = _FAST.fast_method  # a FAST_METHODS name (fast)
     churn: float = _FAST.churn  # (fast)
     h: float | None = None  # guidance scale; None = the classifier's model-card default
+    guidance_sigma_min: float | None = None  # guide while sigma >= this; None = the model card's
     attributes: dict[str, int | None] = field(default_factory=dict)
     samples: int = 1
     seed: int = 0
@@ -123,6 +124,8 @@ class SamplerSettings:
             raise ValueError("The signal-to-noise ratio r must be between 0 and 10.")
         if self.h is not None and self.h < 0:
             raise ValueError("The guidance scale h cannot be negative.")
+        if self.guidance_sigma_min is not None and self.guidance_sigma_min < 0:
+            raise ValueError("The lowest noise level of guidance cannot be negative.")
         if self.churn < 0:
             raise ValueError("Churn cannot be negative.")
         for name, value in self.attributes.items():
@@ -270,7 +273,8 @@ class Enhancer:
                 raise CheckpointError(f"{Path(classifier).name} is not an attribute classifier.")
             cinfo = {"path": str(classifier), "sha256": file_sha256(classifier), "kind": "classifier",
                      "attributes": list(getattr(clf, "attributes", [])),
-                     "default_h": cmeta.get("default_h")}
+                     "default_h": cmeta.get("default_h"),
+                     "guidance_sigma_min": cmeta.get("guidance_sigma_min")}
         sde = make_sde(meta.get("sde") or "ve")
         return cls(model, sde, classifier=clf, device=device, model_info=info, classifier_info=cinfo)
 
@@ -278,6 +282,12 @@ class Enhancer:
     def default_h(self) -> float:
         v = (self.classifier_info or {}).get("default_h")
         return float(v) if v is not None else DEFAULT_H
+
+    @property
+    def default_guidance_sigma_min(self) -> float:
+        """Guidance acts while sigma >= this unless a run says otherwise (the classifier's card)."""
+        v = (self.classifier_info or {}).get("guidance_sigma_min")
+        return float(v) if v is not None else DEFAULT_GUIDANCE_SIGMA_MIN
 
     @property
     def mean_sigma(self) -> float:
@@ -335,8 +345,10 @@ class Enhancer:
         h = settings.h if settings.h is not None else (self.default_h if active else 0.0)
         sde = self.sampling_sde(settings.sde)
         score = model_score_fn(self.model, sde, y_up)
+        g_min = settings.guidance_sigma_min if settings.guidance_sigma_min is not None \
+            else self.default_guidance_sigma_min
         if active:
-            score = guided_score_fn(score, self.classifier, sde, active, h)
+            score = guided_score_fn(score, self.classifier, sde, active, h, sigma_min=g_min)
         noise = NoiseSource(seeds)
         shape = (3, faces.FRAME_SIZE, faces.FRAME_SIZE)
         start = time.perf_counter()
@@ -353,6 +365,7 @@ class Enhancer:
         seconds = time.perf_counter() - start
         rec = settings.to_dict()
         rec["h"] = h
+        rec["guidance_sigma_min"] = g_min
         rec["sde_params"] = sde.to_dict()
         rec["attributes"] = {n: settings.attributes.get(n) for n in ATTRIBUTE_NAMES}
         return res, seconds, rec

@@ -24,6 +24,8 @@ __all__ = [
     "DEFAULT_SAMPLER",
     "DEFAULT_STEPS",
     "DEFAULT_H",
+    "DEFAULT_GUIDANCE_SIGMA_MIN",
+    "MAX_H",
     "MAX_SAMPLES",
     "MAX_CORRECTOR_STEPS",
 ]
@@ -96,6 +98,11 @@ DEFAULT_SAMPLER = "fast"
 DEFAULT_STEPS: dict[str, int] = {k: p.steps for k, p in SAMPLER_PRESETS.items()}
 #: guidance scale h when the attribute classifier's model card names none (SRDG's released code)
 DEFAULT_H = 500.0
+#: guidance acts while sigma >= this when the classifier's model card names none (0: the whole
+#: run, as SRDG)
+DEFAULT_GUIDANCE_SIGMA_MIN = 0.0
+#: the largest guidance scale the GUI offers (core does not cap h)
+MAX_H = 5000.0
 #: the most samples K in one run (SamplerSettings.validate and the GUI)
 MAX_SAMPLES = 64
 #: the most corrector steps M the GUI offers (core only refuses a negative M)

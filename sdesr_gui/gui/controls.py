@@ -24,13 +24,15 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QSlider,
+    QDoubleSpinBox,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from ..core.metrics import format_metric, format_value, metric_tooltip
-from ..core.presets import DEFAULT_H, DEFAULT_SAMPLER, MAX_CORRECTOR_STEPS, MAX_SAMPLES, SAMPLER_PRESETS
+from ..core.presets import (DEFAULT_GUIDANCE_SIGMA_MIN, DEFAULT_H, DEFAULT_SAMPLER, MAX_CORRECTOR_STEPS, MAX_H,
+                            MAX_SAMPLES, SAMPLER_PRESETS)
 from ..core.sde import DEFAULT_SDE, SDES
 from ..core.uncertainty import CAPTION
 from .imaging import pixmap_from_rgb
@@ -209,11 +211,20 @@ class ControlsPanel(QWidget):
         self.r_label = QLabel()
         self.r_label.setMinimumWidth(80)
         self.h_slider = QSlider(Qt.Orientation.Horizontal)
-        self.h_slider.setRange(0, 1000)
+        self.h_slider.setRange(0, int(MAX_H))
         self.h_slider.setValue(int(round(DEFAULT_H)))
         self.h_slider.setToolTip("h: attribute guidance scale (used only for attributes set below)")
         self.h_label = QLabel()
         self.h_label.setMinimumWidth(36)
+        self.g_sigma = QDoubleSpinBox()
+        self.g_sigma.setRange(0.0, 10.0)
+        self.g_sigma.setDecimals(2)
+        self.g_sigma.setSingleStep(0.05)
+        self.g_sigma.setValue(DEFAULT_GUIDANCE_SIGMA_MIN)
+        self.g_sigma.setToolTip("Guidance acts only while the noise level sigma is at least this; the last, "
+                                "low-noise steps stay the model's own, so fine detail is not painted by the "
+                                "classifier's gradients. 0 = the whole run (SRDG). The default comes from the "
+                                "classifier's model card.")
         sform = QFormLayout()
         sform.addRow("Preset", self.preset)
         sform.addRow("SDE", self.sde)
@@ -221,6 +232,7 @@ class ControlsPanel(QWidget):
         sform.addRow("Corrector M", self.corrector)
         sform.addRow("r (SNR)", self._pair(self.r_slider, self.r_label))
         sform.addRow("h (guidance)", self._pair(self.h_slider, self.h_label))
+        sform.addRow("Guide while σ ≥", self.g_sigma)
         sbox = QGroupBox("Sampler")
         sbox.setLayout(sform)
 
@@ -435,6 +447,7 @@ class ControlsPanel(QWidget):
             if c is None:
                 cb.set_value(None)
         self.h_slider.setEnabled(c is not None)
+        self.g_sigma.setEnabled(c is not None)
         if c is not None:
             cmeta = read_meta(c)
             names = cmeta.get("attributes") or (cmeta.get("config") or {}).get("attributes")
@@ -444,6 +457,7 @@ class ControlsPanel(QWidget):
                     cb.setEnabled(False)
             if reset_h:
                 self.h_slider.setValue(int(round(self.default_h())))
+                self.g_sigma.setValue(self.default_guidance_sigma_min())
         self.modelChanged.emit()
 
     def default_h(self) -> float:
@@ -454,6 +468,15 @@ class ControlsPanel(QWidget):
             return float(v) if v is not None else DEFAULT_H
         except (TypeError, ValueError):
             return DEFAULT_H
+
+    def default_guidance_sigma_min(self) -> float:
+        """The classifier's model-card guidance interval (0, the whole run, when it does not say)."""
+        c = self.classifier_path()
+        v = read_meta(c).get("guidance_sigma_min") if c else None
+        try:
+            return float(v) if v is not None else DEFAULT_GUIDANCE_SIGMA_MIN
+        except (TypeError, ValueError):
+            return DEFAULT_GUIDANCE_SIGMA_MIN
 
     # ---------------------------------------------------------------- sampler
     def sampler_key(self) -> str:
@@ -505,7 +528,7 @@ class ControlsPanel(QWidget):
         return SamplerSettings(
             sampler=key, sde=self.sde_key(), steps=int(self.steps.value()),
             corrector_steps=int(self.corrector.value()), snr=self.r_value(), h=float(self.h_slider.value()),
-            attributes=self.attributes(), samples=int(self.samples.value()), seed=int(self.seed.value()))
+            guidance_sigma_min=float(self.g_sigma.value()), attributes=self.attributes(), samples=int(self.samples.value()), seed=int(self.seed.value()))
 
     def device_name(self) -> str:
         return self.device.currentData() or "cpu"
@@ -560,6 +583,7 @@ class ControlsPanel(QWidget):
         s.setValue("controls/corrector", self.corrector.value())
         s.setValue("controls/r", self.r_slider.value())
         s.setValue("controls/h", self.h_slider.value())
+        s.setValue("controls/guidance_sigma_min", self.g_sigma.value())
         s.setValue("controls/samples", self.samples.value())
         s.setValue("controls/seed", self.seed.value())
         s.setValue("controls/random_seed", self.random_seed.isChecked())
@@ -597,6 +621,10 @@ class ControlsPanel(QWidget):
         self.corrector.setValue(get_int("controls/corrector", DEFAULT_M))
         self.r_slider.setValue(get_int("controls/r", int(round(DEFAULT_R * 100))))
         self.h_slider.setValue(get_int("controls/h", self.h_slider.value()))
+        try:
+            self.g_sigma.setValue(float(s.value("controls/guidance_sigma_min", self.g_sigma.value())))
+        except (TypeError, ValueError):
+            pass
         self.samples.setValue(get_int("controls/samples", 4))
         self.seed.setValue(get_int("controls/seed", 0))
         self.random_seed.setChecked(str(s.value("controls/random_seed", "false")).lower() == "true")
