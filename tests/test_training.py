@@ -446,3 +446,36 @@ def test_warm_start_loads_what_fits_and_records_it(tiny_dataset, tmp_path):
     with pytest.raises(TrainingError, match="not a score model"):
         train_score(tiny_dataset, tmp_path / "kind", ScoreTrainConfig.tiny(
             steps=0, init=str(tmp_path / "attr.safetensors")), **quiet)
+
+
+def test_pgd_perturbation_stays_in_the_ball_and_raises_the_loss():
+    from sdesr_gui.core.training import _pgd_l2
+
+    torch.manual_seed(0)
+    from sdesr_gui.core.models import AttributeClassifierConfig
+
+    m = AttributeClassifier(AttributeClassifierConfig.tiny())
+    x = torch.rand(3, 3, 32, 32)
+    sigma = torch.tensor([0.01, 0.1, 1.0])
+    targets = torch.tensor([[1.0, 0.0, -1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0]])  # -1: unknown
+    pw = torch.ones(3)
+    delta = _pgd_l2(m, x, sigma, targets, pw, eps=0.5, steps=3, device=torch.device("cpu"), amp_dtype=None)
+    assert delta.shape == x.shape
+    assert (delta.flatten(1).norm(dim=1) <= 0.5 + 1e-5).all()
+    with torch.no_grad():
+        before = masked_bce(m(x, sigma), targets, pw)
+        after = masked_bce(m(x + delta, sigma), targets, pw)
+    assert after > before
+
+
+def test_adversarial_attribute_training_resumes_exactly(tiny_dataset, tmp_path):
+    cfg = AttrTrainConfig.tiny(steps=3, adv_eps=0.5, adv_steps=2)
+    quiet = dict(show_progress=False, log=lambda m: None)
+    straight = train_attributes(tiny_dataset, tmp_path / "a", cfg, **quiet)
+    train_attributes(tiny_dataset, tmp_path / "b", cfg, steps=1, **quiet)
+    resumed = train_attributes(tiny_dataset, tmp_path / "b", cfg, **quiet)
+    assert resumed.losses == straight.losses and all(math.isfinite(v) for v in straight.losses)
+    plain = train_attributes(tiny_dataset, tmp_path / "c", AttrTrainConfig.tiny(steps=3), **quiet)
+    assert plain.losses[0] < straight.losses[0]  # same batch, the perturbed one is harder
+    with pytest.raises(TrainingError, match="adv_eps"):
+        train_attributes(tiny_dataset, tmp_path / "d", AttrTrainConfig.tiny(adv_eps=-1.0), **quiet)

@@ -91,8 +91,13 @@ def cmd_train(args) -> int:
             kw["p_mean"] = args.p_mean
         if args.p_std is not None:
             kw["p_std"] = args.p_std
-    elif args.default_h is not None:
-        kw["default_h"] = args.default_h
+    else:
+        if args.default_h is not None:
+            kw["default_h"] = args.default_h
+        if args.adv_eps is not None:
+            kw["adv_eps"] = args.adv_eps
+        if args.adv_steps is not None:
+            kw["adv_steps"] = args.adv_steps
     saved = None if args.new else T.load_train_state(run)
     # resuming: start from the run's own settings, so only what changes needs to be given
     base = dict(saved[0]["config"]) if saved is not None and saved[0].get("kind") == (
@@ -167,6 +172,10 @@ def register(sub) -> None:
     tr.add_argument("--init", metavar="FILE", help="a new run starts from these weights (.safetensors of "
                     "the same kind); parts the file lacks start fresh")
     tr.add_argument("--default-h", type=float, help="attributes/export: guidance scale written to the model")
+    tr.add_argument("--adv-eps", type=float, metavar="EPS",
+                    help="attributes: adversarial training, L2 radius per image in [0, 1] units (0 = off): a "
+                    "robust classifier's gradients look like image features, which guidance needs")
+    tr.add_argument("--adv-steps", type=int, metavar="K", help="attributes: PGD steps per update (2)")
     tr.add_argument("--guidance-min-sigma", type=float, metavar="SIGMA",
                     help="export of an attribute run: the guidance interval written to the model card "
                     "(guide while sigma >= SIGMA)")
