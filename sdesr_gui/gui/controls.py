@@ -460,23 +460,22 @@ class ControlsPanel(QWidget):
                 self.g_sigma.setValue(self.default_guidance_sigma_min())
         self.modelChanged.emit()
 
+    def _classifier_card(self, key: str, default: float) -> float:
+        """A number from the selected classifier's model card, or ``default``."""
+        c = self.classifier_path()
+        v = read_meta(c).get(key) if c else None
+        try:
+            return float(v) if v is not None else default
+        except (TypeError, ValueError):
+            return default
+
     def default_h(self) -> float:
         """The classifier's model-card guidance scale (500, as in SRDG, when it does not say)."""
-        c = self.classifier_path()
-        v = read_meta(c).get("default_h") if c else None
-        try:
-            return float(v) if v is not None else DEFAULT_H
-        except (TypeError, ValueError):
-            return DEFAULT_H
+        return self._classifier_card("default_h", DEFAULT_H)
 
     def default_guidance_sigma_min(self) -> float:
         """The classifier's model-card guidance interval (0, the whole run, when it does not say)."""
-        c = self.classifier_path()
-        v = read_meta(c).get("guidance_sigma_min") if c else None
-        try:
-            return float(v) if v is not None else DEFAULT_GUIDANCE_SIGMA_MIN
-        except (TypeError, ValueError):
-            return DEFAULT_GUIDANCE_SIGMA_MIN
+        return self._classifier_card("guidance_sigma_min", DEFAULT_GUIDANCE_SIGMA_MIN)
 
     # ---------------------------------------------------------------- sampler
     def sampler_key(self) -> str:
