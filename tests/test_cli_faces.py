@@ -237,6 +237,21 @@ def test_eval_match_hr_bicubic_sr(gallery: Path, tmp_path: Path, tiny_weights, c
     assert rep["results"]["hr"]["cs_to_hr"] == pytest.approx(1.0, abs=1e-5)
     assert rep["sampler"]["steps"] == 2 and rep["model"]["sha256"]
 
+    # --samples 3: "sr" is each probe's first sample (the same seed as above), "consensus" all three
+    report3 = tmp_path / "report" / "eval3.json"
+    code, out, err = run(["eval-match", "--gallery", gallery, "--probes", probes, "--weights", tiny_weights["score"],
+                          "--steps", "2", "--samples", "3", "--json", report3, "--cache-dir", tmp_path / "cache",
+                          "--quiet", "--calibration", "none"], capsys)
+    assert code == 0, err
+    assert "consensus: 3 samples per probe" in out
+    rep3 = json.loads(report3.read_text())
+    assert set(rep3["results"]) == {"hr", "bicubic", "sr", "mean", "consensus"}
+    con = rep3["results"]["consensus"]
+    assert con["samples_per_probe"] == 3 and con["counted"] == 2 and 0 <= con["rank1"] <= 1
+    assert rep3["results"]["sr"]["genuine_scores"][0] == pytest.approx(rep["results"]["sr"]["genuine_scores"][0],
+                                                                     abs=1e-4)
+    assert -1 <= con["cs_to_hr"] <= 1
+
     code, out, err = run(["eval-match", "--gallery", gallery, "--probes", probes, "--no-sr", "--json",
                           gallery / "eval.json", "--cache-dir", tmp_path / "cache"], capsys)
     one_line_error(code, err, "inside the input folder", alone=False)

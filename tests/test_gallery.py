@@ -305,6 +305,26 @@ def test_evaluate_identification_excludes_the_probe_photo(tmp_path: Path) -> Non
     assert r["counted"] == 0  # its identity has no other face: not counted
 
 
+def test_evaluate_identification_consensus_of_samples(tmp_path: Path) -> None:
+    """[P, S, D]: an identity scores by its mean over the samples, as query_samples ranks."""
+    rows = [("a/1.jpg", "a", _unit(1, 0, 0)), ("b/1.jpg", "b", _unit(0, 1, 0)), ("c/1.jpg", "c", _unit(0, 0, 1))]
+    idx = _synthetic(tmp_path, rows)
+    # one sample leans to b, the other two to a: sample 1 alone ranks a second, the consensus first
+    samples = np.stack([_unit(0.5, 0.8, 0), _unit(0.9, 0.3, 0), _unit(0.9, 0.2, 0.1)])[None]
+    one = evaluate_identification(idx, samples[:, 0], ["a"])
+    both = evaluate_identification(idx, samples, ["a"])
+    assert one["ranks"] == [2] and both["ranks"] == [1] and both["samples_per_probe"] == 3
+    mean_a = float(np.mean([_unit(0.5, 0.8, 0)[0], _unit(0.9, 0.3, 0)[0], _unit(0.9, 0.2, 0.1)[0]]))
+    assert both["genuine_scores"][0] == pytest.approx(mean_a, abs=1e-5)
+    res = idx.query_samples(samples[0], top_k=3)
+    assert res.candidates[0].identity == "a" and res.candidates[0].mean_score == pytest.approx(mean_a, abs=1e-5)
+    # the probe's own photo is left out for every sample
+    r = evaluate_identification(idx, samples, ["a"], exclude=[["a/1.jpg"]])
+    assert r["counted"] == 0
+    with pytest.raises(ValueError, match="embeddings for"):
+        evaluate_identification(idx, samples[0], ["a"])  # 3 embeddings, 1 probe of 1 sample
+
+
 def test_bench_gallery_is_quick_enough_to_run() -> None:
     r = gallery.benchmark_query(n=500, queries=5, samples=3)
     assert r["faces"] == 500 and r["query"]["median_ms"] > 0 and r["query_samples"]["median_ms"] > 0

@@ -317,25 +317,38 @@ def cmd_eval_match(args) -> int:
     lr = faces.degrade(hr_t)
     kinds = {"hr": hr, "bicubic": faces.to_uint8(faces.upsample(lr))}
     sr_seconds = None
+    n_samples = max(1, int(settings.samples)) if settings is not None else 1
     if enh is not None:
-        sr = []
-        b = max(1, int(args.batch))
-        with tqdm(total=len(hr), desc="super-resolve", unit="face", file=sys.stderr, disable=args.quiet) as bar:
-            for k in range(0, len(hr), b):
-                s = enh.run_many(lr[k:k + b], settings)
-                sr += faces.to_uint8(s)
-                bar.update(s.shape[0])
+        sr, consensus = [], []
+        with tqdm(total=len(hr), desc="super-resolve" + (f" x{n_samples}" if n_samples > 1 else ""), unit="face",
+                  file=sys.stderr, disable=args.quiet) as bar:
+            if n_samples == 1:  # one sample per probe, batched (face i of a batch: seed + i)
+                b = max(1, int(args.batch))
+                for k in range(0, len(hr), b):
+                    s = enh.run_many(lr[k:k + b], settings)
+                    sr += faces.to_uint8(s)
+                    bar.update(s.shape[0])
+            else:  # K samples of each probe (seeds seed .. seed + K - 1): "sr" is the first, "consensus" all K
+                for k in range(len(hr)):
+                    s = faces.to_uint8(enh.run_many(lr[k:k + 1].expand(n_samples, -1, -1, -1), settings))
+                    sr.append(s[0])
+                    consensus += s
+                    bar.update(1)
         kinds["sr"] = sr
+        if consensus:
+            kinds["consensus"] = consensus
         sr_seconds = time.perf_counter() - t0
         kinds["mean"] = [faces.to_uint8(enh.mean_estimate(lr[k:k + 1]))[0] for k in range(len(hr))]
     vec = {k: emb.embed_aligned(v) for k, v in kinds.items()}
+    if "consensus" in vec:
+        vec["consensus"] = vec["consensus"].reshape(len(hr), n_samples, -1)
     calib = cal.load_calibration(emb.cache_key, args.calibration) if args.calibration != "none" else None
     g_files, g_ids, _, g_emb = index.entries()
     table = {}
     for k, v in vec.items():
         r = evaluate_identification(index, v, ids, exclude)
-        r["cs_to_hr"] = float(np.mean(np.sum(v * vec["hr"], axis=1)))
-        kc = calib.kind(CAL_KIND[k]) if calib is not None else None
+        r["cs_to_hr"] = float(np.mean(np.sum(v * (vec["hr"][:, None] if v.ndim == 3 else vec["hr"]), axis=-1)))
+        kc = calib.kind(CAL_KIND[k]) if calib is not None and k in CAL_KIND else None
         if kc is not None:
             _, imp = cal.pair_scores(v, ids, g_emb, g_ids, [set(e) for e in exclude], g_files)
             r["calibration_check"] = cal.verify(kc, imp)
@@ -349,6 +362,8 @@ def cmd_eval_match(args) -> int:
         print(f"  {metric_tooltip(key)}")
     if "mean" in table:
         print("(sr: one generated sample per probe; mean: the model's mean estimate, an estimate, not a sample)")
+    if "consensus" in table:
+        print(f"(consensus: {n_samples} samples per probe, each identity ranked by its mean score over them)")
     if calib is not None:
         print(f"\ncalibrated false-match rates ({Path(calib.path).name}) against these probes' strangers "
               "(single comparisons, a probe's own photo left out):")

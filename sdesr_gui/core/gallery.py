@@ -891,25 +891,36 @@ def evaluate_identification(index: GalleryIndex, probe_embeddings: np.ndarray, p
     ``i`` may not match (the probe photo itself). Probes whose identity has no (remaining)
     gallery face are not counted (``open_set``). Verification pairs every counted probe with
     every gallery identity (genuine: the same identity).
+
+    ``probe_embeddings`` is ``[P, D]`` (one embedding per probe) or ``[P, S, D]`` (S samples
+    of each probe): then an identity's score is its mean over the samples of its best-face
+    score, the consensus :meth:`GalleryIndex.query_samples` ranks by.
     """
     from .metrics import verification_auc
 
     m = index._load()
-    q = GalleryIndex._probe(probe_embeddings, m.emb.shape[1]) if len(probe_ids) else np.zeros((0, 1))
+    emb = np.asarray(probe_embeddings, dtype=np.float32)
+    n_s = emb.shape[1] if emb.ndim == 3 else 1
+    flat = emb.reshape(-1, emb.shape[-1]) if emb.ndim == 3 else emb
+    q = GalleryIndex._probe(flat, m.emb.shape[1]) if len(probe_ids) else np.zeros((0, 1))
     out: dict[str, Any] = {"probes": len(probe_ids), "gallery_faces": len(m.files),
-                           "gallery_identities": len(m.id_names)}
+                           "gallery_identities": len(m.id_names), "samples_per_probe": n_s}
     if not len(probe_ids) or not m.files:
         out.update({f"rank{n}": float("nan") for n in ranks})
         out.update({"counted": 0, "open_set": len(probe_ids), "auc": float("nan")})
         return out
-    s = q @ m.emb.T
+    if q.shape[0] != len(probe_ids) * n_s:
+        raise ValueError(f"{q.shape[0]} embeddings for {len(probe_ids)} probes of {n_s} sample(s) each")
+    s = q @ m.emb.T  # [P * S, N]
     if exclude is not None:
         col = {f: i for i, f in enumerate(m.files)}
         for r, ex in enumerate(exclude):
             for f in ex or ():
                 if f in col:
-                    s[r, col[f]] = -np.inf
+                    s[r * n_s:(r + 1) * n_s, col[f]] = -np.inf
     ids = GalleryIndex._identity_scores(m, s)
+    if n_s > 1:
+        ids = ids.reshape(len(probe_ids), n_s, -1).mean(axis=1)
     code = {n: j for j, n in enumerate(m.id_names)}
     rank_list, gen, imp = [], [], []
     for r, pid in enumerate(probe_ids):
