@@ -437,6 +437,18 @@ def test_warm_start_loads_what_fits_and_records_it(tiny_dataset, tmp_path):
     res = train_score(tiny_dataset, tmp_path / "warm", ScoreTrainConfig.tiny(
         steps=2, net=dict(patch, full_res_channels=4), init=str(init)), **quiet)
     assert res.step == 2 and all(math.isfinite(v) for v in res.losses)
+    # the exported weights carry their lineage: the warm-start file and that file's own training
+    export_score(tmp_path / "warm", tmp_path / "warm.safetensors", dtype=None)
+    lineage = load_checkpoint(tmp_path / "warm.safetensors")[1]["training"]["init"]
+    assert lineage["file"] == "base.safetensors" and lineage["sha256"] == state["extra"]["init"]["sha256"]
+    assert lineage["new_parts"] == ["full_mix", "full_out", "full_proj"] and lineage["training"]["steps"] == 2
+
+    # a run state from before the lineage was recorded: read from the file while it is unchanged
+    from sdesr_gui.core.training import _init_lineage
+
+    bare = {k: state["extra"]["init"][k] for k in ("path", "sha256", "new_parts")}
+    assert _init_lineage(bare)["training"]["steps"] == 2
+    assert "training" not in _init_lineage(dict(bare, sha256="0" * 64))  # another file now: not claimed
 
     with pytest.raises(TrainingError, match="does not fit"):
         train_score(tiny_dataset, tmp_path / "wide", ScoreTrainConfig.tiny(

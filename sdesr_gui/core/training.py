@@ -832,7 +832,10 @@ def _warm_start(kind: str, model: nn.Module, path: str, log) -> dict[str, Any]:
     new = sorted({k.split(".")[0] for k in mine if k not in state})
     log(f"Warm start from '{p.name}': {len(state)} tensors loaded"
         + (f"; new parts start fresh: {', '.join(new)}." if new else "."))
-    return {"path": str(p), "sha256": sha256_file(p), "kind": meta.get("kind"), "new_parts": new}
+    tr = meta.get("training") if isinstance(meta.get("training"), dict) else {}
+    return {"path": str(p), "sha256": sha256_file(p), "kind": meta.get("kind"), "new_parts": new,
+            "config": meta.get("config"), "training": {k: tr.get(k) for k in ("steps", "train_seconds", "init")
+                                                        if k in tr}}
 
 
 def _start_engine(kind: str, run: Path, cfg, loaded, build: Callable[[], nn.Module],
@@ -1161,6 +1164,29 @@ def _training_meta(state: Mapping[str, Any], keys: Sequence[str]) -> dict[str, A
     out.update(steps=state["step"], planned_steps=cfg.get("steps"),
                final_loss=float(np.mean(state["losses"][-100:])) if state.get("losses") else None,
                train_seconds=state.get("seconds"), ema=cfg.get("ema"), exported_utc=utc_now_iso())
+    init = (state.get("extra") or {}).get("init")
+    if init:  # the run was warm-started: the weights' lineage goes back through that file
+        out["init"] = _init_lineage(init)
+    return out
+
+
+def _init_lineage(init: Mapping[str, Any]) -> dict[str, Any]:
+    """What an export records of its warm-start file: name, sha256, the parts that started fresh
+    and that file's own training (steps, seconds, its own warm start), read from the file when
+    the run state predates recording it and the file is still there."""
+    out = {"file": Path(str(init.get("path", ""))).name, "sha256": init.get("sha256"),
+           "new_parts": list(init.get("new_parts") or [])}
+    training = init.get("training")
+    if training is None:
+        p = Path(str(init.get("path", "")))
+        try:
+            if p.is_file() and sha256_file(p) == init.get("sha256"):
+                tr = load_checkpoint(p, device="cpu")[1].get("training") or {}
+                training = {k: tr.get(k) for k in ("steps", "train_seconds", "init") if k in tr}
+        except CheckpointError:
+            training = None
+    if training:
+        out["training"] = training
     return out
 
 
