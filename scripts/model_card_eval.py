@@ -3,9 +3,10 @@
 
 Runs on the validation identities of a prepared dataset (``sdesr prepare``), 16x16 -> 128x128:
 
-1. ``main``: PSNR / SSIM / consistency / CS for bicubic and the fast sampler on ``--faces``
-   validation faces (spread evenly over the split), and the paper's PC sampler (N=1000, M=2,
-   r=0.16) on the first ``--pc-faces`` of them (PC costs 3,000 network calls per face);
+1. ``main``: PSNR / SSIM / consistency / CS for bicubic, the mean estimate and the fast sampler
+   on ``--faces`` validation faces (spread evenly over the split), and the paper's PC sampler
+   (N=1000, M=2, r=0.16) on the first ``--pc-faces`` of them (PC costs 3,000 network calls per
+   face); ``mean``: bicubic and the mean estimate alone on the same faces (one call per face);
 2. ``r_sweep``: CS (and PSNR) as a function of the corrector SNR r (the paper's Fig. 4) with PC
    at ``--sweep-steps`` steps, M=2, on ``--sweep-faces`` faces;
 3. ``classifier``: accuracy and balanced accuracy of each attribute at sigma 0.01 / 0.1 / 1 /
@@ -39,7 +40,7 @@ from sdesr_gui.core import faces, metrics  # noqa: E402
 from sdesr_gui.core.datasets import ATTRIBUTES, read_manifest  # noqa: E402
 from sdesr_gui.core.enhance import (CLASSIFIER_WEIGHTS_NAME, SCORE_WEIGHTS_NAME, Enhancer,  # noqa: E402
                                     SamplerSettings, weights_dir)
-from sdesr_gui.core.evaluation import evaluate, format_table, summarize  # noqa: E402
+from sdesr_gui.core.evaluation import MEAN_ROW, evaluate, format_table, summarize  # noqa: E402
 from sdesr_gui.core.provenance import device_info, to_json, versions, write_json_atomic  # noqa: E402
 from sdesr_gui.core.video import load_still  # noqa: E402
 
@@ -79,7 +80,7 @@ def make_embed_fn(name: str):
 def run_main(enh, imgs, embed_fn, args, report):
     fast = SamplerSettings(sampler="fast", seed=0)
     log(f"main: bicubic + fast ({fast.n_steps()} steps) on {len(imgs)} faces")
-    res = evaluate(enh, imgs, {"fast": fast}, embed_fn=embed_fn, batch=args.batch,
+    res = evaluate(enh, imgs, {"fast": fast}, embed_fn=embed_fn, batch=args.batch, mean_estimate=True,
                    progress=lambda d, n: log(f"  fast {d}/{n}") if d % 40 == 0 else None)
     out = {"faces": len(imgs), "summary": res.summary(), "seconds": res.seconds,
            "settings": {"fast": fast.to_dict()}, "per_face": res.per_face}
@@ -95,6 +96,15 @@ def run_main(enh, imgs, embed_fn, args, report):
     print("\n## Main table (fast)\n" + format_table(out["summary"]))
     if "pc" in out:
         print("\n## PC subset\n" + format_table(out["pc"]["summary"]))
+
+
+def run_mean(enh, imgs, embed_fn, args, report):
+    """bicubic and the mean estimate only (one evaluation per face): the ``main`` faces."""
+    log(f"mean: bicubic + mean estimate on {len(imgs)} faces")
+    res = evaluate(enh, imgs, {}, embed_fn=embed_fn, batch=args.batch, mean_estimate=True)
+    report["mean"] = {"faces": len(imgs), "summary": res.summary(), "seconds": res.seconds,
+                      "per_face": res.per_face}
+    print("\n## Mean estimate\n" + format_table(report["mean"]["summary"]))
 
 
 def run_sweep(enh, imgs, embed_fn, args, report):
@@ -209,7 +219,11 @@ def render_markdown(report: dict) -> str:
     m = report.get("main")
     if m:
         out.append(f"| method | faces | PSNR (dB) | SSIM | consistency | CS |\n|---|---:|---:|---:|---:|---:|")
-        for name, s in m["summary"].items():
+        rows = dict(m["summary"])
+        extra = report.get("mean")  # a separate ``mean`` part on the same faces
+        if extra and MEAN_ROW in extra["summary"] and MEAN_ROW not in rows:
+            rows[MEAN_ROW] = extra["summary"][MEAN_ROW]
+        for name, s in rows.items():
             out.append(f"| {name} | {m['faces']} | {_ms(s, 'psnr')} | {_ms(s, 'ssim', '{:.3f}')} | "
                        f"{_ms(s, 'consistency')} | {_ms(s, 'cs', '{:.3f}')} |")
         if "pc" in m:
@@ -300,19 +314,22 @@ def main(argv=None) -> int:
               "model": enh.model_info, "classifier": enh.classifier_info,
               "versions": versions(), "device": device_info("cpu"), "threads": args.threads}
     embed_fn = None
-    if parts & {"main", "sweep"}:
+    if parts & {"main", "mean", "sweep"}:
         try:
             embed_fn, report["embedder"] = make_embed_fn(args.embedder)
         except Exception as exc:  # CS is left out, said so in the report
             log(f"no embedder ({exc}); CS is left out")
             report["embedder"] = None
-    imgs = load(args.dataset, chosen) if parts & {"main", "sweep"} else []
+    imgs = load(args.dataset, chosen) if parts & {"main", "mean", "sweep"} else []
     t0 = time.perf_counter()
     if "classifier" in parts:
         run_classifier(enh, args.dataset, rows, args, report)
         write_json_atomic(args.out, report)
     if "main" in parts:
         run_main(enh, imgs, embed_fn, args, report)
+        write_json_atomic(args.out, report)
+    if "mean" in parts:
+        run_mean(enh, imgs, embed_fn, args, report)
         write_json_atomic(args.out, report)
     if "guidance" in parts:
         run_guidance(enh, args.dataset, rows, args, report)

@@ -387,7 +387,15 @@ def test_evaluate_reports_bicubic_and_sampler(tmp_path, astronaut_face, tiny_wei
                           "--json", tmp_path / "r.json", "--quiet"], capsys)
     assert code == 0, err
     rep = json.loads((tmp_path / "r.json").read_text())
-    assert rep["faces"] == 3 and set(rep["summary"]) == {"bicubic", "fast"}
+    assert rep["faces"] == 3 and set(rep["summary"]) == {"bicubic", "mean estimate", "fast"}
+    assert "an estimate, not a sample" in out
+    # the mean-estimate row is the app's mean estimate, face by face
+    from sdesr_gui.core.enhance import Enhancer
+    from sdesr_gui.core import faces as _faces, metrics as _metrics
+    enh = Enhancer.from_files(tiny_weights["score"])
+    hr0 = _faces.to_tensor(np.asarray(Image.open(d / "f1.png")))
+    est = enh.mean_estimate(_faces.degrade(hr0))
+    assert rep["per_face"]["mean estimate"]["psnr"][1] == pytest.approx(float(_metrics.psnr(est, hr0)[0]), rel=1e-4)
     assert rep["summary"]["bicubic"]["psnr"]["n"] == 3 and "bicubic" in out
     # the bicubic row equals the metric computed directly
     from sdesr_gui.core import faces, metrics

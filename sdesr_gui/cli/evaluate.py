@@ -57,9 +57,12 @@ def cmd_evaluate(args) -> int:
         embed_fn = get_embedder("dlib").embed_fn()
     with tqdm(total=len(imgs), desc="evaluate", unit="face", file=sys.stderr, disable=args.quiet) as bar:
         res = evaluate(enh, imgs, {args.name or settings.sampler: settings}, batch=args.batch,
-                       progress=lambda d, n: bar.update(d - bar.n), embed_fn=embed_fn)
+                       progress=lambda d, n: bar.update(d - bar.n), embed_fn=embed_fn,
+                       mean_estimate=not args.no_mean)
     summary = res.summary()
     print(format_table(summary))
+    if not args.no_mean:
+        print("(mean estimate: the model's posterior-mean estimate, one evaluation per face; an estimate, not a sample)")
     if args.json:
         report = {"faces": len(imgs), "settings": settings.to_dict(), "model": enh.model_info,
                   "summary": summary, "metric_legend": metric_legend(metric_keys_in(summary)),
@@ -75,6 +78,8 @@ def register(sub) -> None:
     v.add_argument("inputs", nargs="+", metavar="INPUT", help="folders/files of 128x128 faces, or a prepared dataset")
     v.add_argument("--split", default="val", help="dataset split to use when INPUT is a prepared dataset (val)")
     v.add_argument("--limit", type=int, default=200, help="at most this many faces (200)")
+    v.add_argument("--no-mean", action="store_true",
+                   help="leave out the mean-estimate row (the model's posterior-mean estimate, one evaluation per face)")
     v.add_argument("--name", help="label of this setting in the table")
     v.add_argument("--cs", action="store_true",
                    help="also CS: cosine of dlib face embeddings of output and HR (identity kept; slower)")

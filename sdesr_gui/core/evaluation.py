@@ -16,7 +16,10 @@ import torch
 from . import faces, metrics
 from .enhance import Enhancer, SamplerSettings
 
-__all__ = ["EvalResult", "evaluate", "summarize"]
+__all__ = ["EvalResult", "evaluate", "summarize", "MEAN_ROW"]
+
+#: the name of the mean-estimate row of an evaluation
+MEAN_ROW = "mean estimate"
 
 
 def summarize(values: Sequence[float]) -> dict:
@@ -46,15 +49,18 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
     cancel=None,
     total: int | None = None,
+    mean_estimate: bool = False,
 ) -> EvalResult:
     """Evaluate bicubic and each named sampler setting on 128x128 uint8 HR faces.
 
     Faces are processed ``batch`` at a time; sample i of the run uses seed settings.seed + i so
     results do not depend on the batch size.  ``embed_fn`` ([B,3,128,128] in [0,1] -> [B,D])
-    adds CS (cosine similarity of SR and HR embeddings).
+    adds CS (cosine similarity of SR and HR embeddings).  ``mean_estimate`` adds the row
+    :data:`MEAN_ROW`: the model's posterior-mean estimate (one network evaluation per face, an
+    estimate, not a sample).
     """
     res = EvalResult()
-    methods = ["bicubic", *settings]
+    methods = ["bicubic", *([MEAN_ROW] if mean_estimate else []), *settings]
     for m in methods:
         res.per_face[m] = {"psnr": [], "ssim": [], "consistency": []}
         if embed_fn is not None:
@@ -68,6 +74,10 @@ def evaluate(
         hr = torch.cat([faces.to_tensor(im) for im in chunk])
         lr = faces.degrade(hr)
         outs = {"bicubic": faces.upsample(lr)}
+        if mean_estimate:
+            t0 = time.perf_counter()
+            outs[MEAN_ROW] = torch.cat([enhancer.mean_estimate(lr[i:i + 1]) for i in range(lr.shape[0])])
+            res.seconds[MEAN_ROW] += time.perf_counter() - t0
         for name, st in settings.items():
             t0 = time.perf_counter()
             outs[name] = enhancer.run_many(lr, replace(st, samples=1, seed=st.seed + start), cancel=cancel)
