@@ -78,6 +78,10 @@ def test_model_line_says_unit_direction_and_what_val_psnr_is():
     meta = {"name": "m", "metrics": {"psnr": 21.147, "psnr_bicubic": 21.769}}
     assert "val PSNR 21.15 dB ↑ (bicubic 21.77 dB)" in describe_model(meta, "m")
     assert "bicubic –" in describe_model({"metrics": {"psnr": 21.0}}, "m")
+    # warm-started weights: the total steps and the stages, oldest first
+    staged = {"training": {"steps": 3000, "init": {"file": "a.safetensors", "training": {"steps": 4062}}}}
+    assert "7062 steps (4062 + 3000)" in describe_model(staged, "m")
+    assert "3000 steps" in describe_model({"training": {"steps": 3000, "init": {"file": "x"}}}, "m")
     tip = model_tooltip(meta, "/w/m.safetensors")
     assert "/w/m.safetensors" in tip and "validation faces" in tip and "Higher is better" in tip
     assert model_tooltip({}, "/w/m.safetensors") == "/w/m.safetensors"

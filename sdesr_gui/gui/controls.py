@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.metrics import format_metric, format_value, metric_tooltip
+from ..core.models import training_steps
 from ..core.presets import (DEFAULT_GUIDANCE_SIGMA_MIN, DEFAULT_H, DEFAULT_SAMPLER, MAX_CORRECTOR_STEPS, MAX_H,
                             MAX_SAMPLES, SAMPLER_PRESETS)
 from ..core.sde import DEFAULT_SDE, SDES
@@ -99,9 +100,11 @@ def describe_model(meta: dict, fallback: str) -> str:
         bits.append(f"trained on {data.get('dataset', '?')}" + (f" ({n} faces)" if n else ""))
     elif data:
         bits.append(f"trained on {str(data)[:60]}")
-    steps = (meta.get("training") or {}).get("steps")
-    if steps:
-        bits.append(f"{steps} steps")
+    stages = training_steps(meta)
+    if len(stages) > 1:  # warm-started: the total, and the stages
+        bits.append(f"{sum(stages)} steps ({' + '.join(str(s) for s in stages)})")
+    elif stages:
+        bits.append(f"{stages[0]} steps")
     m = meta.get("metrics") or {}
     if "psnr" in m:
         bits.append(f"val {format_metric('psnr', m['psnr'])} (bicubic {format_value('psnr', m.get('psnr_bicubic'))})")

@@ -16,6 +16,7 @@ from .checkpoint import (
     read_metadata,
     save_checkpoint,
     tensor_sha256,
+    training_steps,
 )
 from .classifier import DEFAULT_ATTRIBUTES, AttributeClassifier, AttributeClassifierConfig
 from .layers import (
@@ -52,4 +53,5 @@ __all__ = [
     "read_metadata",
     "save_checkpoint",
     "tensor_sha256",
+    "training_steps",
 ]

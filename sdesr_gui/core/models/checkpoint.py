@@ -300,3 +300,17 @@ def import_torch_state(path_pth: PathLike) -> dict[str, torch.Tensor]:
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
+
+
+def training_steps(meta: Mapping[str, Any]) -> list[int]:
+    """The training steps behind a checkpoint, oldest stage first: ``[4062, 3000]`` for weights
+    trained 3,000 steps after a warm start from a 4,062-step run (read from ``training`` and
+    its ``init`` lineage); ``[]`` when the metadata says nothing."""
+    stages: list[int] = []
+    tr = meta.get("training") if isinstance(meta, Mapping) else None
+    while isinstance(tr, Mapping) and len(stages) < 32:
+        if isinstance(tr.get("steps"), (int, float)):
+            stages.append(int(tr["steps"]))
+        init = tr.get("init")
+        tr = init.get("training") if isinstance(init, Mapping) else None
+    return stages[::-1]
