@@ -832,10 +832,15 @@ def _warm_start(kind: str, model: nn.Module, path: str, log) -> dict[str, Any]:
     new = sorted({k.split(".")[0] for k in mine if k not in state})
     log(f"Warm start from '{p.name}': {len(state)} tensors loaded"
         + (f"; new parts start fresh: {', '.join(new)}." if new else "."))
-    tr = meta.get("training") if isinstance(meta.get("training"), dict) else {}
     return {"path": str(p), "sha256": sha256_file(p), "kind": meta.get("kind"), "new_parts": new,
-            "config": meta.get("config"), "training": {k: tr.get(k) for k in ("steps", "train_seconds", "init")
-                                                        if k in tr}}
+            "training": _stage_record(meta)}
+
+
+def _stage_record(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """What a warm-started run keeps of its source checkpoint's training: steps, seconds, and
+    that file's own warm start (so the lineage chains back through every stage)."""
+    tr = meta.get("training") if isinstance(meta.get("training"), Mapping) else {}
+    return {k: tr[k] for k in ("steps", "train_seconds", "init") if k in tr}
 
 
 def _start_engine(kind: str, run: Path, cfg, loaded, build: Callable[[], nn.Module],
@@ -1181,8 +1186,7 @@ def _init_lineage(init: Mapping[str, Any]) -> dict[str, Any]:
         p = Path(str(init.get("path", "")))
         try:
             if p.is_file() and sha256_file(p) == init.get("sha256"):
-                tr = load_checkpoint(p, device="cpu")[1].get("training") or {}
-                training = {k: tr.get(k) for k in ("steps", "train_seconds", "init") if k in tr}
+                training = _stage_record(load_checkpoint(p, device="cpu")[1])
         except CheckpointError:
             training = None
     if training:
