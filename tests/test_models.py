@@ -208,6 +208,59 @@ def test_checkpoint_round_trip_fp16(tmp_path: Path, score_net: ScoreUNet) -> Non
         torch.testing.assert_close(model(x, 0.7, y_up), score_net(x, 0.7, y_up), atol=1e-2, rtol=0)
 
 
+def test_checkpoint_int8_weights_round_trip_and_are_traced(tmp_path: Path, score_net: ScoreUNet) -> None:
+    from sdesr_gui.core.models.checkpoint import QUANT_SCALE_SUFFIX, convert_checkpoint
+
+    src = tmp_path / "score16.safetensors"
+    save_checkpoint(src, score_net, kind="score", config=score_net.config.to_dict(),
+                    metadata=_meta(), dtype=torch.float16)
+    dst = tmp_path / "score8.safetensors"
+    meta = convert_checkpoint(src, dst, quantize="int8")
+    assert meta["stored_dtype"] == ["float16", "float32", "int8"]
+    n_weights = sum(1 for _, p in score_net.named_parameters() if p.ndim >= 2)
+    assert meta["quantization"]["tensors"] == n_weights > 0
+    assert meta["converted_from"]["sha256"] == file_sha256(src)
+    assert meta["sde"] == _meta()["sde"]  # caller metadata carries over
+    assert dst.stat().st_size < 0.7 * src.stat().st_size
+
+    from safetensors import safe_open
+
+    with safe_open(str(dst), framework="pt") as f:
+        keys = set(f.keys())
+        conv = next(k for k in keys if k.endswith(".weight") and f.get_tensor(k).ndim == 4)
+        assert f.get_tensor(conv).dtype == torch.int8 and conv + QUANT_SCALE_SUFFIX in keys
+    model, meta2 = load_checkpoint(dst)
+    assert set(model.state_dict()) == set(score_net.state_dict())  # scales are not parameters
+    for name, p in model.state_dict().items():  # at most half a step of each channel's scale
+        ref = score_net.state_dict()[name]
+        if ref.ndim >= 2:
+            step = ref.abs().reshape(ref.shape[0], -1).amax(1) / 127
+            err = (p - ref).abs().reshape(ref.shape[0], -1).amax(1)
+            assert torch.all(err <= step * 0.5 + 1e-3 * ref.abs().max())
+    x, y_up = _inputs(1, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, 0.7, y_up), score_net(x, 0.7, y_up), atol=5e-2, rtol=0)
+    with pytest.raises(ValueError, match="quantize"):
+        save_checkpoint(tmp_path / "x.safetensors", score_net, quantize="int4")
+
+
+def test_int8_weight_without_its_scale_is_rejected(tmp_path: Path, score_net: ScoreUNet) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from sdesr_gui.core.models.checkpoint import QUANT_SCALE_SUFFIX, tensor_sha256
+
+    path = tmp_path / "q.safetensors"
+    save_checkpoint(path, score_net, metadata=_meta(), quantize="int8")
+    meta = read_metadata(path)
+    tensors = load_file(str(path))
+    drop = next(k for k in tensors if k.endswith(QUANT_SCALE_SUFFIX))
+    del tensors[drop]
+    meta["tensor_sha256"] = tensor_sha256(tensors)  # a consistent hash: only the scale is missing
+    save_file(tensors, str(path), metadata={"sdesr": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="scale"):
+        load_checkpoint(path)
+
+
 def test_classifier_checkpoint_round_trip(tmp_path: Path) -> None:
     clf = _randomise(AttributeClassifier(AttributeClassifierConfig.tiny()))
     path = tmp_path / "clf.safetensors"

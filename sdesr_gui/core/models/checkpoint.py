@@ -10,6 +10,14 @@ JSON object::
      "tensor_sha256": "<hex>", "stored_dtype": "float32", ...caller metadata...}
 
 ``tensor_sha256`` is a hash over the tensors as stored (see :func:`tensor_sha256`).
+
+Weights may be stored as int8 (``quantize="int8"``): each convolution / linear weight
+``W`` of shape ``[out, ...]`` becomes an int8 tensor ``q`` under its own name and a
+float32 scale ``s`` of shape ``[out]`` under ``name + QUANT_SCALE_SUFFIX``, with
+``W ~= q * s`` (symmetric, per output channel, ``s = max|W_out| / 127``).  Loading
+dequantises; biases, norms and buffers keep the file's float dtype.  The metadata's
+``quantization`` entry says so.  This halves a file against fp16 with a rounding error
+of at most half a step per weight; the model card measures what it costs.
 """
 
 from __future__ import annotations
@@ -40,11 +48,15 @@ __all__ = [
     "tensor_sha256",
     "file_sha256",
     "import_torch_state",
+    "convert_checkpoint",
+    "QUANT_SCALE_SUFFIX",
 ]
 
 CHECKPOINT_FORMAT = "sdesr-gui/1"
 METADATA_KEY = "sdesr"
 KINDS = ("score", "classifier")
+QUANT_SCALE_SUFFIX = "::int8_scale"
+QUANTIZE_SCHEMES = ("int8",)
 
 PathLike = str | os.PathLike
 
@@ -108,6 +120,34 @@ def _infer_kind(model: nn.Module) -> str:
     raise ValueError("cannot infer the checkpoint kind of this model; pass kind=.")
 
 
+# --------------------------------------------------------------------------- int8
+def _quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8: returns (q int8, scale float32 [out])."""
+    w32 = w.detach().to(torch.float32)
+    flat = w32.reshape(w32.shape[0], -1)
+    scale = flat.abs().amax(dim=1) / 127.0
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(flat / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q.reshape(w32.shape).contiguous(), scale.contiguous()
+
+
+def _dequantize(tensors: dict[str, torch.Tensor], p: Path) -> dict[str, torch.Tensor]:
+    """Float32 state dict from stored tensors, int8 weights times their scales."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in tensors.items():
+        if k.endswith(QUANT_SCALE_SUFFIX):
+            continue
+        if v.dtype == torch.int8:
+            scale = tensors.get(k + QUANT_SCALE_SUFFIX)
+            if scale is None or scale.ndim != 1 or v.ndim < 1 or scale.shape[0] != v.shape[0]:
+                raise CheckpointError(f"The int8 weight {k} in {p.name} has no matching scale.")
+            v = v.to(torch.float32) * scale.to(torch.float32).reshape(-1, *([1] * (v.ndim - 1)))
+        elif v.is_floating_point():
+            v = v.to(torch.float32)
+        out[k] = v
+    return out
+
+
 # --------------------------------------------------------------------------- saving
 def save_checkpoint(
     path: PathLike,
@@ -117,6 +157,7 @@ def save_checkpoint(
     config: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
     dtype: torch.dtype | None = None,
+    quantize: str | None = None,
 ) -> dict[str, Any]:
     """Write ``model``'s state dict to ``path`` as safetensors, atomically.
 
@@ -129,6 +170,9 @@ def save_checkpoint(
             the reserved keys format/kind/config/tensor_sha256/stored_dtype win.
         dtype: if given (e.g. ``torch.float16``), floating *parameters* are cast to
             it; buffers (e.g. Fourier frequencies) stay at full precision.
+        quantize: ``"int8"`` stores every convolution / linear weight (a parameter with
+            two or more dimensions) as int8 with a per-output-channel scale (see the
+            module docstring); other parameters follow ``dtype``.
 
     Returns:
         The metadata dict that was written.
@@ -145,11 +189,20 @@ def save_checkpoint(
         config = cfg.to_dict()
     if dtype is not None and not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating dtype, got {dtype}.")
+    if quantize is not None and quantize not in QUANTIZE_SCHEMES:
+        raise ValueError(f"quantize must be one of {QUANTIZE_SCHEMES} or None, got {quantize!r}.")
 
     buffer_names = {name for name, _ in model.named_buffers()}
     tensors: dict[str, torch.Tensor] = {}
+    n_quantized = 0
     for name, t in model.state_dict().items():
         t = t.detach().to("cpu")
+        if name.endswith(QUANT_SCALE_SUFFIX):
+            raise ValueError(f"the parameter name {name!r} ends with the reserved suffix {QUANT_SCALE_SUFFIX!r}.")
+        if quantize and t.is_floating_point() and name not in buffer_names and t.ndim >= 2:
+            tensors[name], tensors[name + QUANT_SCALE_SUFFIX] = _quantize_int8(t)
+            n_quantized += 1
+            continue
         if dtype is not None and t.is_floating_point() and name not in buffer_names:
             t = t.to(dtype)
         tensors[name] = t.contiguous().clone()  # no shared storage, own memory
@@ -165,6 +218,10 @@ def save_checkpoint(
             "stored_dtype": stored[0] if len(stored) == 1 else stored,
         }
     )
+    meta.pop("quantization", None)
+    if quantize:
+        meta["quantization"] = {"scheme": "int8, symmetric, per output channel",
+                                "tensors": n_quantized, "scale_suffix": QUANT_SCALE_SUFFIX}
     try:
         meta_json = json.dumps(meta, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -255,7 +312,7 @@ def load_checkpoint(path: PathLike, device: str | torch.device = "cpu") -> tuple
         raise CheckpointError(f"The weights in {p.name} do not match their recorded hash; the file is corrupt or was modified.")
 
     model = build_model(meta["kind"], meta["config"])
-    state = {k: (v.to(torch.float32) if v.is_floating_point() else v) for k, v in tensors.items()}
+    state = _dequantize(tensors, p)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -267,6 +324,24 @@ def load_checkpoint(path: PathLike, device: str | torch.device = "cpu") -> tuple
     model.eval()
     model.meta = meta
     return model, meta
+
+
+def convert_checkpoint(src: PathLike, dst: PathLike, *, dtype: torch.dtype | None = torch.float16,
+                       quantize: str | None = None) -> dict[str, Any]:
+    """Re-store the checkpoint ``src`` as ``dst`` with another storage (fp16, int8, ...).
+
+    The metadata is kept; ``converted_from`` records the source file's name, sha256 and
+    storage so that a re-stored file can be traced to the one it was made from.
+    """
+    model, meta = load_checkpoint(src)
+    src_p = Path(src)
+    reserved = ("format", "kind", "config", "tensor_sha256", "stored_dtype", "quantization")
+    keep = {k: v for k, v in meta.items() if k not in reserved}
+    keep["converted_from"] = {"file": src_p.name, "sha256": file_sha256(src_p),
+                              "tensor_sha256": meta["tensor_sha256"], "stored_dtype": meta.get("stored_dtype"),
+                              "quantization": meta.get("quantization")}
+    return save_checkpoint(dst, model, kind=meta["kind"], config=meta["config"], metadata=keep,
+                           dtype=dtype, quantize=quantize)
 
 
 # --------------------------------------------------------------------------- foreign
