@@ -60,11 +60,12 @@ def cmd_train(args) -> int:
         if state is None:
             raise UsageError(f"the folder {run} holds no training run")
         kind = state[0].get("kind")
+        q = "int8" if args.int8 else None
         if kind == "score":
-            meta = T.export_score(run, out)
+            meta = T.export_score(run, out, quantize=q)
         else:
             extra = {} if args.guidance_min_sigma is None else {"guidance_sigma_min": args.guidance_min_sigma}
-            meta = T.export_attributes(run, out, default_h=args.default_h, metadata=extra)
+            meta = T.export_attributes(run, out, default_h=args.default_h, metadata=extra, quantize=q)
         print(f"exported the {kind} run at step {state[0]['step']} to {out} "
               f"({out.stat().st_size / 2**20:.1f} MiB)")
         return 0
@@ -87,6 +88,8 @@ def cmd_train(args) -> int:
             kw["crop"] = args.crop or None
         if args.degradation:
             kw["degradation"] = args.degradation
+        if args.scale:
+            kw["lr_size"] = 128 // args.scale
         if args.p_mean is not None:
             kw["p_mean"] = args.p_mean
         if args.p_std is not None:
@@ -160,7 +163,11 @@ def register(sub) -> None:
     tr.add_argument("--warmup", type=int)
     tr.add_argument("--ema", type=float)
     tr.add_argument("--crop", type=int, help="score: random training crop (0 = full 128 frame; default 64)")
-    tr.add_argument("--degradation", choices=["bicubic", "realistic"], help="score: LR degradation (bicubic)")
+    tr.add_argument("--degradation", choices=["bicubic", "realistic"],
+                    help="score: LR degradation: bicubic (clean) or realistic (footage-grade: a mix of clean "
+                    "and blurred, noisy, JPEG / H.264-like compressed LR; core.degradations)")
+    tr.add_argument("--scale", type=int, choices=[8, 16],
+                    help="score: magnification of a new run: 8 (16 -> 128, default) or 16 (8 -> 128)")
     tr.add_argument("--sigma-data", type=float, help="score: EDM sigma_data (std of HR - bicubic)")
     tr.add_argument("--p-mean", type=float, help="score: mean of log sigma in training (EDM P_mean, -1.2)")
     tr.add_argument("--p-std", type=float, help="score: std of log sigma in training (EDM P_std, 1.2)")
@@ -186,6 +193,9 @@ def register(sub) -> None:
     tr.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     tr.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     tr.add_argument("--out", metavar="FILE", help="export: the .safetensors file to write")
+    tr.add_argument("--int8", action="store_true",
+                    help="export: store convolution / linear weights as int8 with a scale per output "
+                    "channel (half the size of fp16; the shipped score model is stored so)")
     tr.add_argument("--overwrite", action="store_true")
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(func=cmd_train)

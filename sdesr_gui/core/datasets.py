@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import faces
+from .degradations import DegradationMix
 from .provenance import atomic_save_png, atomic_write_text, is_inside, sha256_file, utc_now_iso, \
     write_json_atomic
 from .video import SUPPORTED_STILL_EXTENSIONS, InputError, load_still
@@ -51,7 +52,6 @@ __all__ = [
     "prepare_dataset",
     "read_manifest",
     "split_of",
-    "RealisticDegradation",
     "FaceDataset",
 ]
 
@@ -494,61 +494,6 @@ def prepare_dataset(
 
 # ------------------------------------------------------------------------------------------
 # dataset
-# ------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class RealisticDegradation:
-    """SR3+-style random degradation on the way to the 16x16 LR.
-
-    HR -> Gaussian blur (sigma in ``blur``) -> bicubic antialiased downsample -> Gaussian
-    noise (std in ``noise``, [0, 1] units) -> 8-bit -> JPEG (quality in ``jpeg``). Each of the
-    three is applied with its own probability; the LR always ends on the uint8 grid.
-    """
-
-    blur: tuple[float, float] = (0.2, 1.5)
-    noise: tuple[float, float] = (0.0, 4.0 / 255.0)
-    jpeg: tuple[int, int] = (30, 95)
-    p_blur: float = 0.8
-    p_noise: float = 0.8
-    p_jpeg: float = 0.8
-
-    def draw(self, rng: np.random.Generator) -> dict[str, float]:
-        """Random parameters for one image (0 / 0 / 100 mean 'not applied')."""
-        blur = float(rng.uniform(*self.blur)) if rng.random() < self.p_blur else 0.0
-        noise = float(rng.uniform(*self.noise)) if rng.random() < self.p_noise else 0.0
-        jpeg = int(rng.integers(self.jpeg[0], self.jpeg[1] + 1)) if rng.random() < self.p_jpeg else 100
-        return {"blur": blur, "noise": noise, "jpeg": jpeg, "noise_seed": int(rng.integers(2 ** 31))}
-
-    @staticmethod
-    def apply(hr: torch.Tensor, params: Mapping[str, float], size: int = faces.LR_SIZE) -> torch.Tensor:
-        """Degrade one ``[3, H, W]`` HR image with ``params`` -> ``[3, size, size]`` on the uint8 grid."""
-        x = hr.unsqueeze(0).float()
-        s = float(params.get("blur", 0.0))
-        if s > 0:
-            r = max(1, int(math.ceil(3.0 * s)))
-            t = torch.arange(-r, r + 1, dtype=torch.float32)
-            k = torch.exp(-0.5 * (t / s) ** 2)
-            k = k / k.sum()
-            x = F.pad(x, (r, r, r, r), mode="reflect")
-            x = F.conv2d(x, k.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
-            x = F.conv2d(x, k.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
-        lr = faces.downsample(x, size)
-        n = float(params.get("noise", 0.0))
-        if n > 0:
-            g = torch.Generator().manual_seed(int(params.get("noise_seed", 0)))
-            lr = lr + n * torch.randn(lr.shape, generator=g)
-        lr = faces.quantize(lr)
-        q = int(params.get("jpeg", 100))
-        if q < 100:
-            import cv2
-
-            u8 = faces.to_uint8(lr)[0]
-            ok, enc = cv2.imencode(".jpg", u8[:, :, ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), q])
-            if ok:
-                dec = cv2.imdecode(enc, cv2.IMREAD_COLOR)[:, :, ::-1]
-                lr = faces.to_tensor(np.ascontiguousarray(dec))
-        return lr[0]
-
-
 class FaceDataset(torch.utils.data.Dataset):
     """A prepared face folder in memory: HR frames, their LR inputs and attribute labels.
 
@@ -557,8 +502,9 @@ class FaceDataset(torch.utils.data.Dataset):
         split: ``"train"``, ``"val"`` or ``"all"``.
         crop: side of a random square crop (offsets on the 8-pixel LR grid), ``None`` = full frame.
         flip: random horizontal flips.
-        degradation: ``"bicubic"`` (:func:`faces.degrade`) or ``"realistic"``
-            (:class:`RealisticDegradation`).
+        degradation: ``"bicubic"`` (:func:`faces.degrade`) or ``"realistic"`` (footage-grade:
+            a :class:`degradations.DegradationMix` draw per image, ``realistic`` sets the mix).
+        lr_size: side of the LR (16 for the 8x model, 8 for the 16x one).
         seed: seed of the per-item randomness of ``__getitem__`` (with :meth:`set_epoch`).
         limit: keep only the first ``limit`` images (manifest order).
         max_scale: drop faces that were upscaled more than this when aligned (blurry HR).
@@ -572,7 +518,7 @@ class FaceDataset(torch.utils.data.Dataset):
                  flip: bool = True, degradation: str = "bicubic", seed: int = 0,
                  limit: Optional[int] = None, max_scale: Optional[float] = None,
                  lr_size: int = faces.LR_SIZE,
-                 realistic: Optional[RealisticDegradation] = None) -> None:
+                 realistic: Optional[DegradationMix] = None) -> None:
         if split not in ("train", "val", "all"):
             raise ValueError(f"split must be 'train', 'val' or 'all', not {split!r}")
         if degradation not in ("bicubic", "realistic"):
@@ -595,7 +541,7 @@ class FaceDataset(torch.utils.data.Dataset):
         self.crop = crop
         self.flip = bool(flip)
         self.degradation = degradation
-        self.realistic = realistic or RealisticDegradation()
+        self.realistic = realistic or DegradationMix()
         self.seed = int(seed)
         self.lr_size = int(lr_size)
         self.epoch = 0
@@ -652,8 +598,7 @@ class FaceDataset(torch.utils.data.Dataset):
                 sel = torch.from_numpy(np.flatnonzero(flips))
                 hr[sel] = hr[sel].flip(-1)
         if degradation == "realistic" and rng is not None:
-            lr = torch.stack([RealisticDegradation.apply(hr[i], self.realistic.draw(rng), self.lr_size)
-                              for i in range(n)])
+            lr = torch.stack([self.realistic.draw(rng).apply(hr[i], self.lr_size) for i in range(n)])
         else:
             lr = faces.degrade(hr, self.lr_size)
         y_up = faces.upsample(lr, hr.shape[-1])

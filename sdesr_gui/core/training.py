@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import faces
+from . import degradations, faces
 from .device import resolve_device
 from .datasets import ATTRIBUTES, FaceDataset
 from .metrics import consistency, psnr, ssim
@@ -152,6 +152,9 @@ class ScoreTrainConfig(_ConfigMixin):
     ckpt_every: int = 500
     log_every: int = 50
     degradation: str = "bicubic"
+    lr_size: int = faces.LR_SIZE  # 16: the 8x model (16 -> 128); 8: the 16x model
+    # the footage-grade draws of degradation "realistic" (degradations.DegradationMix fields)
+    degradation_mix: dict = dataclasses.field(default_factory=lambda: degradations.DegradationMix().to_dict())
     flip: bool = True
     max_scale: Optional[float] = None
     seed: int = 0
@@ -165,6 +168,9 @@ class ScoreTrainConfig(_ConfigMixin):
         self._check_common()
         if self.degradation not in ("bicubic", "realistic"):
             raise ValueError("degradation must be 'bicubic' or 'realistic'")
+        if self.lr_size not in (8, 16):
+            raise ValueError("lr_size must be 16 (the 8x model) or 8 (the 16x model)")
+        degradations.DegradationMix.from_dict(self.degradation_mix)
         if not 0.0 <= self.uniform_frac <= 1.0:
             raise ValueError("uniform_frac must be in [0, 1]")
         if not 0 < self.sigma_min < self.sigma_max:
@@ -686,7 +692,8 @@ def _prepare_run(kind: str, run_dir: PathLike, cfg, resume: bool, log) -> tuple[
                                 f"not a {kind} run.", run)
         saved = state["config"]
         new = cfg.to_dict()
-        diff = [k for k in new if k not in cfg.RESUME_MUTABLE and saved.get(k) != new[k]]
+        default = type(cfg)().to_dict()  # a setting newer than the run: it ran at the default
+        diff = [k for k in new if k not in cfg.RESUME_MUTABLE and saved.get(k, default.get(k)) != new[k]]
         if diff:
             raise TrainingError(f"The run in '{run}' was started with different settings "
                                 f"({', '.join(diff)}); resume with the same settings or use a "
@@ -790,13 +797,14 @@ def _validated(cfg):
 
 def _open_data(dataset_dir: Path, cfg, log, **train_kw) -> tuple[FaceDataset, Optional[FaceDataset]]:
     """The training split (with ``train_kw``) and the fixed validation faces (or None)."""
+    lr_size = getattr(cfg, "lr_size", faces.LR_SIZE)
     train = FaceDataset(dataset_dir, "train", crop=cfg.crop, flip=cfg.flip, seed=cfg.seed,
-                        max_scale=cfg.max_scale, **train_kw)
+                        max_scale=cfg.max_scale, lr_size=lr_size, **train_kw)
     if len(train) == 0:
         raise TrainingError(f"The dataset '{dataset_dir}' has no training images.", dataset_dir)
     val = None
     if cfg.val_every and cfg.val_images > 0:
-        val = FaceDataset(dataset_dir, "val", crop=None, flip=False, limit=cfg.val_images)
+        val = FaceDataset(dataset_dir, "val", crop=None, flip=False, limit=cfg.val_images, lr_size=lr_size)
         if len(val) == 0:
             log("No validation images in the dataset; validation is skipped.")
     return train, val
@@ -908,11 +916,23 @@ def _score_validate_fn(cfg: ScoreTrainConfig, val: Optional[FaceDataset], run_di
         return lambda engine, step, stop: None
     batch = val.batch(list(range(len(val))), None, crop=None, flip=False, degradation="bicubic")
     sde = VESDE(cfg.sigma_min, cfg.sigma_max)
+    # a footage-grade run is also validated on the "moderate" degraded set (mean estimate only)
+    deg_lr = None
+    if cfg.degradation == "realistic":
+        deg_lr = degradations.degraded_set(batch["hr"], ("moderate",), seed=cfg.seed, lr_size=val.lr_size)["moderate"][0]
 
     def validate(engine: _Engine, step: int, stop) -> Optional[dict]:
         t0 = time.perf_counter()
         hr, lr, y_up = batch["hr"], batch["lr"], batch["y_up"]
         model = engine.ema.model.eval()
+        deg: dict[str, float] = {}
+        if deg_lr is not None:
+            d_up = faces.upsample(deg_lr, hr.shape[-1])
+            with torch.no_grad():
+                d_mean = torch.cat([mean_estimate(model, d_up[i:i + 16].to(device), cfg.sigma_max)
+                                    for i in range(0, len(hr), 16)]).float().cpu().clamp(0.0, 1.0)
+            deg = {"psnr_mean_moderate": float(psnr(d_mean, hr).mean()),
+                   "psnr_bicubic_moderate": float(psnr(d_up, hr).mean())}
         with torch.no_grad():
             score = model_score_fn(model, sde, y_up.to(device))
             noise = NoiseSource([cfg.seed * 100_003 + i for i in range(len(hr))])
@@ -937,6 +957,7 @@ def _score_validate_fn(cfg: ScoreTrainConfig, val: Optional[FaceDataset], run_di
         cs_vals = _validation_cs(sr, y_up, hr)
         if cs_vals is not None:
             out["cs"], out["cs_bicubic"] = cs_vals
+        out.update(deg)
         nearest = F.interpolate(lr, size=hr.shape[-2:], mode="nearest")
         k = min(8, len(hr))
         grid = _grid_png([[nearest[i], y_up[i], mean[i], sr[i], hr[i]] for i in range(k)])
@@ -967,7 +988,8 @@ def train_score(
     run, loaded = _prepare_run("score", run_dir, cfg, o.resume, o.log)
     dataset_dir = Path(dataset_dir).expanduser()
     device = resolve_device(cfg.device)
-    train, val = _open_data(dataset_dir, cfg, o.log, degradation=cfg.degradation)
+    train, val = _open_data(dataset_dir, cfg, o.log, degradation=cfg.degradation,
+                            realistic=degradations.DegradationMix.from_dict(cfg.degradation_mix))
     info = _data_info(dataset_dir, train, val)
     _check_data(loaded, info, o.log)
     engine = _start_engine(
@@ -1204,11 +1226,12 @@ def _training_data(state: Mapping[str, Any], metadata: Mapping[str, Any]) -> Any
 
 
 def export_score(run_dir: PathLike, out_path: PathLike, *, dtype: Optional[torch.dtype] = torch.float16,
-                 metadata: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+                 metadata: Optional[Mapping[str, Any]] = None, quantize: Optional[str] = None) -> dict[str, Any]:
     """Write the EMA weights of a score run as a shipped checkpoint (kind ``"score"``).
 
     Metadata: ``sde``, ``data_range`` [0, 1], ``scale_factor`` 8, ``training_data``,
     ``training`` (steps, batch, crop, ...), ``metrics`` (last validation), then ``metadata``.
+    ``quantize="int8"`` stores the convolution / linear weights as int8 (see checkpoint).
     Returns the metadata written.
     """
     state, ema = _load_for_export(run_dir, "score")
@@ -1221,25 +1244,27 @@ def export_score(run_dir: PathLike, out_path: PathLike, *, dtype: Optional[torch
         "name": Path(out_path).stem,
         "sde": VESDE(cfg.get("sigma_min", 0.01), cfg.get("sigma_max", 348.0)).to_dict(),
         "data_range": [0, 1],
-        "scale_factor": faces.FRAME_SIZE // faces.LR_SIZE,
+        "scale_factor": faces.FRAME_SIZE // int(cfg.get("lr_size", faces.LR_SIZE)),
         "frame_size": faces.FRAME_SIZE,
-        "lr_size": faces.LR_SIZE,
+        "lr_size": int(cfg.get("lr_size", faces.LR_SIZE)),
         "degradation": cfg.get("degradation", "bicubic"),
+        **({"degradation_mix": cfg.get("degradation_mix") or degradations.DegradationMix().to_dict()}
+           if cfg.get("degradation") == "realistic" else {}),
         "training_data": _training_data(state, user),
         "training": _training_meta(state, ("batch_size", "crop", "lr", "warmup", "weight_decay",
                                            "p_mean", "p_std", "uniform_frac", "grad_clip",
-                                           "degradation", "seed")),
+                                           "degradation", "lr_size", "seed")),
         "metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))},
         "generated_notice": "Outputs are generated images: investigative leads, not identifications.",
     }
     meta.update(user)
     return save_checkpoint(out_path, model, kind="score", config=model.config.to_dict(),
-                           metadata=meta, dtype=dtype)
+                           metadata=meta, dtype=dtype, quantize=quantize)
 
 
 def export_attributes(run_dir: PathLike, out_path: PathLike, *, dtype: Optional[torch.dtype] = torch.float16,
                       metadata: Optional[Mapping[str, Any]] = None,
-                      default_h: Optional[float] = None) -> dict[str, Any]:
+                      default_h: Optional[float] = None, quantize: Optional[str] = None) -> dict[str, Any]:
     """Write the EMA weights of an attribute run as a checkpoint (kind ``"classifier"``).
 
     Metadata: ``default_h``, ``attributes``, ``sde``, ``val_accuracy`` (per sigma, per
@@ -1265,4 +1290,4 @@ def export_attributes(run_dir: PathLike, out_path: PathLike, *, dtype: Optional[
     }
     meta.update(user)
     return save_checkpoint(out_path, model, kind="classifier", config=model.config.to_dict(),
-                           metadata=meta, dtype=dtype)
+                           metadata=meta, dtype=dtype, quantize=quantize)
