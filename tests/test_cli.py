@@ -402,6 +402,21 @@ def test_evaluate_reports_bicubic_and_sampler(tmp_path, astronaut_face, tiny_wei
     hr = faces.to_tensor(np.asarray(Image.open(d / "f0.png")))
     assert rep["per_face"]["bicubic"]["psnr"][0] == pytest.approx(
         float(metrics.psnr(faces.upsample(faces.degrade(hr)), hr)[0]), rel=1e-5)
+    # a footage-grade strength: the LR of face i is that strength with seed i, recorded in the report
+    code, out, err = run(["evaluate", d, "--weights", tiny_weights["score"], "--steps", "2", "--no-mean",
+                          "--degrade", "moderate", "--json", tmp_path / "deg.json", "--quiet"], capsys)
+    assert code == 0, err
+    deg = json.loads((tmp_path / "deg.json").read_text())
+    assert deg["degradation"]["strength"] == "moderate" and deg["degradation"]["h264_qp"] == 32
+    assert "LR degradation: moderate" in out
+    from dataclasses import replace as _replace
+    from sdesr_gui.core.degradations import STRENGTHS, degrade as _degrade
+    lr2 = _degrade(_faces.to_tensor(np.asarray(Image.open(d / "f2.png")))[0],
+                   _replace(STRENGTHS["moderate"], seed=2))
+    hr2 = _faces.to_tensor(np.asarray(Image.open(d / "f2.png")))
+    assert deg["per_face"]["bicubic"]["psnr"][2] == pytest.approx(
+        float(_metrics.psnr(_faces.upsample(lr2[None]), hr2)[0]), rel=1e-5)
+    assert deg["per_face"]["bicubic"]["psnr"][2] < rep["per_face"]["bicubic"]["psnr"][2]
     code, _, err = run(["evaluate", tmp_path / "small.png", "--weights", tiny_weights["score"]], capsys)
     assert code == 2 and "128x128" in err
     # --cs adds the identity cosine (dlib) for every row; the HR's own bicubic keeps most of it

@@ -34,6 +34,7 @@ def cmd_evaluate(args) -> int:
     import torch
     from tqdm import tqdm
 
+    from ..core.degradations import STRENGTHS
     from ..core.evaluation import evaluate, format_table
     from ..core.metrics import metric_keys_in, metric_legend
     from ..core.provenance import to_json, versions, device_info, atomic_write_text
@@ -58,13 +59,18 @@ def cmd_evaluate(args) -> int:
     with tqdm(total=len(imgs), desc="evaluate", unit="face", file=sys.stderr, disable=args.quiet) as bar:
         res = evaluate(enh, imgs, {args.name or settings.sampler: settings}, batch=args.batch,
                        progress=lambda d, n: bar.update(d - bar.n), embed_fn=embed_fn,
-                       mean_estimate=not args.no_mean)
+                       mean_estimate=not args.no_mean, degradation=args.degrade)
     summary = res.summary()
+    if args.degrade != "clean" or enh.scale_factor != 8:
+        print(f"{enh.scale_factor}x ({enh.lr_size}x{enh.lr_size} -> 128x128), LR degradation: {args.degrade} "
+              f"({STRENGTHS[args.degrade].describe()})")
     print(format_table(summary))
     if not args.no_mean:
         print("(mean estimate: the model's posterior-mean estimate, one evaluation per face; an estimate, not a sample)")
     if args.json:
         report = {"faces": len(imgs), "settings": settings.to_dict(), "model": enh.model_info,
+                  "degradation": {"strength": args.degrade, **STRENGTHS[args.degrade].to_dict(),
+                                  "seed": "per face: its index in the list (0, 1, ...)"},
                   "summary": summary, "metric_legend": metric_legend(metric_keys_in(summary)),
                   "seconds": res.seconds, "per_face": res.per_face,
                   "files": [str(p) for p in files], "versions": versions(), "device": device_info(str(enh.device))}
@@ -81,6 +87,9 @@ def register(sub) -> None:
     v.add_argument("--no-mean", action="store_true",
                    help="leave out the mean-estimate row (the model's posterior-mean estimate, one evaluation per face)")
     v.add_argument("--name", help="label of this setting in the table")
+    v.add_argument("--degrade", default="clean", choices=["clean", "mild", "moderate", "strong"],
+                   help="how the LR is made from each HR face: clean bicubic (default) or a fixed footage-grade "
+                   "strength (blur, noise, JPEG / H.264-like compression; core.degradations.STRENGTHS)")
     v.add_argument("--cs", action="store_true",
                    help="also CS: cosine of dlib face embeddings of output and HR (identity kept; slower)")
     add_sampling_job_args(v, "write the full report (per-face values) here")

@@ -264,7 +264,10 @@ class Enhancer:
             raise CheckpointError(f"{Path(weights).name} is not a score model (it is a {meta.get('kind')!r}).")
         info = {"path": str(weights), "sha256": file_sha256(weights), "kind": "score",
                 "sde": meta.get("sde"), "training_data": meta.get("training_data"),
-                "name": meta.get("name", Path(weights).stem)}
+                "name": meta.get("name", Path(weights).stem),
+                "scale_factor": int(meta.get("scale_factor") or faces.FRAME_SIZE // faces.LR_SIZE),
+                "lr_size": int(meta.get("lr_size") or faces.LR_SIZE),
+                "degradation": meta.get("degradation", "bicubic")}
         clf = None
         cinfo = None
         if classifier is not None:
@@ -277,6 +280,15 @@ class Enhancer:
                      "guidance_sigma_min": cmeta.get("guidance_sigma_min")}
         sde = make_sde(meta.get("sde") or "ve")
         return cls(model, sde, classifier=clf, device=device, model_info=info, classifier_info=cinfo)
+
+    @property
+    def lr_size(self) -> int:
+        """Side of the LR face this model super-resolves (16 for the 8x model, 8 for the 16x)."""
+        return int(self.model_info.get("lr_size") or faces.LR_SIZE)
+
+    @property
+    def scale_factor(self) -> int:
+        return faces.FRAME_SIZE // self.lr_size
 
     @property
     def default_h(self) -> float:

@@ -1,7 +1,9 @@
 """Measure a score model on aligned HR faces: PSNR, SSIM, consistency (and CS) vs bicubic.
 
-Used by ``sdesr evaluate`` and for the model card.  Each HR face is degraded to 16x16 exactly
-as in training, super-resolved with the given sampler settings, and compared with the HR.
+Used by ``sdesr evaluate`` and for the model card.  Each HR face is degraded to the model's LR
+size (16x16 for the 8x model, 8x8 for the 16x) exactly as in training -- clean bicubic, or one of
+the fixed footage-grade strengths of :data:`degradations.STRENGTHS` with a per-face seed --
+super-resolved with the given sampler settings, and compared with the HR.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from . import faces, metrics
+from . import degradations, faces, metrics
 from .enhance import Enhancer, SamplerSettings
 
 __all__ = ["EvalResult", "evaluate", "summarize", "MEAN_ROW"]
@@ -50,6 +52,8 @@ def evaluate(
     cancel=None,
     total: int | None = None,
     mean_estimate: bool = False,
+    degradation: str = "clean",
+    seed: int = 0,
 ) -> EvalResult:
     """Evaluate bicubic and each named sampler setting on 128x128 uint8 HR faces.
 
@@ -57,8 +61,13 @@ def evaluate(
     results do not depend on the batch size.  ``embed_fn`` ([B,3,128,128] in [0,1] -> [B,D])
     adds CS (cosine similarity of SR and HR embeddings).  ``mean_estimate`` adds the row
     :data:`MEAN_ROW`: the model's posterior-mean estimate (one network evaluation per face, an
-    estimate, not a sample).
+    estimate, not a sample).  ``degradation`` names a strength of :data:`degradations.STRENGTHS`;
+    face i gets its noise from seed ``seed * 1_000_003 + i`` (the degraded validation set).
     """
+    if degradation not in degradations.STRENGTHS:
+        raise ValueError(f"unknown degradation {degradation!r} (one of {', '.join(degradations.STRENGTHS)})")
+    base = degradations.STRENGTHS[degradation]
+    lr_size = enhancer.lr_size
     res = EvalResult()
     methods = ["bicubic", *([MEAN_ROW] if mean_estimate else []), *settings]
     for m in methods:
@@ -72,7 +81,8 @@ def evaluate(
     for start in range(0, n, batch):
         chunk = imgs[start:start + batch][: n - start]
         hr = torch.cat([faces.to_tensor(im) for im in chunk])
-        lr = faces.degrade(hr)
+        lr = torch.stack([degradations.degrade(hr[i], replace(base, seed=seed * 1_000_003 + start + i), lr_size)
+                          for i in range(hr.shape[0])])
         outs = {"bicubic": faces.upsample(lr)}
         if mean_estimate:
             t0 = time.perf_counter()
