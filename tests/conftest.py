@@ -35,7 +35,11 @@ def tiny_weights(tmp_path_factory):
     save_checkpoint(cls_path, clf, kind="classifier", config=ccfg.to_dict(),
                     metadata={"sde": VESDE().to_dict(), "default_h": 50.0,
                               "training_data": "none (random initialisation, tests only)"})
-    return {"score": score, "classifier": cls_path}
+    score16 = d / "tiny_score16.safetensors"  # the same tiny net labelled as a 16x (8x8 -> 128) model
+    save_checkpoint(score16, model, kind="score", config=cfg.to_dict(),
+                    metadata={"sde": VESDE().to_dict(), "data_range": [0, 1], "scale_factor": 16, "lr_size": 8,
+                              "training_data": "none (random initialisation, tests only)"})
+    return {"score": score, "classifier": cls_path, "score16": score16}
 
 
 @pytest.fixture(scope="session")

@@ -55,6 +55,50 @@ def test_enhance_writes_samples_bicubic_and_record(tmp_path, inputs, tiny_weight
     assert "investigative lead" in rec["notice"]
 
 
+def test_enhance_scale_16_takes_8x8_faces_and_degrades_frames_to_8x8(tmp_path, inputs, tiny_weights, capsys,
+                                                                      astronaut_face, monkeypatch):
+    import shutil
+
+    Image.fromarray(astronaut_face).resize((8, 8), Image.BICUBIC).save(inputs / "tiny.png")
+    before = tree(inputs)
+    out = tmp_path / "out"
+    code, _, err = run(["enhance", inputs / "face.png", inputs / "tiny.png", "--out", out, "--weights",
+                        tiny_weights["score16"], "--scale", "16", "--steps", "2"], capsys)
+    assert code == 0, err
+    assert tree(inputs) == before
+    face, tiny = (json.loads((out / f"{n}.json").read_text()) for n in ("face", "tiny"))
+    assert face["inputs"][0]["mode"] == "hr" and tiny["inputs"][0]["mode"] == "lr"
+    assert face["scale"] == {"factor": 16, "lr_size": 8, "why": "the 16x model given by --weights"}
+    assert face["model"]["scale_factor"] == 16
+    # the bicubic baseline of the 128x128 frame comes from its 8x8 LR: blurrier than from 16x16
+    bic = next(o for o in face["outputs"] if o["kind"] == "bicubic")
+    out8 = tmp_path / "out8"
+    assert run(["enhance", inputs / "face.png", "--out", out8, "--weights", tiny_weights["score"], "--steps", "2"],
+               capsys)[0] == 0
+    bic8 = next(o for o in json.loads((out8 / "face.json").read_text())["outputs"] if o["kind"] == "bicubic")
+    assert bic["psnr"] < bic8["psnr"] - 1.0
+    # a model of the other magnification than asked for is refused in one sentence
+    code, _, err = run(["enhance", inputs / "tiny.png", "--out", tmp_path / "o2", "--weights",
+                        tiny_weights["score"], "--scale", "16"], capsys)
+    assert code == 2 and "is a 8x model" in err and "Traceback" not in err
+    # without --scale or --weights an 8x8 input picks the installed 16x model and says so
+    wdir = tmp_path / "installed"
+    wdir.mkdir()
+    shutil.copy(tiny_weights["score"], wdir / "sdesr_ve_8x.safetensors")
+    shutil.copy(tiny_weights["score16"], wdir / "sdesr_ve_16x.safetensors")
+    monkeypatch.setenv("SDESR_WEIGHTS_DIR", str(wdir))
+    code, _, err = run(["enhance", inputs / "tiny.png", inputs / "lr.png", "--out", tmp_path / "auto",
+                        "--steps", "2"], capsys)
+    assert code == 0, err
+    assert "tiny.png: using the 16x model" in err and "lr.png: using" not in err
+    assert json.loads((tmp_path / "auto" / "tiny.json").read_text())["scale"]["factor"] == 16
+    assert json.loads((tmp_path / "auto" / "lr.json").read_text())["scale"]["factor"] == 8
+    (wdir / "sdesr_ve_16x.safetensors").unlink()
+    code, _, err = run(["enhance", inputs / "tiny.png", "--out", tmp_path / "auto2", "--steps", "2"], capsys)
+    assert code == 2 and "no 16x score model is installed" in err
+    assert not (tmp_path / "auto2").exists()
+
+
 def test_enhance_pngs_say_in_the_file_whether_they_are_generated(tmp_path, inputs, tiny_weights, capsys):
     from sdesr_gui.core.provenance import DERIVED_NOTICE, GENERATED_NOTICE
 

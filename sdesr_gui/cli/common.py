@@ -65,14 +65,17 @@ def settings_from_args(args):
     return s
 
 
-def load_enhancer(args, need_classifier: bool):
-    from ..core.enhance import CLASSIFIER_WEIGHTS_NAME, SCORE_WEIGHTS_NAME, Enhancer, find_default_weights, \
-        resolve_device, weights_dir
+def load_enhancer(args, need_classifier: bool, scale: int | None = None):
+    """The Enhancer for ``--weights`` or the shipped model of ``scale`` (8 if None); a
+    ``--weights`` file of another magnification than a requested scale is refused."""
+    from ..core.enhance import CLASSIFIER_WEIGHTS_NAME, Enhancer, find_default_weights, resolve_device, \
+        score_weights_name, weights_dir
 
     device = resolve_device(args.device)
-    weights = Path(args.weights) if args.weights else find_default_weights(SCORE_WEIGHTS_NAME)
+    name = score_weights_name(scale or 8)
+    weights = Path(args.weights) if args.weights else find_default_weights(name)
     if weights is None:
-        raise UsageError(f"no score model is installed ({weights_dir() / SCORE_WEIGHTS_NAME} is missing); "
+        raise UsageError(f"no {scale or 8}x score model is installed ({weights_dir() / name} is missing); "
                          f"pass --weights FILE or train one with `sdesr train score`")
     clf = Path(args.classifier) if getattr(args, "classifier", None) else None
     if clf is None and need_classifier:
@@ -80,7 +83,11 @@ def load_enhancer(args, need_classifier: bool):
         if clf is None:
             raise UsageError("attribute guidance needs the attribute classifier, which is not installed; "
                              "pass --classifier FILE or leave the attributes unknown")
-    return Enhancer.from_files(weights, clf, device=device)
+    enh = Enhancer.from_files(weights, clf, device=device)
+    if scale is not None and enh.scale_factor != scale:
+        raise UsageError(f"{weights.name} is a {enh.scale_factor}x model ({enh.lr_size}x{enh.lr_size} input), "
+                         f"not {scale}x")
+    return enh
 
 
 # ------------------------------------------------------------------------------------------

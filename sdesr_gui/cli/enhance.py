@@ -14,7 +14,7 @@ def cmd_enhance(args) -> int:
     from tqdm import tqdm
 
     from ..core import faces, metrics
-    from ..core.enhance import prepare_face
+    from ..core.enhance import prepare_face, scale_for_input
     from ..core.provenance import atomic_save_png, make_run_record, sha256_file, write_json_atomic
     from ..core.video import iter_image_files, load_still
 
@@ -41,19 +41,34 @@ def cmd_enhance(args) -> int:
     t0 = time.perf_counter()
     notes: list[list[str]] = [[] for _ in files]  # per input: conversions the user should know of
     images = [load_still(p, notes=n) for p, n in zip(files, notes)]
-    prepared = [prepare_face(img) for img in images]
+    active = any(v is not None for v in settings.attributes.values())
+    # the magnification of each input: --scale, the --weights file's own, or by the input's size
+    enhancers: dict = {}
+    if args.weights:
+        enh = load_enhancer(args, need_classifier=active, scale=args.scale)
+        enhancers[enh.scale_factor] = enh
+        scales = [(enh.scale_factor, f"the {enh.scale_factor}x model given by --weights")] * len(images)
+    elif args.scale:
+        scales = [(args.scale, f"--scale {args.scale}")] * len(images)
+    else:
+        scales = [scale_for_input(img.shape) for img in images]
+    for sc in sorted({sc for sc, _ in scales} - set(enhancers)):
+        enhancers[sc] = load_enhancer(args, need_classifier=active, scale=sc)
+    prepared = [prepare_face(img, lr_size=enhancers[sc].lr_size) for img, (sc, _) in zip(images, scales)]
     input_hashes = [sha256_file(p) for p in files]
-    for p, prep, note in zip(files, prepared, notes):
+    for p, prep, note, (sc, why) in zip(files, prepared, notes, scales):
         for n in note:  # e.g. transparency filled with mid-grey
             warn(n)
         if prep.warning:
             warn(f"{p.name}: {prep.warning}")
-    active = any(v is not None for v in settings.attributes.values())
-    enh = load_enhancer(args, need_classifier=active)
+        if sc != 8 and not args.scale and not args.weights:
+            warn(f"{p.name}: using the {sc}x model: {why}")
     t_load = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
 
-    for path, stem, img, prep, sha, note in zip(files, stems, images, prepared, input_hashes, notes):
+    for path, stem, img, prep, sha, note, (scale, why) in zip(files, stems, images, prepared, input_hashes, notes,
+                                                               scales):
+        enh = enhancers[scale]
         written: list[Path] = []
         previous = _previous_outputs(out, stem) if args.overwrite else []
         try:
@@ -97,6 +112,7 @@ def cmd_enhance(args) -> int:
             block = _write_uncertainty(out, stem, res, prep, rec, written)  # adds its outputs to rec
             record = rec.to_dict()
             record["uncertainty"] = block
+            record["scale"] = {"factor": scale, "lr_size": enh.lr_size, "why": why}  # which model, and why
             # what each number above means: unit, which way is better, one line (core.metrics.METRICS)
             record["metric_legend"] = metrics.metric_legend(metrics.metric_keys_in(record["outputs"], block))
             write_json_atomic(out / f"{stem}.json", record)
@@ -166,12 +182,16 @@ def _write_uncertainty(out: Path, stem: str, res, prep, rec, written: list) -> d
 def register(sub) -> None:
     """Add this module's sub-command(s) to ``sub`` (the sub-parsers of ``sdesr``)."""
     e = sub.add_parser("enhance", help="super-resolve face images",
-                       description="Super-resolve faces. A 128x128 input is the HR face frame (degraded to 16x16 "
-                       "first); a 16x16 input is the LR itself; other sizes are resized with a warning.")
+                       description="Super-resolve faces. A 128x128 input is the HR face frame (degraded to the "
+                       "model's LR first: 16x16 for 8x, 8x8 for 16x); a 16x16 or 8x8 input is the LR itself (8x8 "
+                       "picks the 16x model); other sizes are resized with a warning.")
     e.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     e.add_argument("--out", required=True, metavar="DIR", help="output folder (never an input folder)")
     add_sampler_args(e)
     e.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same name")
     e.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     add_model_args(e)
+    e.add_argument("--scale", type=int, choices=[8, 16],
+                   help="magnification: 8 (16x16 -> 128x128) or 16 (8x8 -> 128x128, for faces under ~12 px); "
+                   "default: 16 for an 8x8 input, else 8")
     e.set_defaults(func=cmd_enhance)

@@ -47,6 +47,11 @@ from .sde import DEFAULT_SDE, SDE, SDES, make_sde
 
 __all__ = [
     "SCORE_WEIGHTS_NAME",
+    "SCORE_WEIGHTS_16X_NAME",
+    "SCALES",
+    "score_weights_name",
+    "scale_for_input",
+    "TINY_FACE_PX",
     "CLASSIFIER_WEIGHTS_NAME",
     "DEFAULT_STEPS",
     "MEAN_ESTIMATE_WHAT",
@@ -62,6 +67,12 @@ __all__ = [
 ]
 
 SCORE_WEIGHTS_NAME = "sdesr_ve_8x.safetensors"
+SCORE_WEIGHTS_16X_NAME = "sdesr_ve_16x.safetensors"
+#: magnification -> the shipped score model for it (8x: 16x16 -> 128x128, 16x: 8x8 -> 128x128)
+SCALES = {8: SCORE_WEIGHTS_NAME, 16: SCORE_WEIGHTS_16X_NAME}
+#: a face narrower than this (pixels of the source, eye-to-eye box width) gets the 16x model:
+#: sampling it to 16x16 would invent pixels the footage never had
+TINY_FACE_PX = 12.0
 CLASSIFIER_WEIGHTS_NAME = "attributes_ve.safetensors"
 ATTRIBUTE_NAMES = ("male", "beard", "eyeglasses")
 _FAST, _PC = SAMPLER_PRESETS["fast"], SAMPLER_PRESETS["pc"]
@@ -191,6 +202,28 @@ def weights_dir() -> Path:
 def find_default_weights(name: str = SCORE_WEIGHTS_NAME) -> Path | None:
     p = weights_dir() / name
     return p if p.is_file() else None
+
+
+def score_weights_name(scale: int) -> str:
+    """The shipped score model's file name for a magnification (8 or 16)."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {', '.join(map(str, SCALES))}, not {scale!r}")
+    return SCALES[scale]
+
+
+def scale_for_input(image_shape, face_px: float | None = None) -> tuple[int, str]:
+    """The magnification for an input when the user did not choose one, and why.
+
+    An 8x8 image is an LR face for the 16x model; a face whose width in the source is under
+    :data:`TINY_FACE_PX` pixels (``face_px``, when a detector or box measured it) too; anything
+    else the 8x model.
+    """
+    if faces.image_role(image_shape, faces.FRAME_SIZE, faces.FRAME_SIZE // 16) == "lr":
+        return 16, "the input is 8x8, the 16x model's LR size"
+    if face_px is not None and face_px < TINY_FACE_PX:
+        return 16, (f"the face is about {face_px:.0f} px wide in the source, under {TINY_FACE_PX:.0f} px: "
+                    "the 16x model (8x8 input) does not invent the missing pixels")
+    return 8, "the 8x model (16x16 input)"
 
 
 # ------------------------------------------------------------------------------------------
