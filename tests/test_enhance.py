@@ -6,6 +6,7 @@ the pictures are noise; these tests check finiteness, determinism and the run re
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,3 +102,47 @@ def test_mean_estimate_is_the_denoiser_at_sigma_max(enhancer):
         assert res.settings["mean_estimate"] == {"what": MEAN_ESTIMATE_WHAT, "sigma": 348.0,
                                                  "noise_seed": S.MEAN_ESTIMATE_SEED}
         assert "not a sample" in res.settings["mean_estimate"]["what"]
+
+
+def test_pick_score_model_by_face_size_and_file(tmp_path, monkeypatch, tiny_weights):
+    import shutil
+
+    from sdesr_gui.core.enhance import AUTO_MODEL, pick_score_model
+    from sdesr_gui.core.errors import InputError
+
+    wdir = tmp_path / "w"
+    wdir.mkdir()
+    shutil.copy(tiny_weights["score"], wdir / "sdesr_ve_8x.safetensors")
+    monkeypatch.setenv("SDESR_WEIGHTS_DIR", str(wdir))
+    # only the 8x model installed: a tiny face falls back to it, and the reason says so
+    p = pick_score_model(AUTO_MODEL, (16, 16, 3), face_px=9.0)
+    assert p.scale == 8 and "not installed" in p.why and p.automatic
+    with pytest.raises(InputError, match="No 16x model"):
+        pick_score_model(AUTO_MODEL, (8, 8, 3))  # an 8x8 LR has no 8x reading
+    shutil.copy(tiny_weights["score16"], wdir / "sdesr_ve_16x.safetensors")
+    p = pick_score_model(None, (16, 16, 3), face_px=9.0)
+    assert p.scale == 16 and p.weights.name == "sdesr_ve_16x.safetensors" and "9 px" in p.why
+    assert pick_score_model(AUTO_MODEL, (16, 16, 3), face_px=30.0).scale == 8
+    assert pick_score_model(AUTO_MODEL, (16, 16, 3)).scale == 8
+    assert pick_score_model(AUTO_MODEL, (8, 8, 3)).scale == 16
+    chosen = pick_score_model(tiny_weights["score16"], (16, 16, 3), face_px=40.0)
+    assert chosen.scale == 16 and not chosen.automatic  # a chosen file is used as it is
+    with pytest.raises(InputError):
+        pick_score_model(tmp_path / "missing.safetensors", (16, 16, 3))
+
+
+def test_a_selection_at_16x_reads_8x8_from_its_crop(astronaut_face):
+    from sdesr_gui.core import faces, selection
+    from sdesr_gui.core.errors import InputError
+
+    sel = selection.whole_image(astronaut_face)
+    s16 = selection.at_scale(sel, 16, "asked")
+    assert s16.lr.shape == (8, 8, 3) and s16.scale == 16 and s16.details["scale_why"] == "asked"
+    assert np.array_equal(s16.lr, faces.lr_from_frame(astronaut_face, 8))
+    assert selection.at_scale(s16, 8).lr.shape == (16, 16, 3)  # from the crop again
+    lr16 = selection.whole_image(sel.lr)
+    assert lr16.kind == "lr" and selection.at_scale(lr16, 16).lr.shape == (8, 8, 3)
+    lr8 = selection.whole_image(s16.lr)
+    assert lr8.kind == "lr" and lr8.scale == 16 and "16× model" in lr8.note
+    with pytest.raises(InputError, match="too few pixels"):
+        selection.at_scale(lr8, 8)

@@ -594,6 +594,17 @@ def test_sampler_error_arrives_as_dialog(qtbot, window, tmp_path):
     window.controls.model_combo.insertItem(0, "fake", str(fake))  # bypass the picker's own check
     window.controls.model_combo.setCurrentIndex(0)
     window.controls.steps.setValue(2)
+    # the file is read (its magnification) before a job starts: refused there, in one sentence
+    assert not window.start_run()
+    assert "fake.safetensors" in window.last_error and "\n" not in window.last_error
+    assert window._job is None and window.controls.run_btn.isEnabled()
+    # a failure inside the sampler job arrives as a dialog too: a checkpoint whose tensors were altered
+    data = bytearray((ROOT / "weights" / "sdesr_ve_8x.safetensors").read_bytes())
+    data[-5] ^= 0x01  # the header is intact (it reads), the tensor hash check on load fails
+    cut = tmp_path / "altered.safetensors"
+    cut.write_bytes(bytes(data))
+    window.controls.model_combo.insertItem(0, "altered", str(cut))
+    window.controls.model_combo.setCurrentIndex(0)
     with qtbot.waitSignal(window.runFailed, timeout=RUN_TIMEOUT) as blocker:
         assert window.start_run()
     assert blocker.args[0] == window.last_error and "\n" not in window.last_error
@@ -884,3 +895,57 @@ def test_take_settings_draws_a_random_seed_only_for_a_new_run(qtbot, tmp_path, m
     assert c.take_settings(draw_seed=False).seed == 7 and c.seed.value() == 7  # a re-run: untouched
     drawn = {c.take_settings().seed for _ in range(3)}
     assert c.seed.value() in drawn and drawn != {7}
+
+
+def test_the_app_picks_the_16x_model_for_a_tiny_face_and_says_so(qtbot, tmp_path, monkeypatch, tiny_weights):
+    import shutil
+
+    from PIL import Image
+
+    from sdesr_gui.core.enhance import AUTO_MODEL
+
+    wdir = tmp_path / "installed"
+    wdir.mkdir()
+    shutil.copy(tiny_weights["score"], wdir / "sdesr_ve_8x.safetensors")
+    shutil.copy(tiny_weights["score16"], wdir / "sdesr_ve_16x.safetensors")
+    monkeypatch.setenv("SDESR_WEIGHTS_DIR", str(wdir))
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(settings=settings, gallery_cache_dir=tmp_path / "cache", gallery_embedder=TinyEmbedder())
+    qtbot.addWidget(win)
+    win.show()
+    try:
+        assert win.controls.weights_path() == AUTO_MODEL  # both installed: chosen per face
+        assert "16×" in win.controls.model_info.text()
+        win.controls.steps.setValue(win.controls.steps.minimum())
+        win.controls.samples.setValue(1)
+        # a street scene with a face about 10 px wide, picked by a hand-drawn box
+        face = np.asarray(Image.open(SAMPLE_FACE).convert("RGB").resize((12, 12), Image.BICUBIC))
+        scene = np.full((120, 160, 3), 70, np.uint8)
+        scene[50:62, 70:82] = face
+        path = tmp_path / "street.png"
+        Image.fromarray(scene).save(path)
+        open_and_detect(qtbot, win, path)
+        win.source_panel.set_manual_box((71, 51, 81, 61))
+        sel = win.source_panel.selection
+        assert sel is not None and sel.details["face_width"] < 12 and sel.lr.shape == (16, 16, 3)
+        run_and_wait(qtbot, win)
+        status = win.status_label.text()
+        assert "with the 16× model (the face is about" in status and "px wide" in status
+        run = win.session.run
+        assert run.selection.lr.shape == (8, 8, 3) and run.selection.details["scale"] == 16
+        assert run.model["sha256"] == sha256_file(wdir / "sdesr_ve_16x.safetensors")
+        lr_item = next(it for it in win.compare.items if it.key == "lr")
+        assert lr_item.note == "8×8, shown ×16"
+        # the big astronaut frame stays with the 8x model
+        open_and_detect(qtbot, win, SAMPLE_FACE)
+        run_and_wait(qtbot, win)
+        assert win.session.run.selection.lr.shape == (16, 16, 3) and "16× model" not in win.status_label.text()
+        assert win.session.run.model["sha256"] == sha256_file(wdir / "sdesr_ve_8x.safetensors")
+        # asking for the 8x model by file keeps the user's choice, even for the tiny face
+        assert win.controls.add_model_file(wdir / "sdesr_ve_8x.safetensors", "score")
+        open_and_detect(qtbot, win, path)
+        win.source_panel.set_manual_box((71, 51, 81, 61))
+        run_and_wait(qtbot, win)
+        assert win.session.run.selection.lr.shape == (16, 16, 3)
+    finally:
+        win.shutdown()

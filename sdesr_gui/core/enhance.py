@@ -52,6 +52,9 @@ __all__ = [
     "score_weights_name",
     "scale_for_input",
     "TINY_FACE_PX",
+    "AUTO_MODEL",
+    "ModelPick",
+    "pick_score_model",
     "CLASSIFIER_WEIGHTS_NAME",
     "DEFAULT_STEPS",
     "MEAN_ESTIMATE_WHAT",
@@ -209,6 +212,53 @@ def score_weights_name(scale: int) -> str:
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {', '.join(map(str, SCALES))}, not {scale!r}")
     return SCALES[scale]
+
+
+AUTO_MODEL = "auto"
+
+
+@dataclass(frozen=True)
+class ModelPick:
+    """The score model a run uses, its magnification and why (shown to the user, recorded)."""
+
+    weights: Path
+    scale: int
+    why: str
+    automatic: bool
+
+
+def pick_score_model(choice: str | Path | None, lr_shape, face_px: float | None = None) -> ModelPick:
+    """Resolve the model choice of the GUI (or any caller) for one face.
+
+    ``choice`` is :data:`AUTO_MODEL` (or None): the shipped 8x or 16x model by
+    :func:`scale_for_input` -- falling back to 8x, and saying so, when the 16x one is not
+    installed -- or a checkpoint file, whose own metadata gives its magnification.
+    ``lr_shape`` is the shape of the face's LR as selected (an 8x8 still only fits a 16x model).
+    Raises :class:`InputError` when no usable model is installed or the file cannot be read.
+    """
+    from .errors import InputError
+    from .models.checkpoint import read_metadata
+
+    if choice is None or str(choice) == AUTO_MODEL:
+        scale, why = scale_for_input(lr_shape, face_px)
+        w = find_default_weights(score_weights_name(scale))
+        if w is None and scale == 16 and faces.image_role(lr_shape, faces.FRAME_SIZE, 8) != "lr":
+            w8 = find_default_weights(SCORE_WEIGHTS_NAME)
+            if w8 is not None:
+                return ModelPick(w8, 8, why + f"; but {SCORE_WEIGHTS_16X_NAME} is not installed, so the 8x model",
+                                 True)
+        if w is None:
+            raise InputError(f"No {scale}x model is installed ({weights_dir() / score_weights_name(scale)} is "
+                             "missing); choose a model file or train one with `sdesr train score`.")
+        return ModelPick(w, scale, why, True)
+    path = Path(choice)
+    try:
+        meta = read_metadata(path)
+    except CheckpointError as exc:
+        raise InputError(str(exc)) from None
+    lr_size = int(meta.get("lr_size") or faces.FRAME_SIZE // int(meta.get("scale_factor") or 8))
+    scale = faces.FRAME_SIZE // lr_size
+    return ModelPick(path, scale, f"the chosen model {path.name} ({scale}x, {lr_size}x{lr_size} input)", False)
 
 
 def scale_for_input(image_shape, face_px: float | None = None) -> tuple[int, str]:

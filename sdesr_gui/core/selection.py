@@ -7,7 +7,10 @@ Ways to pick a face in a frame (alignment is :func:`core.faces.extract_face`):
   sit in the face frame;
 * ``eyes``: two eye clicks (with or without a box), which fix rotation and scale exactly;
 * ``frame``: a 128x128 still taken as an already aligned face frame (as ``sdesr enhance``);
-* ``lr``: a 16x16 still taken as the LR input itself.
+* ``lr``: a 16x16 (or 8x8, for the 16x model) still taken as the LR input itself.
+
+A selection holds the 16x16 LR of the 8x model; :func:`at_scale` gives the one a 16x model
+reads (8x8, from the same aligned crop).
 
 The reference HR (for PSNR / SSIM / CS) is known only when the aligned crop was not enlarged,
 i.e. the face had at least as many pixels as the frame; otherwise it is ``None``.  A hand-drawn
@@ -43,7 +46,7 @@ BOX_FACE_MIN_PROB = 0.9
 class FaceSelection:
     kind: str  # detected | manual | eyes | frame | lr
     frame_index: int
-    lr: np.ndarray  # 16x16x3 uint8: the model's input
+    lr: np.ndarray  # 16x16x3 (8x8x3 at 16x) uint8: the model's input
     crop: Optional[np.ndarray]  # 128x128x3 uint8 aligned crop (None for an LR still)
     reference: Optional[np.ndarray]  # 128x128x3 uint8 when the crop is genuine HR
     box: Optional[tuple[float, float, float, float]] = None
@@ -52,6 +55,11 @@ class FaceSelection:
     note: str = ""
     details: dict[str, Any] = dataclasses.field(default_factory=dict)  # core.faces.AlignedFace.to_dict()
     eyes: Optional[np.ndarray] = None
+
+    @property
+    def scale(self) -> int:
+        """The magnification this selection's LR is for (8: 16x16, 16: 8x8)."""
+        return FRAME // int(self.lr.shape[0])
 
     @property
     def bicubic(self) -> np.ndarray:
@@ -113,8 +121,35 @@ def without_reference(sel: FaceSelection, note: str = NO_FACE_NOTE) -> FaceSelec
     return dataclasses.replace(sel, reference=None, note=note, details=details)
 
 
+def at_scale(sel: FaceSelection, scale: int, why: str = "") -> FaceSelection:
+    """``sel`` with the LR of the ``scale`` model (8: 16x16, 16: 8x8) made from its aligned crop
+    (a 16x16 LR still is bicubic-upsampled and degraded to 8x8); ``why`` goes into the details.
+
+    Raises :class:`InputError` for an 8x8 LR still asked to feed the 8x model."""
+    from .errors import InputError
+
+    size = FRAME // int(scale)
+    if size not in (8, 16):
+        raise InputError(f"There is no {scale}x model; the magnification is 8x or 16x.")
+    if sel.lr.shape[0] == size:
+        out = sel
+    elif sel.crop is not None:
+        out = dataclasses.replace(sel, lr=faces.lr_from_frame(sel.crop, size))
+    elif size < sel.lr.shape[0]:
+        up = faces.upsample(faces.to_tensor(sel.lr))
+        out = dataclasses.replace(sel, lr=faces.to_uint8(faces.degrade(up, size))[0])
+    else:
+        n = sel.lr.shape[0]
+        raise InputError(f"This {n}x{n} LR input has too few pixels for the {scale}x model ({size}x{size} input); "
+                         f"use the {FRAME // n}x model.")
+    details = dict(out.details, scale=int(scale), lr_size=size)
+    if why:
+        details["scale_why"] = why
+    return dataclasses.replace(out, details=details)
+
+
 def whole_image(image: np.ndarray, frame_index: int = 0) -> Optional[FaceSelection]:
-    """A 128x128 still as the face frame, or a 16x16 still as the LR; ``None`` otherwise."""
+    """A 128x128 still as the face frame, or a 16x16 (8x8) still as the LR; ``None`` otherwise."""
     h, w = image.shape[:2]
     rgb = np.ascontiguousarray(image[:, :, :3])
     role = faces.image_role(image)
@@ -123,7 +158,8 @@ def whole_image(image: np.ndarray, frame_index: int = 0) -> Optional[FaceSelecti
                              box=(0.0, 0.0, float(w), float(h)), matrix=np.eye(2, 3),
                              note="The whole image is taken as an aligned 128×128 face frame "
                                   "(it is its own reference HR).")
-    if role == "lr":
+    if role == "lr" or faces.image_role(image, FRAME, FRAME // 16) == "lr":
         return FaceSelection("lr", frame_index, rgb, None, None, box=(0.0, 0.0, float(w), float(h)),
-                             note="The whole image is taken as the 16×16 LR input; no reference HR.")
+                             note=f"The whole image is taken as the {w}×{h} LR input"
+                                  + (" of the 16× model" if w == FRAME // 16 else "") + "; no reference HR.")
     return None

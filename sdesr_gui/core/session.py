@@ -195,6 +195,16 @@ class RunPlan:
     def lr(self) -> np.ndarray:
         return self.selection.lr
 
+    def at_scale(self, scale: int, why: str = "") -> "RunPlan":
+        """This plan for the ``scale`` model: a new run's selection gets that model's LR; a
+        re-run must keep its run's magnification (InputError otherwise)."""
+        from .selection import at_scale
+
+        if self.tag is not None and self.selection.scale != int(scale):
+            raise InputError(f"These samples were made by the {self.selection.scale}× model; re-run them with "
+                             f"that model, or start a new run.")
+        return dataclasses.replace(self, selection=at_scale(self.selection, scale, why))
+
     def apply(self, settings) -> None:
         """Make ``settings`` (a ``SamplerSettings``) re-run the sample: its seed, one sample."""
         if self.seed is not None:
@@ -230,7 +240,8 @@ def base_items(sel, bicubic_metrics: Optional[dict] = None, reference: Optional[
     the run has one) and (when known) the reference."""
     if sel is None:
         return []
-    items = [ResultItem("lr", "LR input (nearest)", sel.lr, "lr", note="16×16, shown ×8"),
+    n = int(sel.lr.shape[0])
+    items = [ResultItem("lr", "LR input (nearest)", sel.lr, "lr", note=f"{n}×{n}, shown ×{128 // n}"),
              ResultItem("bicubic", "Bicubic", sel.bicubic, "bicubic", metrics=dict(bicubic_metrics or {}))]
     if mean is not None:
         items.append(ResultItem(MEAN_KEY, MEAN_TITLE, mean, "mean", metrics=dict(mean_metrics or {}),
@@ -550,7 +561,8 @@ class Session:
         images = []
         if sel.crop is not None:
             images.append(ExportImage("input_crop", sel.crop, "crop", False, "Aligned face crop from the input"))
-        images.append(ExportImage("input_lr_16x16", sel.lr, "lr", False, "LR input (16×16) given to the model"))
+        n = int(sel.lr.shape[0])
+        images.append(ExportImage(f"input_lr_{n}x{n}", sel.lr, "lr", False, f"LR input ({n}×{n}) given to the model"))
         if run.reference_loaded and run.reference is not None:
             images.append(ExportImage("reference_hr", run.reference, "reference", False,
                                       "Reference HR (loaded by the user)"))

@@ -43,6 +43,11 @@ ATTRIBUTES = (("male", "Male"), ("beard", "Beard"), ("eyeglasses", "Eyeglasses")
 DEFAULT_M = SAMPLER_PRESETS["pc"].corrector_steps
 DEFAULT_R = SAMPLER_PRESETS["pc"].snr
 CHOOSE = "__choose__"
+AUTO_LABEL = "Automatic (8× or 16× by face size)"
+AUTO_INFO = ("8× (16×16 input) for most faces; 16× (8×8 input) for a face under about 12 px wide "
+             "or an 8×8 image. The status bar says which model a run used.")
+AUTO_TIP = ("The shipped 8× model reads a 16×16 LR, the 16× model an 8×8 one. A face under about 12 px wide "
+            "has fewer pixels than a 16×16 LR would claim, so it goes to the 16× model.")
 MAX_SEED = 2**31 - 1
 LIVE_SIZE = 100
 LIVE_MAP_NOTE = CAPTION
@@ -356,7 +361,13 @@ class ControlsPanel(QWidget):
         self.cls_combo.blockSignals(True)
         self.model_combo.clear()
         self.cls_combo.clear()
-        for p in find_weights("score"):
+        from ..core.enhance import AUTO_MODEL, SCORE_WEIGHTS_16X_NAME, find_default_weights
+
+        found = find_weights("score")
+        if find_default_weights(SCORE_WEIGHTS_16X_NAME) is not None:  # both magnifications: choose per face
+            self.model_combo.addItem(AUTO_LABEL, AUTO_MODEL)
+            self.model_combo.setItemData(0, AUTO_TIP, Qt.ItemDataRole.ToolTipRole)
+        for p in found:
             self.model_combo.addItem(p.name, str(p))
         if self.model_combo.count() == 0:
             self.model_combo.addItem("(no model installed)", None)
@@ -369,7 +380,9 @@ class ControlsPanel(QWidget):
             self.cls_combo.setCurrentIndex(1)
         self.model_combo.blockSignals(False)
         self.cls_combo.blockSignals(False)
-        if cur_m:
+        if cur_m and self.model_combo.findData(cur_m) >= 0:
+            self.model_combo.setCurrentIndex(self.model_combo.findData(cur_m))
+        elif cur_m:
             self.add_model_file(cur_m, "score")
         if cur_c:
             self.add_model_file(cur_c, "classifier")
@@ -430,7 +443,7 @@ class ControlsPanel(QWidget):
         self._on_models_changed(reset_h=True)
 
     def _on_models_changed(self, reset_h: bool = False) -> None:
-        from ..core.enhance import SCORE_WEIGHTS_NAME, weights_dir
+        from ..core.enhance import AUTO_MODEL, SCORE_WEIGHTS_NAME, weights_dir
 
         w = self.weights_path()
         if w is None:
@@ -439,6 +452,17 @@ class ControlsPanel(QWidget):
                 "Choose a model file in the Model list, or train one with <code>sdesr train score</code>.")
             self.no_model_label.show()
             self.model_info.setText("")
+        elif w == AUTO_MODEL:
+            from ..core.enhance import SCALES, find_default_weights
+
+            self.no_model_label.hide()
+            self.model_info.setText(AUTO_INFO)
+            lines = []
+            for scale, name in SCALES.items():
+                f = find_default_weights(name)
+                if f is not None:
+                    lines.append(f"{scale}×: " + describe_model(read_meta(f), f.stem))
+            self.model_info.setToolTip("\n".join([AUTO_TIP, *lines]))
         else:
             self.no_model_label.hide()
             meta = read_meta(w)
@@ -604,7 +628,11 @@ class ControlsPanel(QWidget):
                 return default
 
         model = s.value("controls/model", "")
-        if model and Path(model).is_file():
+        if model and self.model_combo.findData(model) >= 0:  # the automatic choice, or a listed file
+            self.model_combo.setCurrentIndex(self.model_combo.findData(model))
+            self._model_prev = self.model_combo.currentIndex()
+            self._on_models_changed()
+        elif model and Path(model).is_file():
             self.add_model_file(model, "score")
         cls = s.value("controls/classifier", None)
         if cls and Path(cls).is_file():

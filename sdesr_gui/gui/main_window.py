@@ -421,8 +421,8 @@ class MainWindow(QMainWindow):
         except SdesrError as e:
             self.show_error("Run", str(e))
             return False
-        weights = self.controls.weights_path()
-        if weights is None:
+        choice = self.controls.weights_path()
+        if choice is None:
             from ..core.enhance import SCORE_WEIGHTS_NAME, weights_dir
 
             self.show_error("No model", f"No trained model is installed ({weights_dir() / SCORE_WEIGHTS_NAME} "
@@ -431,6 +431,18 @@ class MainWindow(QMainWindow):
             return False
         if plan is None:  # no such sample to re-run
             return False
+        # which model (8x or 16x) reads this face, and why: the user's file, or by the face's size
+        from ..core.enhance import pick_score_model
+
+        try:
+            pick = pick_score_model(choice, plan.selection.lr.shape, plan.selection.details.get("face_width"))
+            plan = plan.at_scale(pick.scale, pick.why)
+        except SdesrError as e:
+            self.show_error("Model", str(e))
+            return False
+        weights = str(pick.weights)
+        if pick.automatic:
+            self.set_status(f"{pick.scale}× model: {pick.why}.")
         # a re-run uses its sample's own seed: no new random seed is drawn (or shown) for it
         settings = self.controls.take_settings(draw_seed=rerun_key is None)
         plan.apply(settings)
@@ -516,8 +528,12 @@ class MainWindow(QMainWindow):
         classifier = dict(enh.classifier_info) if enh is not None and enh.classifier_info else None
         self.session.record_result(out, sel, context, model, classifier)
         self.controls.finish_progress(f"Done: {len(out.samples)} sample(s) in {out.seconds:.1f} s")
+        scale = getattr(sel, "scale", 8)
+        why = (sel.details or {}).get("scale_why", "") if scale != 8 or "not installed" in \
+            str((sel.details or {}).get("scale_why", "")) else ""
         self.set_status(f"{len(out.samples)} sample(s), {out.nfe} network evaluations, {out.seconds:.1f} s "
-                        f"on {out.device}. Generated faces are leads, not identifications.")
+                        f"on {out.device}" + (f" with the {scale}× model ({why})" if why else "")
+                        + ". Generated faces are leads, not identifications.")
         self._update_actions()
         self.runFinished.emit()
 

@@ -597,8 +597,10 @@ class SourcePanel(QWidget):
             if role == "frame":
                 self.face_list.addItem("Whole image as an aligned face frame (128×128)")
                 self._rows.append(("whole",))
-            elif role == "lr":
-                self.face_list.addItem("Whole image as the LR input (16×16)")
+            elif role == "lr" or image_role(self.image, 128, 8) == "lr":
+                n = self.image.shape[0]
+                self.face_list.addItem(f"Whole image as the LR input ({n}×{n})"
+                                       + (", for the 16× model" if n == 8 else ""))
                 self._rows.append(("whole",))
         if self._sel_key in self._rows:
             self.face_list.setCurrentRow(self._rows.index(self._sel_key))
@@ -759,6 +761,8 @@ class SourcePanel(QWidget):
         else:
             self.crop_label.setPixmap(pixmap_from_rgb(np.full((128, 128, 3), 40, np.uint8)))
         self.lr_label.setPixmap(pixmap_from_rgb(nearest_upscale(s.lr, 128)))
+        n = int(s.lr.shape[0])
+        self.lr_caption.setText(f"LR input {n}×{n} (nearest ×{128 // n})")
         self.note_label.setText(s.note)
 
     # ---------------------------------------------------------------- lifecycle
