@@ -39,7 +39,17 @@ def tiny_weights(tmp_path_factory):
     save_checkpoint(score16, model, kind="score", config=cfg.to_dict(),
                     metadata={"sde": VESDE().to_dict(), "data_range": [0, 1], "scale_factor": 16, "lr_size": 8,
                               "training_data": "none (random initialisation, tests only)"})
-    return {"score": score, "classifier": cls_path, "score16": score16}
+    # the same net as a footage model that judges every LR degraded (threshold 0) or none (1e9)
+    footage = {}
+    for verdict, thr in (("always", 0.0), ("never", 1e9)):
+        f = d / f"tiny_footage_{verdict}.safetensors"
+        save_checkpoint(f, model, kind="score", config=cfg.to_dict(),
+                        metadata={"sde": VESDE().to_dict(), "data_range": [0, 1], "scale_factor": 8,
+                                  "degradation": "realistic", "footage_threshold": thr,
+                                  "training_data": "none (random initialisation, tests only)"})
+        footage[verdict] = f
+    return {"score": score, "classifier": cls_path, "score16": score16,
+            "footage_always": footage["always"], "footage_never": footage["never"]}
 
 
 @pytest.fixture(scope="session")

@@ -99,6 +99,39 @@ def test_enhance_scale_16_takes_8x8_faces_and_degrades_frames_to_8x8(tmp_path, i
     assert not (tmp_path / "auto2").exists()
 
 
+def test_enhance_takes_the_footage_model_for_a_degraded_lr_and_says_why(tmp_path, inputs, tiny_weights, capsys,
+                                                                        monkeypatch):
+    import shutil
+
+    wdir = tmp_path / "installed"
+    wdir.mkdir()
+    shutil.copy(tiny_weights["score"], wdir / "sdesr_ve_8x.safetensors")
+    monkeypatch.setenv("SDESR_WEIGHTS_DIR", str(wdir))
+    footage = wdir / "sdesr_ve_8x_footage.safetensors"
+    for source, degraded in ((tiny_weights["footage_always"], True), (tiny_weights["footage_never"], False)):
+        shutil.copy(source, footage)
+        out = tmp_path / f"out_{degraded}"
+        code, _, err = run(["enhance", inputs / "lr.png", "--out", out, "--steps", "2"], capsys)
+        assert code == 0, err
+        rec = json.loads((out / "lr.json").read_text())
+        choice = rec["model_choice"]
+        assert choice["degraded"] is degraded and "LR degradation estimate" in choice["text"]
+        assert choice["residual"] >= 0 and choice["threshold"] == (0.0 if degraded else 1e9)
+        want = footage if degraded else wdir / "sdesr_ve_8x.safetensors"
+        assert rec["model"]["sha256"] == sha256_file(want)
+        assert ("the footage model" if degraded else "the clean-trained model") in err
+    # --footage off never asks; --footage on always uses it
+    code, _, err = run(["enhance", inputs / "lr.png", "--out", tmp_path / "off", "--steps", "2", "--footage", "off"],
+                       capsys)
+    assert code == 0 and "model_choice" not in json.loads((tmp_path / "off" / "lr.json").read_text())
+    code, _, err = run(["enhance", inputs / "lr.png", "--out", tmp_path / "on", "--steps", "2", "--footage", "on"],
+                       capsys)
+    assert json.loads((tmp_path / "on" / "lr.json").read_text())["model"]["sha256"] == sha256_file(footage)
+    footage.unlink()
+    code, _, err = run(["enhance", inputs / "lr.png", "--out", tmp_path / "on2", "--footage", "on"], capsys)
+    assert code == 2 and "footage model" in err and not (tmp_path / "on2").exists()
+
+
 def test_enhance_pngs_say_in_the_file_whether_they_are_generated(tmp_path, inputs, tiny_weights, capsys):
     from sdesr_gui.core.provenance import DERIVED_NOTICE, GENERATED_NOTICE
 

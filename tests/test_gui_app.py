@@ -915,7 +915,7 @@ def test_the_app_picks_the_16x_model_for_a_tiny_face_and_says_so(qtbot, tmp_path
     win.show()
     try:
         assert win.controls.weights_path() == AUTO_MODEL  # both installed: chosen per face
-        assert "16×" in win.controls.model_info.text()
+        assert "16×" in win.controls.model_info.text() and "footage" in win.controls.model_info.text()
         win.controls.steps.setValue(win.controls.steps.minimum())
         win.controls.samples.setValue(1)
         # a street scene with a face about 10 px wide, picked by a hand-drawn box
@@ -941,6 +941,19 @@ def test_the_app_picks_the_16x_model_for_a_tiny_face_and_says_so(qtbot, tmp_path
         run_and_wait(qtbot, win)
         assert win.session.run.selection.lr.shape == (16, 16, 3) and "16× model" not in win.status_label.text()
         assert win.session.run.model["sha256"] == sha256_file(wdir / "sdesr_ve_8x.safetensors")
+        assert "footage" not in win.status_label.text()  # no footage model installed: nothing judged
+        # with a footage model installed, the automatic choice asks it about the LR first and says so
+        shutil.copy(tiny_weights["footage_always"], wdir / "sdesr_ve_8x_footage.safetensors")
+        run_and_wait(qtbot, win)
+        assert "LR degradation estimate" in win.status_label.text() and "the footage model" in win.status_label.text()
+        run = win.session.run
+        assert run.model["sha256"] == sha256_file(wdir / "sdesr_ve_8x_footage.safetensors")
+        assert run.model["choice"]["degraded"] is True
+        shutil.copy(tiny_weights["footage_never"], wdir / "sdesr_ve_8x_footage.safetensors")
+        run_and_wait(qtbot, win)
+        assert "the clean-trained model" in win.status_label.text()
+        assert win.session.run.model["sha256"] == sha256_file(wdir / "sdesr_ve_8x.safetensors")
+        (wdir / "sdesr_ve_8x_footage.safetensors").unlink()
         # asking for the 8x model by file keeps the user's choice, even for the tiny face
         assert win.controls.add_model_file(wdir / "sdesr_ve_8x.safetensors", "score")
         open_and_detect(qtbot, win, path)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sdesr_gui.core import faces
-from sdesr_gui.core.enhance import CLASSIFIER_WEIGHTS_NAME, SCORE_WEIGHTS_NAME
+from sdesr_gui.core.enhance import CLASSIFIER_WEIGHTS_NAME, SCORE_WEIGHTS_16X_NAME, SCORE_WEIGHTS_NAME
 from sdesr_gui.core.models import load_checkpoint
 from sdesr_gui.core.video import load_still
 
@@ -32,21 +32,22 @@ def _mse(a, b):
 
 
 def test_shipped_files_are_small_safetensors_with_a_model_card():
-    for name in (SCORE_WEIGHTS_NAME, CLASSIFIER_WEIGHTS_NAME):
+    for name in (SCORE_WEIGHTS_NAME, SCORE_WEIGHTS_16X_NAME, CLASSIFIER_WEIGHTS_NAME):
         p = WEIGHTS / name
         assert p.is_file(), f"{name} is not shipped"
         assert p.stat().st_size <= 15 * 2 ** 20  # the project limit; v2 is 10.2 MiB as int8
     card = (WEIGHTS / "README.md").read_text()
-    assert SCORE_WEIGHTS_NAME in card and CLASSIFIER_WEIGHTS_NAME in card
+    assert SCORE_WEIGHTS_NAME in card and SCORE_WEIGHTS_16X_NAME in card and CLASSIFIER_WEIGHTS_NAME in card
 
 
+@pytest.mark.parametrize("name,scale", [(SCORE_WEIGHTS_NAME, 8), (SCORE_WEIGHTS_16X_NAME, 16)])
 @pytest.mark.parametrize("sigma", [0.05, 0.1, 0.2])
-def test_score_model_denoises_a_real_face_better_than_noise_and_bicubic(astronaut, sigma):
-    model, meta = load_checkpoint(WEIGHTS / SCORE_WEIGHTS_NAME)
-    assert meta["kind"] == "score" and meta["scale_factor"] == 8
+def test_score_model_denoises_a_real_face_better_than_noise_and_bicubic(astronaut, sigma, name, scale):
+    model, meta = load_checkpoint(WEIGHTS / name)
+    assert meta["kind"] == "score" and meta["scale_factor"] == scale and meta["lr_size"] == 128 // scale
     assert "celeba" in str(meta["training_data"]).lower()
     hr = astronaut
-    y_up = faces.upsample(faces.degrade(hr))
+    y_up = faces.upsample(faces.degrade(hr, 128 // scale))
     gen = torch.Generator().manual_seed(0)
     noisy = hr + sigma * torch.randn(hr.shape, generator=gen)
     with torch.no_grad():

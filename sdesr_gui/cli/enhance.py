@@ -14,7 +14,8 @@ def cmd_enhance(args) -> int:
     from tqdm import tqdm
 
     from ..core import faces, metrics
-    from ..core.enhance import prepare_face, scale_for_input
+    from ..core.enhance import FOOTAGE_WEIGHTS_NAME, Enhancer, find_default_weights, prepare_face, \
+        scale_for_input, weights_dir
     from ..core.provenance import atomic_save_png, make_run_record, sha256_file, write_json_atomic
     from ..core.video import iter_image_files, load_still
 
@@ -54,6 +55,15 @@ def cmd_enhance(args) -> int:
         scales = [scale_for_input(img.shape) for img in images]
     for sc in sorted({sc for sc, _ in scales} - set(enhancers)):
         enhancers[sc] = load_enhancer(args, need_classifier=active, scale=sc)
+    # at 8x, the footage model (blur, noise, compression) for an LR it judges degraded
+    footage = None
+    if not args.weights and args.footage != "off" and any(sc == 8 for sc, _ in scales):
+        fw = find_default_weights(FOOTAGE_WEIGHTS_NAME)
+        if fw is None and args.footage == "on":
+            raise UsageError(f"--footage on needs the footage model ({weights_dir() / FOOTAGE_WEIGHTS_NAME} is missing)")
+        if fw is not None:
+            footage = Enhancer.from_files(fw, enhancers[8].classifier_info.get("path") if enhancers[8].classifier_info
+                                          else None, device=enhancers[8].device)
     prepared = [prepare_face(img, lr_size=enhancers[sc].lr_size) for img, (sc, _) in zip(images, scales)]
     input_hashes = [sha256_file(p) for p in files]
     for p, prep, note, (sc, why) in zip(files, prepared, notes, scales):
@@ -69,6 +79,14 @@ def cmd_enhance(args) -> int:
     for path, stem, img, prep, sha, note, (scale, why) in zip(files, stems, images, prepared, input_hashes, notes,
                                                                scales):
         enh = enhancers[scale]
+        verdict: dict = {}
+        if scale == 8 and footage is not None:
+            verdict = footage.footage_verdict(prep.lr) if args.footage == "auto" else \
+                {"degraded": True, "text": "--footage on: the footage model"}
+            if verdict["degraded"]:
+                enh = footage
+            if not args.quiet:
+                print(f"{path.name}: {verdict['text']}", file=sys.stderr)
         written: list[Path] = []
         previous = _previous_outputs(out, stem) if args.overwrite else []
         try:
@@ -113,6 +131,8 @@ def cmd_enhance(args) -> int:
             record = rec.to_dict()
             record["uncertainty"] = block
             record["scale"] = {"factor": scale, "lr_size": enh.lr_size, "why": why}  # which model, and why
+            if verdict:
+                record["model_choice"] = verdict  # clean-trained or footage model, and why
             # what each number above means: unit, which way is better, one line (core.metrics.METRICS)
             record["metric_legend"] = metrics.metric_legend(metrics.metric_keys_in(record["outputs"], block))
             write_json_atomic(out / f"{stem}.json", record)
@@ -194,4 +214,7 @@ def register(sub) -> None:
     e.add_argument("--scale", type=int, choices=[8, 16],
                    help="magnification: 8 (16x16 -> 128x128) or 16 (8x8 -> 128x128, for faces under ~12 px); "
                    "default: 16 for an 8x8 input, else 8")
+    e.add_argument("--footage", choices=["auto", "on", "off"], default="auto",
+                   help="8x: the footage model (trained on blurred, noisy, compressed LR) for inputs it judges "
+                   "degraded (auto, the default, when it is installed), for every input (on), or never (off)")
     e.set_defaults(func=cmd_enhance)

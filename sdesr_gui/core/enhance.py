@@ -53,6 +53,8 @@ __all__ = [
     "scale_for_input",
     "TINY_FACE_PX",
     "AUTO_MODEL",
+    "FOOTAGE_WEIGHTS_NAME",
+    "DEFAULT_FOOTAGE_THRESHOLD",
     "ModelPick",
     "pick_score_model",
     "CLASSIFIER_WEIGHTS_NAME",
@@ -71,6 +73,12 @@ __all__ = [
 
 SCORE_WEIGHTS_NAME = "sdesr_ve_8x.safetensors"
 SCORE_WEIGHTS_16X_NAME = "sdesr_ve_16x.safetensors"
+#: the 8x model fine-tuned on footage-grade LR (blur, noise, compression); the automatic choice
+#: takes it for an LR it judges degraded (:meth:`Enhancer.lr_residual`)
+FOOTAGE_WEIGHTS_NAME = "sdesr_ve_8x_footage.safetensors"
+#: RMS (0-255) of the LR the footage model does not explain, above which an LR counts as
+#: degraded, when the model's card gives no ``footage_threshold``
+DEFAULT_FOOTAGE_THRESHOLD = 3.3
 #: magnification -> the shipped score model for it (8x: 16x16 -> 128x128, 16x: 8x8 -> 128x128)
 SCALES = {8: SCORE_WEIGHTS_NAME, 16: SCORE_WEIGHTS_16X_NAME}
 #: a face narrower than this (pixels of the source, eye-to-eye box width) gets the 16x model:
@@ -225,6 +233,7 @@ class ModelPick:
     scale: int
     why: str
     automatic: bool
+    footage: Path | None = None  # the footage model that judges the LR (automatic 8x choice, when installed)
 
 
 def pick_score_model(choice: str | Path | None, lr_shape, face_px: float | None = None) -> ModelPick:
@@ -250,7 +259,7 @@ def pick_score_model(choice: str | Path | None, lr_shape, face_px: float | None 
         if w is None:
             raise InputError(f"No {scale}x model is installed ({weights_dir() / score_weights_name(scale)} is "
                              "missing); choose a model file or train one with `sdesr train score`.")
-        return ModelPick(w, scale, why, True)
+        return ModelPick(w, scale, why, True, find_default_weights(FOOTAGE_WEIGHTS_NAME) if scale == 8 else None)
     path = Path(choice)
     try:
         meta = read_metadata(path)
@@ -350,7 +359,8 @@ class Enhancer:
                 "name": meta.get("name", Path(weights).stem),
                 "scale_factor": int(meta.get("scale_factor") or faces.FRAME_SIZE // faces.LR_SIZE),
                 "lr_size": int(meta.get("lr_size") or faces.LR_SIZE),
-                "degradation": meta.get("degradation", "bicubic")}
+                "degradation": meta.get("degradation", "bicubic"),
+                **({"footage_threshold": meta["footage_threshold"]} if "footage_threshold" in meta else {})}
         clf = None
         cinfo = None
         if classifier is not None:
@@ -400,6 +410,32 @@ class Enhancer:
         lr = lr.to(self.device, torch.float32)
         y_up = faces.upsample(lr, faces.FRAME_SIZE)
         return mean_estimate(self.model, y_up, self.mean_sigma, seed=MEAN_ESTIMATE_SEED).clamp(0, 1).cpu()
+
+    @property
+    def footage_threshold(self) -> float:
+        v = self.model_info.get("footage_threshold")
+        return float(v) if v is not None else DEFAULT_FOOTAGE_THRESHOLD
+
+    def lr_residual(self, lr: torch.Tensor) -> float:
+        """How much of one LR face [1, 3, h, w] this model does not believe: the RMS (0-255 units)
+        of ``LR - downsample(mean estimate)``. A footage-trained model explains a clean LR almost
+        fully and leaves noise, blocking and ringing of a degraded one out: an estimate of the
+        LR's degradation (one network evaluation)."""
+        m = self.mean_estimate(lr)
+        lr = lr.detach().float().cpu()
+        d = faces.downsample(m, lr.shape[-1]) - lr
+        return float((d * 255.0).pow(2).mean().sqrt())
+
+    def footage_verdict(self, lr: torch.Tensor) -> dict:
+        """``lr_residual`` against this (footage) model's threshold: ``{"residual", "threshold",
+        "degraded", "text"}`` -- what the app says when it picks a model by it."""
+        r = self.lr_residual(lr)
+        t = self.footage_threshold
+        deg = r > t
+        text = (f"LR degradation estimate {r:.1f} (0-255 RMS the footage model does not explain; "
+                f"{'above' if deg else 'at or below'} {t:.1f}): "
+                + ("the footage model" if deg else "the clean-trained model"))
+        return {"residual": round(r, 3), "threshold": t, "degraded": bool(deg), "text": text}
 
     def mean_record(self) -> dict:
         """What the run record says about the mean estimate."""

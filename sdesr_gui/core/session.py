@@ -133,6 +133,8 @@ class SamplerOutcome:
     tag: Any = None
     mean: Optional[np.ndarray] = None  # uint8 128x128x3: the run's mean estimate (not a sample)
     mean_metrics: dict = dataclasses.field(default_factory=dict)  # consistency (+ psnr, ssim), like bicubic
+    model: dict = dataclasses.field(default_factory=dict)  # the score model that ran (its model_info)
+    choice: dict = dataclasses.field(default_factory=dict)  # the automatic clean / footage verdict, if any
 
 
 @dataclasses.dataclass

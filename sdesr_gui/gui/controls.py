@@ -43,11 +43,14 @@ ATTRIBUTES = (("male", "Male"), ("beard", "Beard"), ("eyeglasses", "Eyeglasses")
 DEFAULT_M = SAMPLER_PRESETS["pc"].corrector_steps
 DEFAULT_R = SAMPLER_PRESETS["pc"].snr
 CHOOSE = "__choose__"
-AUTO_LABEL = "Automatic (8× or 16× by face size)"
-AUTO_INFO = ("8× (16×16 input) for most faces; 16× (8×8 input) for a face under about 12 px wide "
-             "or an 8×8 image. The status bar says which model a run used.")
-AUTO_TIP = ("The shipped 8× model reads a 16×16 LR, the 16× model an 8×8 one. A face under about 12 px wide "
-            "has fewer pixels than a 16×16 LR would claim, so it goes to the 16× model.")
+AUTO_LABEL = "Automatic (by face size and LR quality)"
+AUTO_INFO = ("16× (8×8 input) for a face under about 12 px wide or an 8×8 image, else 8×; at 8× the footage "
+             "model for an LR it judges degraded (noise, blur, compression), else the clean-trained one. "
+             "The status bar says which model a run used and why; pick a file to override.")
+AUTO_TIP = ("The 8× models read a 16×16 LR, the 16× model an 8×8 one. A face under about 12 px wide has fewer "
+            "pixels than a 16×16 LR would claim, so it goes to the 16× model. The footage model first measures "
+            "how much of the LR it does not explain (RMS, 0-255); above its threshold the LR counts as degraded "
+            "and the footage model runs, otherwise the clean-trained model, which is sharper on clean input.")
 MAX_SEED = 2**31 - 1
 LIVE_SIZE = 100
 LIVE_MAP_NOTE = CAPTION
@@ -361,10 +364,11 @@ class ControlsPanel(QWidget):
         self.cls_combo.blockSignals(True)
         self.model_combo.clear()
         self.cls_combo.clear()
-        from ..core.enhance import AUTO_MODEL, SCORE_WEIGHTS_16X_NAME, find_default_weights
+        from ..core.enhance import AUTO_MODEL, FOOTAGE_WEIGHTS_NAME, SCORE_WEIGHTS_16X_NAME, find_default_weights
 
         found = find_weights("score")
-        if find_default_weights(SCORE_WEIGHTS_16X_NAME) is not None:  # both magnifications: choose per face
+        if any(find_default_weights(n) is not None for n in (SCORE_WEIGHTS_16X_NAME, FOOTAGE_WEIGHTS_NAME)):
+            # more than one shipped model: choose per face
             self.model_combo.addItem(AUTO_LABEL, AUTO_MODEL)
             self.model_combo.setItemData(0, AUTO_TIP, Qt.ItemDataRole.ToolTipRole)
         for p in found:
@@ -453,15 +457,15 @@ class ControlsPanel(QWidget):
             self.no_model_label.show()
             self.model_info.setText("")
         elif w == AUTO_MODEL:
-            from ..core.enhance import SCALES, find_default_weights
+            from ..core.enhance import FOOTAGE_WEIGHTS_NAME, SCALES, find_default_weights
 
             self.no_model_label.hide()
             self.model_info.setText(AUTO_INFO)
             lines = []
-            for scale, name in SCALES.items():
+            for label, name in [*((f"{sc}×", n) for sc, n in SCALES.items()), ("8× footage", FOOTAGE_WEIGHTS_NAME)]:
                 f = find_default_weights(name)
                 if f is not None:
-                    lines.append(f"{scale}×: " + describe_model(read_meta(f), f.stem))
+                    lines.append(f"{label}: " + describe_model(read_meta(f), f.stem))
             self.model_info.setToolTip("\n".join([AUTO_TIP, *lines]))
         else:
             self.no_model_label.hide()

@@ -454,8 +454,13 @@ class MainWindow(QMainWindow):
         classifier = self.controls.classifier_path()
         device = self.controls.device_name()
         key = self._enhancer_key(weights, classifier, device)
+        footage = str(pick.footage) if pick.footage is not None and plan.tag is None else None
+        if plan.tag is not None and isinstance(self.session.run.model if self.session.run else None, dict):
+            ran = self.session.run.model.get("path")  # a re-run uses the model its run used
+            if ran and Path(ran).is_file() and ran != weights:
+                weights, key = ran, self._enhancer_key(ran, classifier, device)
         req = SamplerRequest(weights, classifier, device, plan.lr, settings, reference=plan.reference,
-                             enhancer=self._enhancers.get(key), tag=plan.tag)
+                             enhancer=self._enhancers.get(key), tag=plan.tag, footage=footage)
         job = SamplerJob(req, self)
         job.status.connect(self.set_status)
         job.progress.connect(self.controls.show_progress)
@@ -524,15 +529,18 @@ class MainWindow(QMainWindow):
         """A run finished: the session records it (the views follow its events)."""
         self._end_run()
         enh = self._enhancers.get(key)
-        model = dict(enh.model_info) if enh is not None else {"path": key[0]}
+        model = dict(out.model) if out.model else (dict(enh.model_info) if enh is not None else {"path": key[0]})
+        if out.choice:
+            model["choice"] = dict(out.choice)
         classifier = dict(enh.classifier_info) if enh is not None and enh.classifier_info else None
         self.session.record_result(out, sel, context, model, classifier)
         self.controls.finish_progress(f"Done: {len(out.samples)} sample(s) in {out.seconds:.1f} s")
         scale = getattr(sel, "scale", 8)
         why = (sel.details or {}).get("scale_why", "") if scale != 8 or "not installed" in \
             str((sel.details or {}).get("scale_why", "")) else ""
+        chose = f"; {out.choice['text']}" if out.choice else ""
         self.set_status(f"{len(out.samples)} sample(s), {out.nfe} network evaluations, {out.seconds:.1f} s "
-                        f"on {out.device}" + (f" with the {scale}× model ({why})" if why else "")
+                        f"on {out.device}" + (f" with the {scale}× model ({why})" if why else "") + chose
                         + ". Generated faces are leads, not identifications.")
         self._update_actions()
         self.runFinished.emit()

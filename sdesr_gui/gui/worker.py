@@ -84,6 +84,7 @@ class SamplerRequest:
     reference: Optional[np.ndarray] = None  # 128x128x3 uint8
     enhancer: Any = None  # a cached Enhancer for (weights, classifier, device)
     tag: Any = None  # caller's bookkeeping (e.g. which sample a re-run replaces)
+    footage: Optional[str] = None  # automatic choice: this footage model judges the LR and runs if it is degraded
 
 
 @dataclasses.dataclass
@@ -138,6 +139,14 @@ class SamplerJob(QThread):
         try:
             t0 = time.perf_counter()
             enh = req.enhancer
+            verdict: dict = {}
+            if req.footage:  # the automatic choice: clean-trained or footage model, by the LR itself
+                self.status.emit("Judging the LR's degradation with the footage model…")
+                fenh = Enhancer.from_files(req.footage, req.classifier, device=req.device)
+                verdict = fenh.footage_verdict(faces.to_tensor(req.lr))
+                self.status.emit(verdict["text"] + ".")
+                if verdict["degraded"]:
+                    enh = fenh
             if enh is None:
                 self.status.emit("Loading the model…")
                 enh = Enhancer.from_files(req.weights, req.classifier, device=req.device)
@@ -174,7 +183,8 @@ class SamplerJob(QThread):
             self.done.emit(SamplerOutcome(
                 faces.to_uint8(res.samples), list(res.seeds), faces.to_uint8(res.bicubic)[0], per, bic,
                 dict(res.settings), int(res.nfe), float(res.seconds), float(load_s), str(enh.device),
-                req.tag, mean=faces.to_uint8(res.mean)[0] if res.mean is not None else None, mean_metrics=mean))
+                req.tag, mean=faces.to_uint8(res.mean)[0] if res.mean is not None else None, mean_metrics=mean,
+                model=dict(enh.model_info), choice=verdict))
         except Cancelled:
             self.cancelled.emit()
         except BaseException as e:  # noqa: BLE001 - every error becomes a dialog, never a crash
