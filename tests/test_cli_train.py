@@ -67,10 +67,11 @@ def test_train_score_resumes_with_only_the_step_count_and_exports(prepared, tmp_
     assert meta["training"]["steps"] == 3
     assert main(["train", "export", "--run", str(run), "--out", str(out)]) == 2  # no silent overwrite
     out8 = tmp_path / "score8.safetensors"
-    assert main(["train", "export", "--run", str(run), "--out", str(out8), "--int8"]) == 0
+    assert main(["train", "export", "--run", str(run), "--out", str(out8), "--int8",
+                 "--footage-threshold", "3.5"]) == 0
     model8, meta8 = load_checkpoint(out8)
     assert "int8" in meta8["stored_dtype"] and meta8["quantization"]["tensors"] > 0
-    assert meta8["training"]["steps"] == 3
+    assert meta8["training"]["steps"] == 3 and meta8["footage_threshold"] == 3.5
 
 
 def test_train_attributes_and_bad_dataset(prepared, tmp_path, capsys):

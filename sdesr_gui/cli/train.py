@@ -62,7 +62,8 @@ def cmd_train(args) -> int:
         kind = state[0].get("kind")
         q = "int8" if args.int8 else None
         if kind == "score":
-            meta = T.export_score(run, out, quantize=q)
+            extra = {} if args.footage_threshold is None else {"footage_threshold": args.footage_threshold}
+            meta = T.export_score(run, out, quantize=q, metadata=extra)
         else:
             extra = {} if args.guidance_min_sigma is None else {"guidance_sigma_min": args.guidance_min_sigma}
             meta = T.export_attributes(run, out, default_h=args.default_h, metadata=extra, quantize=q)
@@ -193,6 +194,9 @@ def register(sub) -> None:
     tr.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     tr.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     tr.add_argument("--out", metavar="FILE", help="export: the .safetensors file to write")
+    tr.add_argument("--footage-threshold", type=float, metavar="RMS",
+                    help="export of a footage-grade score run: the LR residual (0-255 RMS the model does not "
+                    "explain) above which the app's automatic choice takes this model (scripts/footage_threshold.py)")
     tr.add_argument("--int8", action="store_true",
                     help="export: store convolution / linear weights as int8 with a scale per output "
                     "channel (half the size of fp16; the shipped score model is stored so)")
