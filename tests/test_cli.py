@@ -396,7 +396,7 @@ def test_refuses_to_write_into_the_input_folder_or_overwrite(tmp_path, inputs, t
 def test_usage_errors(tmp_path, inputs, tiny_weights, capsys, monkeypatch):
     monkeypatch.setenv("SDESR_WEIGHTS_DIR", str(tmp_path / "no_weights_here"))
     code, _, err = run(["enhance", inputs / "face.png", "--out", tmp_path / "o"], capsys)
-    assert code == 2 and "no score model is installed" in err
+    assert code == 2 and "no 8x score model is installed" in err
     cases = [
         (["--attr", "hat=1"], "Unknown attribute"),
         (["--attr", "male=maybe"], "use 1 (present)"),
@@ -440,7 +440,7 @@ def test_python_dash_m_and_sampler_choices_come_from_core(tmp_path):
     r = subprocess.run([sys.executable, "-m", "sdesr_gui.cli", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("sdesr "), r.stderr
     from sdesr_gui.cli import build_parser
-    from sdesr_gui.core.enhance import DEFAULT_STEPS, SamplerSettings
+    from sdesr_gui.core.enhance import DEFAULT_STEPS, SCALES, SamplerSettings
     from sdesr_gui.core.sampling import CORRECTORS, FAST_METHODS, PREDICTORS
     from sdesr_gui.core.sde import SDES
 
@@ -451,7 +451,8 @@ def test_python_dash_m_and_sampler_choices_come_from_core(tmp_path):
     sub = next(a for a in build_parser()._subparsers._group_actions if a.choices).choices["enhance"]
     choices = {a.dest: a.choices for a in sub._actions if a.choices}
     assert choices == {"sampler": list(DEFAULT_STEPS), "predictor": list(PREDICTORS),
-                       "corrector": list(CORRECTORS), "fast_method": list(FAST_METHODS), "sde": list(SDES)}
+                       "corrector": list(CORRECTORS), "fast_method": list(FAST_METHODS), "sde": list(SDES),
+                       "scale": list(SCALES), "footage": ["auto", "on", "off"]}
 
 
 def test_evaluate_reports_bicubic_and_sampler(tmp_path, astronaut_face, tiny_weights, capsys):

@@ -211,7 +211,9 @@ def register(sub) -> None:
     e.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same name")
     e.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     add_model_args(e)
-    e.add_argument("--scale", type=int, choices=[8, 16],
+    from ..core.enhance import SCALES
+
+    e.add_argument("--scale", type=int, choices=list(SCALES),
                    help="magnification: 8 (16x16 -> 128x128) or 16 (8x8 -> 128x128, for faces under ~12 px); "
                    "default: 16 for an 8x8 input, else 8")
     e.add_argument("--footage", choices=["auto", "on", "off"], default="auto",

@@ -26,7 +26,7 @@ def versions_html() -> str:
     rows = "".join(f"<tr><td><b>{html.escape(k)}</b></td><td>{html.escape(str(val))}</td></tr>"
                    for k, val in v.items())
     return (f"<h2>SDE-SR Studio {html.escape(__version__)}</h2>"
-            "<p>Face super-resolution (16×16 → 128×128) with a score-based SDE diffusion model "
+            "<p>Face super-resolution (16×16 or 8×8 → 128×128) with a score-based SDE diffusion model "
             "(SDE-SR), soft-biometric attribute guidance (SRDG) and gallery matching.</p>"
             "<p><b>Every generated face is a plausible reconstruction, not recovered detail: "
             "an investigative lead, never an identification.</b></p>"
