@@ -130,6 +130,8 @@ class _Settings:
 class _Stub:
     """Stands in for an Enhancer: the 'sampler' is bicubic plus a little noise."""
 
+    lr_size = 16  # an 8x model
+
     def run_many(self, lr, st, cancel=None):
         import torch
 
