@@ -177,6 +177,14 @@ def _compress(lr: torch.Tensor, p: "Degradation") -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------- parameters
+def _from_dict(cls, d: Mapping[str, Any], what: str):
+    """``cls(**d)`` with JSON lists back as tuples; unknown keys are refused by name."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what}: {', '.join(sorted(unknown))}")
+    return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+
 @dataclasses.dataclass(frozen=True)
 class Degradation:
     """One recorded degradation (all zero / 100 = the clean bicubic LR).
@@ -218,11 +226,7 @@ class Degradation:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Degradation":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown degradation parameters: {', '.join(sorted(unknown))}")
-        return cls(**dict(d))
+        return _from_dict(cls, d, "degradation parameters")
 
     def describe(self) -> str:
         """A short human line: ``blur 1.5 px, noise 5/255, H.264 QP 32 (in frame)``."""
@@ -325,11 +329,7 @@ class DegradationMix:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "DegradationMix":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown degradation-mix settings: {', '.join(sorted(unknown))}")
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+        return _from_dict(cls, d, "degradation-mix settings")
 
 
 #: the fixed strengths of the degraded validation set (noise std in /255 of the LR)
