@@ -155,3 +155,35 @@ def test_match_reports_calibrated_rates_for_the_probe_kind(gallery: Path, tmp_pa
     assert "probe kind: hr" in out and "strangers >=" in out and "how often a stranger's photo" in out
     code, out, err = run(["match", d / "run_sample0.png", "--gallery", gallery, "--calibration", "none"], capsys)
     assert code == 0 and "not probabilities" in out
+
+
+def test_index_with_workers_and_a_faiss_backend(gallery: Path, probes: Path, private_cache: Path, capsys) -> None:
+    pytest.importorskip("faiss")
+    before = snapshot(gallery)
+    code, out, err = run(["index", gallery, "--workers", "2", "--backend", "faiss", "--json", "--quiet"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["added"] == 2 and r["workers"] == 2 and r["search"]["backend"] == "faiss"
+    assert r["search"]["spec"] == "IDMap2,Flat" and r["search"]["count"] == 2
+    assert Path(r["search"]["index"]).is_file() and private_cache in Path(r["search"]["index"]).parents
+    code, out, err = run(["match", probes / "frame.png", "--gallery", gallery, "--backend", "faiss", "--json",
+                          "--quiet"], capsys)
+    assert code == 0, err
+    assert json.loads(out)[0]["candidates"][0]["identity"] == "astronaut"
+    code, out, err = run(["index", gallery, "--workers", "0"], capsys)
+    one_line_error(code, err, "--workers")
+    code, out, err = run(["match", probes / "frame.png", "--gallery", gallery, "--backend", "milvus"], capsys)
+    one_line_error(code, err, "--milvus-uri")
+    assert snapshot(gallery) == before
+
+
+def test_bench_gallery_measures_a_backend_and_its_recall(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("faiss")
+    code, out, err = run(["bench-gallery", "--faces", "3000", "--queries", "5", "--samples", "2", "--backend",
+                          "faiss", "--faiss-index", "IVF16,SQ8", "--workdir", tmp_path / "w"], capsys)
+    assert code == 0, err
+    assert "IVF16,SQ8" in out and "recall@10 vs exact" in out and "MiB for the gallery" in out
+    code, out, err = run(["bench-gallery", "--faces", "3000", "--queries", "5", "--samples", "2", "--backend",
+                          "faiss", "--workdir", tmp_path / "w", "--reuse-index", "--json"], capsys)
+    r = json.loads(out)
+    assert r["database_reused"] and r["backend_info"]["spec"] == "IVF16,SQ8" and 0 < r["recall_at_10"] <= 1

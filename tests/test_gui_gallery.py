@@ -263,3 +263,46 @@ def test_about_six_candidates_are_visible_in_the_default_window(qtbot, tmp_path)
             // t.verticalHeader().defaultSectionSize()
         assert rows >= 5, rows
     win.shutdown()
+
+
+def test_search_settings_pick_the_backend_and_workers(qtbot, gallery, tmp_path, monkeypatch):
+    """Search… chooses the backend (faiss here) and the indexing workers; they are used for the
+    next index, shown in the status line, and kept in the settings."""
+    pytest.importorskip("faiss")
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QDialog
+
+    from sdesr_gui.gui.gallery_panel import SearchSettingsDialog
+
+    panel = GalleryPanel(embedder=FakeEmbedder(), cache_dir=tmp_path / "cache")
+    qtbot.addWidget(panel)
+    dlg = SearchSettingsDialog("auto", "", 1)
+    qtbot.addWidget(dlg)
+    assert not dlg.uri.isEnabled()
+    dlg.backend.setCurrentIndex(dlg.backend.findData("milvus"))
+    assert dlg.uri.isEnabled()
+    dlg._accept()  # milvus without a URI is refused: the dialog stays open
+    assert dlg.result() != QDialog.DialogCode.Accepted
+    dlg.backend.setCurrentIndex(dlg.backend.findData("faiss"))
+    dlg.workers.setValue(2)
+    assert dlg.values() == ("faiss", "", 2)
+
+    monkeypatch.setattr(SearchSettingsDialog, "exec", lambda self: QDialog.DialogCode.Accepted)
+    monkeypatch.setattr(SearchSettingsDialog, "values", lambda self: ("faiss", "", 2))
+    panel.edit_search_settings()
+    assert (panel.backend, panel.workers) == ("faiss", 2)
+    with qtbot.waitSignal(panel.indexed, timeout=120_000):
+        panel.set_folder(gallery)
+    assert "added 4" in panel.status.text() and "search: faiss" in panel.status.text()
+    assert panel.index.backend_name == "faiss" and len(panel.index) == 4
+    with qtbot.waitSignal(panel.matched, timeout=60_000):
+        panel.set_probes([("s1", "Sample 1", _face(0))], _face(2), _face(0))
+    assert "alice" in panel.sample_table.identities()[0]
+
+    s = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    panel.save(s)
+    other = GalleryPanel(embedder=FakeEmbedder(), cache_dir=tmp_path / "cache")
+    qtbot.addWidget(other)
+    other.restore(s)
+    assert (other.backend, other.workers) == ("faiss", 2)
+    panel.shutdown()

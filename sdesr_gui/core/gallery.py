@@ -17,7 +17,10 @@ sub-folder's name, else the file's stem; one face per image, the largest). Embed
 an SQLite database in the user's cache folder -- never in the gallery, which is evidence and
 only read. Files are keyed by path, size, modification time and SHA-256, so re-indexing only
 touches new, changed and removed files; every file is committed on its own, so a crash loses
-nothing already indexed. Queries rank the whole gallery in memory (one matrix product).
+nothing already indexed; several worker processes can embed at once (``update(workers=N)``).
+Queries rank the whole gallery in memory (one matrix product) or, for a large gallery, the
+candidates a search backend proposes (:mod:`core.search`: faiss on disk, or a Milvus server),
+re-scored exactly from the stored embeddings.
 
 Candidates are investigative leads for a trained examiner, never identifications.
 """
@@ -34,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
@@ -159,6 +163,11 @@ class DlibEmbedder(Embedder):
         self._lock = threading.Lock()
         self.jitter = int(jitter)
         self.model_files = [str(sp), str(rec)]
+        self._model_dir = str(d)
+
+    def __reduce__(self):
+        # dlib's models do not pickle: a worker process loads them again from the same folder
+        return (DlibEmbedder, (self._model_dir, self.jitter))
 
     def _describe(self, rgb: np.ndarray, box) -> np.ndarray:
         dlib = self._dlib
@@ -247,6 +256,7 @@ class FacenetEmbedder(Embedder):
         self.device = device
         self.weights = str(p)
         self._lock = threading.Lock()
+        self._init_args = (str(p) if weights is not None else None, device)
         x0, y0, x1, y1 = self._crop_box()
         # frame -> 160x160 input (facenet-pytorch stretches the box to a square as well)
         self._matrix = np.array([[self.SIZE / (x1 - x0), 0.0, -x0 * self.SIZE / (x1 - x0)],
@@ -255,6 +265,9 @@ class FacenetEmbedder(Embedder):
     @property
     def cache_key(self) -> str:
         return self._key
+
+    def __reduce__(self):  # a worker process reads the same weights file
+        return (FacenetEmbedder, self._init_args)
 
     @classmethod
     def _crop_box(cls) -> tuple[float, float, float, float]:
@@ -328,7 +341,8 @@ def get_embedder(name: str = "dlib", weights: Optional[str] = None) -> Embedder:
 # ==========================================================================================
 # The gallery index
 # ==========================================================================================
-SCHEMA_VERSION = 1
+#: 2: a ``changes`` log (kept by triggers) that search backends replay; 1 is migrated in place
+SCHEMA_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -485,6 +499,26 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE INDEX IF NOT EXISTS files_sha ON files (sha256);
 """
 
+# Every face that enters, changes in or leaves the index is logged with a growing sequence number
+# (``op`` 1: present now, 0: gone); search backends (core.search) catch up by replaying the log.
+# A REPLACE deletes the old row first: with recursive_triggers on, that is logged too.
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, id INTEGER NOT NULL,
+                                    op INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS files_identity ON files (identity);
+CREATE TRIGGER IF NOT EXISTS files_face_added AFTER INSERT ON files
+    WHEN NEW.status = 'face' AND NEW.embedding IS NOT NULL
+    BEGIN INSERT INTO changes (id, op) VALUES (NEW.rowid, 1); END;
+CREATE TRIGGER IF NOT EXISTS files_face_removed AFTER DELETE ON files
+    WHEN OLD.status = 'face' AND OLD.embedding IS NOT NULL
+    BEGIN INSERT INTO changes (id, op) VALUES (OLD.rowid, 0); END;
+CREATE TRIGGER IF NOT EXISTS files_face_changed AFTER UPDATE OF status, embedding ON files
+    BEGIN
+        INSERT INTO changes (id, op) SELECT OLD.rowid, 0 WHERE OLD.status = 'face' AND OLD.embedding IS NOT NULL;
+        INSERT INTO changes (id, op) SELECT NEW.rowid, 1 WHERE NEW.status = 'face' AND NEW.embedding IS NOT NULL;
+    END;
+"""
+
 
 @dataclasses.dataclass
 class _Matrix:
@@ -499,18 +533,134 @@ class _Matrix:
     starts: np.ndarray  # first position in ``order`` of each identity
 
 
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """A gallery file to embed: where it is and what the database will key it by."""
+
+    rel: str
+    path: str
+    size: int
+    mtime: int
+    sha: str
+    known: bool
+
+
+def _embed_path(embedder: Embedder, path) -> tuple[str, Optional[str], Optional[bytes], Optional[str]]:
+    """(status, reason, embedding blob, face JSON) of the largest face in an image file."""
+    try:
+        img = load_still(Path(path))
+    except InputError as e:
+        return "unreadable", str(e), None, None
+    emb, face = embedder.embed_image(img)
+    if emb is None:
+        return "noface", "no face was found", None, None
+    v = _l2(np.asarray(emb, dtype=np.float32).reshape(-1))
+    if v.shape[0] != int(embedder.dim):
+        raise ValueError(f"the embedder gave {v.shape[0]} values, not {embedder.dim}")
+    return "face", None, v.astype("<f4").tobytes(), json.dumps(face.to_dict()) if face is not None else None
+
+
+_WORKER_EMBEDDER: Optional[Embedder] = None
+
+
+def _worker_start(embedder: Embedder) -> None:
+    """A worker process: one thread for the math (the workers are the parallelism)."""
+    global _WORKER_EMBEDDER
+    import multiprocessing as mp
+
+    parent = mp.parent_process()
+    if parent is not None:  # the indexing process was killed: do not linger as an orphan
+        def watch() -> None:
+            parent.join()
+            os._exit(0)
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+    _WORKER_EMBEDDER = embedder
+
+
+def _worker_embed(path: str):
+    return _embed_path(_WORKER_EMBEDDER, path)
+
+
+class _EmbedPool:
+    """Worker processes embedding gallery files (spawned: safe with threads, the same on every OS).
+
+    At most two jobs a worker are in flight, so a cancel stops quickly and a kill loses at most
+    those (they were not stored: the next update embeds them)."""
+
+    def __init__(self, embedder: Embedder, workers: int) -> None:
+        import concurrent.futures as cf
+        import concurrent.futures.process  # noqa: F401 - BrokenProcessPool
+        import multiprocessing as mp
+
+        self._cf = cf
+        self.workers = int(workers)
+        self._ex = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
+                                          initializer=_worker_start, initargs=(embedder,))
+        self._jobs: dict = {}
+
+    def submit(self, job: _Job) -> None:
+        self._jobs[self._ex.submit(_worker_embed, job.path)] = job
+
+    def full(self) -> bool:
+        return len(self._jobs) >= 2 * self.workers
+
+    def pending(self) -> int:
+        return len(self._jobs)
+
+    def results(self, block: bool):
+        """(job, result) of the finished jobs (waiting for at least one when ``block``)."""
+        if not self._jobs:
+            return
+        done, _ = self._cf.wait(list(self._jobs), timeout=None if block else 0,
+                                return_when=self._cf.FIRST_COMPLETED)
+        for fut in done:
+            job = self._jobs.pop(fut)
+            try:
+                result = fut.result()
+            except self._cf.process.BrokenProcessPool:
+                from .errors import SdesrError
+
+                raise SdesrError("An indexing worker process stopped unexpectedly (out of memory, or "
+                                 "killed); every face stored so far is kept: index again to go on, with "
+                                 "fewer workers if memory is short.") from None
+            yield job, result
+
+    def close(self) -> None:
+        self._ex.shutdown(wait=False, cancel_futures=True)
+
+
 class GalleryIndex:
     """An incremental face index of a gallery folder, stored outside it.
 
-    ``GalleryIndex(folder, embedder, cache_dir=None)``: ``cache_dir`` defaults to
-    :func:`default_cache_dir`; it may not lie inside the gallery. One SQLite database per
+    ``GalleryIndex(folder, embedder, cache_dir=None, backend="exact", backend_options=None)``:
+    ``cache_dir`` defaults to :func:`default_cache_dir`; it may not lie inside the gallery;
+    ``backend`` is one of :data:`search.BACKENDS` (options: :func:`search.make_backend`). One SQLite database per
     (gallery folder, embedding space). :meth:`update` scans the folder; :meth:`query` and
     :meth:`query_samples` rank it. ``len(index)`` is the number of faces indexed. Safe to
     query from one thread while nothing updates it from another.
     """
 
-    def __init__(self, folder: PathLike, embedder: Embedder, cache_dir: Optional[PathLike] = None) -> None:
+    def __init__(self, folder: PathLike, embedder: Embedder, cache_dir: Optional[PathLike] = None,
+                 backend: str = "exact", backend_options: Optional[dict] = None) -> None:
         from .provenance import is_inside
+        from .search import BACKENDS
+
+        if backend not in BACKENDS:
+            raise InputError(f"Unknown search backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
 
         folder = Path(folder).expanduser()
         if not folder.exists():
@@ -532,6 +682,12 @@ class GalleryIndex:
         self._key = key
         self._lock = threading.RLock()
         self._matrix: Optional[_Matrix] = None
+        self.backend_name = backend
+        self.backend_options = dict(backend_options or {})
+        self._backend = None  # the SearchBackend once opened (None for exact search)
+        self._backend_ready = False
+        self.resolved_backend = backend if backend != "auto" else None
+        self._tls = threading.local()
 
     # ---------------------------------------------------------------- storage
     def _connect(self) -> sqlite3.Connection:
@@ -539,16 +695,38 @@ class GalleryIndex:
         con = sqlite3.connect(str(self.db_path), timeout=30.0)
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("PRAGMA recursive_triggers=ON")
         con.executescript(_SCHEMA)
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         want = {"schema": str(SCHEMA_VERSION), "embedder": self._key, "dim": str(int(self.embedder.dim))}
-        if any(meta.get(k) != v for k, v in want.items()):
-            # another embedding space (or schema): start again, the old vectors are useless
+        same_space = meta.get("embedder") == self._key and meta.get("dim") == want["dim"]
+        if same_space and meta.get("schema") == "1":
+            # schema 1 -> 2: keep every embedding; log the faces already there for the backends
             with con:
-                con.execute("DELETE FROM files")
-                con.execute("DELETE FROM meta")
-                con.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
-                                [*want.items(), ("folder", str(self.folder)), ("generation", "0")])
+                con.executescript(_SCHEMA_V2)
+                con.execute("INSERT INTO changes (id, op) SELECT rowid, 1 FROM files "
+                            "WHERE status = 'face' AND embedding IS NOT NULL")
+                con.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+                con.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?)", (uuid.uuid4().hex,))
+        else:
+            con.executescript(_SCHEMA_V2)
+            if any(meta.get(k) != v for k, v in want.items()):
+                # another embedding space (or schema): start again, the old vectors are useless
+                with con:
+                    con.execute("DELETE FROM files")
+                    con.execute("DELETE FROM meta")
+                    con.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                                    [*want.items(), ("folder", str(self.folder)), ("generation", "0"),
+                                     ("store_id", uuid.uuid4().hex)])
+        return con
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's connection for reading (kept open: a query makes several small reads; in
+        autocommit mode each statement sees the latest committed state). The database exists."""
+        con = getattr(self._tls, "con", None)
+        if con is None:
+            con = sqlite3.connect(str(self.db_path), timeout=30.0)
+            self._tls.con = con
         return con
 
     @staticmethod
@@ -575,7 +753,7 @@ class GalleryIndex:
 
     # ---------------------------------------------------------------- indexing
     def update(self, progress: Optional[Callable[..., None]] = None, cancel=None,
-               raise_on_cancel: bool = False) -> IndexReport:
+               raise_on_cancel: bool = False, workers: int = 1) -> IndexReport:
         """Bring the index up to date with the folder; returns an :class:`IndexReport`.
 
         ``progress(done, total, file)`` is called per file; ``cancel`` (an Event or a callable)
@@ -584,6 +762,11 @@ class GalleryIndex:
         stays committed and removed files are forgotten by the next full update. Unchanged
         files (same size and mtime, or same SHA-256) are neither read nor embedded again; a
         renamed copy of an indexed file reuses its embedding.
+
+        ``workers`` > 1 embeds in that many worker processes (each loads the embedder once);
+        this process alone writes the database, one commit per file as it comes back, so a
+        run that is cancelled or killed keeps every face it stored and the next update goes on
+        from there (a file is keyed by its path: it can never be stored twice).
         """
         t0 = time.perf_counter()
         rep = IndexReport()
@@ -592,22 +775,46 @@ class GalleryIndex:
             rep.files = len(files)
             total = len(files)
             con = self._connect()
+            pool = _EmbedPool(self.embedder, int(workers)) if int(workers) > 1 else None
             try:
                 known = {r[0]: r for r in con.execute(
                     "SELECT path, size, mtime_ns, sha256, status, reason FROM files")}
                 present = {rel for rel, _ in files}
-                for k, (rel, path) in enumerate(files):
-                    if _is_cancelled(cancel):
-                        rep.cancelled = True
-                        rep.seconds = time.perf_counter() - t0
-                        rep.faces = con.execute("SELECT COUNT(*) FROM files WHERE status = 'face'").fetchone()[0]
-                        self._matrix = None
-                        if raise_on_cancel:
-                            raise IndexCancelled(rep)
-                        return rep
-                    self._index_one(con, rel, path, known.get(rel), rep)
+                done = 0
+
+                def finished(rel: str) -> None:
+                    nonlocal done
+                    done += 1
                     if progress is not None:
-                        progress(k + 1, total, rel)
+                        progress(done, total, rel)
+
+                def store_ready(block: bool) -> None:
+                    for job, result in pool.results(block):
+                        self._store_one(con, job, result, rep)
+                        finished(job.rel)
+
+                for rel, path in files:
+                    if _is_cancelled(cancel):
+                        break
+                    job = self._prepare_one(con, rel, path, known.get(rel), rep)
+                    if job is None:
+                        finished(rel)
+                    elif pool is None:
+                        self._store_one(con, job, _embed_path(self.embedder, path), rep)
+                        finished(rel)
+                    else:
+                        pool.submit(job)
+                        store_ready(block=pool.full())
+                while pool is not None and pool.pending() and not _is_cancelled(cancel):
+                    store_ready(block=True)
+                if _is_cancelled(cancel):
+                    rep.cancelled = True
+                    rep.seconds = time.perf_counter() - t0
+                    rep.faces = con.execute("SELECT COUNT(*) FROM files WHERE status = 'face'").fetchone()[0]
+                    self._matrix = None
+                    if raise_on_cancel:
+                        raise IndexCancelled(rep)
+                    return rep
                 gone = [p for p in known if p not in present]
                 if gone:
                     with con:
@@ -616,51 +823,60 @@ class GalleryIndex:
                     rep.removed = len(gone)
                 rep.faces = con.execute("SELECT COUNT(*) FROM files WHERE status = 'face'").fetchone()[0]
             finally:
+                if pool is not None:
+                    pool.close()
                 con.close()
             self._matrix = None
         rep.seconds = time.perf_counter() - t0
         return rep
 
-    def _index_one(self, con: sqlite3.Connection, rel: str, path: Path, row, rep: IndexReport) -> None:
+    def _prepare_one(self, con: sqlite3.Connection, rel: str, path: Path, row,
+                     rep: IndexReport) -> Optional["_Job"]:
+        """Handle a file that needs no embedding (unchanged, touched, a copy, unreadable) and
+        return None, or return the job of embedding it."""
         try:
             st = path.stat()
         except OSError as e:
             rep.skipped.append((rel, f"cannot be read ({e.strerror or 'OS error'})"))
-            return
+            return None
         size, mtime = int(st.st_size), int(st.st_mtime_ns)
         if row is not None and row[1] == size and row[2] == mtime:
             self._count_known(row, rel, rep)
-            return
+            return None
         try:
             sha = sha256_file(path)
         except OSError as e:
             rep.skipped.append((rel, f"cannot be read ({e.strerror or 'OS error'})"))
-            return
+            return None
         if row is not None and row[3] == sha:  # touched, not changed
             with con:
                 con.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime, rel))
             self._count_known(row, rel, rep)
-            return
-        identity = identity_of(rel)
+            return None
+        job = _Job(rel, str(path), size, mtime, sha, row is not None)
         same = con.execute("SELECT embedding, face FROM files WHERE sha256 = ? AND status = 'face' "
                            "AND embedding IS NOT NULL LIMIT 1", (sha,)).fetchone()
         if same is not None:  # a copy or a renamed file: its face is known already
-            status, reason, blob, face_json = "face", None, same[0], same[1]
-        else:
-            status, reason, blob, face_json = self._embed_file(path)
+            self._store_one(con, job, ("face", None, same[0], same[1]), rep)
+            return None
+        return job
+
+    def _store_one(self, con: sqlite3.Connection, job: "_Job", result, rep: IndexReport) -> None:
+        status, reason, blob, face_json = result
         with con:
             con.execute(
                 "INSERT OR REPLACE INTO files (path, size, mtime_ns, sha256, identity, status, reason, "
                 "embedding, face, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (rel, size, mtime, sha, identity, status, reason, blob, face_json, time.time()))
+                (job.rel, job.size, job.mtime, job.sha, identity_of(job.rel), status, reason, blob, face_json,
+                 time.time()))
             self._bump(con)
         if status == "face":
-            if row is None:
-                rep.added += 1
-            else:
+            if job.known:
                 rep.updated += 1
+            else:
+                rep.added += 1
         else:
-            rep.skipped.append((rel, reason or status))
+            rep.skipped.append((job.rel, reason or status))
 
     @staticmethod
     def _count_known(row, rel: str, rep: IndexReport) -> None:
@@ -668,19 +884,6 @@ class GalleryIndex:
             rep.unchanged += 1
         else:
             rep.skipped.append((rel, row[5] or row[4]))
-
-    def _embed_file(self, path: Path) -> tuple[str, Optional[str], Optional[bytes], Optional[str]]:
-        try:
-            img = load_still(path)
-        except InputError as e:
-            return "unreadable", str(e), None, None
-        emb, face = self.embedder.embed_image(img)
-        if emb is None:
-            return "noface", "no face was found", None, None
-        v = _l2(np.asarray(emb, dtype=np.float32).reshape(-1))
-        if v.shape[0] != int(self.embedder.dim):
-            raise ValueError(f"the embedder gave {v.shape[0]} values, not {self.embedder.dim}")
-        return "face", None, v.astype("<f4").tobytes(), json.dumps(face.to_dict()) if face is not None else None
 
     def _write_synthetic(self, rows: Iterable[tuple[str, str, np.ndarray]]) -> None:
         """Store (file, identity, embedding) rows without files behind them (benchmarks only)."""
@@ -728,22 +931,166 @@ class GalleryIndex:
                     con.close()
             if self._matrix is not None and self._matrix.generation == gen:
                 return self._matrix
-            dim = int(self.embedder.dim)
-            emb = np.frombuffer(b"".join(r[3] for r in rows), dtype="<f4").reshape(len(rows), dim) \
-                if rows else np.zeros((0, dim), np.float32)
-            emb = np.ascontiguousarray(emb, dtype=np.float32)
-            idents = [r[1] for r in rows]
-            names = sorted(set(idents))
-            code_of = {n: i for i, n in enumerate(names)}
-            code = np.array([code_of[i] for i in idents], dtype=np.int64)
-            order = np.argsort(code, kind="stable")
-            starts = np.searchsorted(code[order], np.arange(len(names))) if names else np.zeros(0, np.int64)
-            self._matrix = _Matrix(gen, [r[0] for r in rows], idents, [r[2] for r in rows], emb, names,
-                                   code, order, starts)
+            self._matrix = self._matrix_from_rows(gen, rows)
             return self._matrix
 
+    def _matrix_from_rows(self, gen: int, rows) -> _Matrix:
+        """A :class:`_Matrix` of (path, identity, sha256, embedding blob) rows."""
+        dim = int(self.embedder.dim)
+        emb = np.frombuffer(b"".join(r[3] for r in rows), dtype="<f4").reshape(len(rows), dim) \
+            if rows else np.zeros((0, dim), np.float32)
+        emb = np.ascontiguousarray(emb, dtype=np.float32)
+        idents = [r[1] for r in rows]
+        names = sorted(set(idents))
+        code_of = {n: i for i, n in enumerate(names)}
+        code = np.array([code_of[i] for i in idents], dtype=np.int64)
+        order = np.argsort(code, kind="stable")
+        starts = np.searchsorted(code[order], np.arange(len(names))) if names else np.zeros(0, np.int64)
+        return _Matrix(gen, [r[0] for r in rows], idents, [r[2] for r in rows], emb, names, code, order, starts)
+
+    # ---------------------------------------------------------------- the store, as backends read it
+    def store_id(self) -> str:
+        """A random id given to this database when it was made (a backend built from another
+        database, or from this one before it was started again, is rebuilt)."""
+        if not self.db_path.exists():
+            self._connect().close()
+        row = self._reader().execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()
+        return row[0] if row else ""
+
+    def last_change(self) -> int:
+        """Sequence number of the last logged change (0: none)."""
+        if not self.db_path.exists():
+            return 0
+        try:
+            row = self._reader().execute("SELECT MAX(seq) FROM changes").fetchone()
+            return int(row[0] or 0)
+        except sqlite3.OperationalError:  # not migrated yet
+            return 0
+
+    def changes_after(self, seq: int, limit: int = 100_000) -> list[tuple[int, int]]:
+        """(seq, face id) of the logged changes after ``seq``, oldest first, at most ``limit``."""
+        return self._reader().execute("SELECT seq, id FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                                      (int(seq), int(limit))).fetchall()
+
+    def face_count(self) -> int:
+        if not self.db_path.exists():
+            return 0
+        return int(self._reader().execute("SELECT COUNT(*) FROM files WHERE status = 'face'").fetchone()[0])
+
+    def _face_rows(self, where: str, keys: Sequence, cols: str = "rowid, embedding") -> list:
+        """Face rows whose ``where`` column is in ``keys`` (in chunks: SQLite's variable limit)."""
+        out: list = []
+        if not len(keys):
+            return out
+        con = self._reader()
+        for k in range(0, len(keys), 900):
+            part = list(keys[k:k + 900])
+            out += con.execute(f"SELECT {cols} FROM files WHERE status = 'face' AND embedding IS NOT NULL "
+                               f"AND {where} IN ({','.join('?' * len(part))})", part).fetchall()
+        return out
+
+    def _vecs(self, blobs) -> np.ndarray:
+        dim = int(self.embedder.dim)
+        if not blobs:
+            return np.zeros((0, dim), np.float32)
+        return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).astype(np.float32)
+
+    def vectors_of(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, embeddings) of the faces among ``ids`` that are in the index now."""
+        rows = self._face_rows("rowid", [int(i) for i in np.asarray(ids).reshape(-1)])
+        return np.array([r[0] for r in rows], np.int64), self._vecs([r[1] for r in rows])
+
+    def iter_vectors(self, batch: int = 100_000):
+        """Every face as (ids, embeddings) batches, in id order."""
+        last = -1
+        con = sqlite3.connect(str(self.db_path), timeout=30.0)  # its own: the caller may read meanwhile
+        try:
+            while True:
+                rows = con.execute("SELECT rowid, embedding FROM files WHERE rowid > ? AND status = 'face' "
+                                   "AND embedding IS NOT NULL ORDER BY rowid LIMIT ?", (last, int(batch))).fetchall()
+                if not rows:
+                    return
+                last = rows[-1][0]
+                yield np.array([r[0] for r in rows], np.int64), self._vecs([r[1] for r in rows])
+        finally:
+            con.close()
+
+    def sample_vectors(self, m: int, seed: int = 0) -> np.ndarray:
+        """About ``m`` embeddings from over the whole index (runs of rows from random places)."""
+        dim = int(self.embedder.dim)
+        if m <= 0 or not self.db_path.exists():
+            return np.zeros((0, dim), np.float32)
+        con = sqlite3.connect(str(self.db_path), timeout=30.0)
+        try:
+            lo, hi = con.execute("SELECT MIN(rowid), MAX(rowid) FROM files").fetchone()
+            if lo is None:
+                return np.zeros((0, dim), np.float32)
+            runs = int(min(256, max(1, m)))
+            per = -(-int(m) // runs)
+            starts = np.sort(np.random.default_rng(seed).integers(lo, hi + 1, runs))
+            seen: set = set()
+            blobs = []
+            for a in starts:
+                for rid, blob in con.execute("SELECT rowid, embedding FROM files WHERE rowid >= ? AND status = 'face' "
+                                             "AND embedding IS NOT NULL ORDER BY rowid LIMIT ?", (int(a), per)):
+                    if rid not in seen:
+                        seen.add(rid)
+                        blobs.append(blob)
+        finally:
+            con.close()
+        return self._vecs(blobs)
+
+    # ---------------------------------------------------------------- the search backend
+    def search_backend(self, progress=None, cancel=None):
+        """The :class:`search.SearchBackend` in use, synced with the database (None: exact search).
+
+        "auto" picks faiss once the index holds :data:`search.AUTO_ANN_FROM` faces (or a faiss
+        index is already there) and faiss is installed. Building or catching up may take a while
+        for a big gallery: ``progress(stage, fraction)`` and ``cancel`` follow it.
+        """
+        from . import search
+
+        with self._lock:
+            if not self._backend_ready:
+                name = self.backend_name
+                stem = self.db_path.with_suffix("")
+                if name == "auto":
+                    has_faiss = importlib.util.find_spec("faiss") is not None
+                    big = Path(str(stem) + ".faiss").exists() or self.face_count() >= search.AUTO_ANN_FROM
+                    name = "faiss" if (has_faiss and big) else "exact"
+                self._backend = search.make_backend(name, stem, int(self.embedder.dim), self.backend_options)
+                self.resolved_backend = name
+                self._backend_ready = True
+            if self._backend is not None:
+                self._backend.sync(self, progress=progress, cancel=cancel)
+            return self._backend
+
+    def backend_info(self) -> dict:
+        be = self.search_backend()
+        return {"backend": "exact", "faces": len(self._load().files)} if be is None else be.info()
+
+    def _ranking_matrix(self, q: np.ndarray, top_k: int, exclude: Optional[Iterable[str]]) -> _Matrix:
+        """The faces a query ranks: the whole gallery (exact search) or, with a search backend,
+        the faces it proposes for any of the probes ``q`` (:func:`search.candidates_for`
+        ``top_k``) plus every face of their identities, each with its exact stored embedding
+        (so scores are true cosines)."""
+        from .search import candidates_for
+
+        be = self.search_backend()
+        if be is None:
+            return self._load()
+        ex = list(exclude or ())
+        _, ids = be.search(q, candidates_for(top_k) + len(ex))
+        found = np.unique(ids[ids >= 0])
+        rows = self._face_rows("rowid", [int(i) for i in found], "rowid, path, identity, sha256, embedding")
+        idents = sorted({r[2] for r in rows})
+        more = self._face_rows("identity", idents, "rowid, path, identity, sha256, embedding")
+        by_id = {r[0]: r[1:] for r in rows + more}
+        return self._matrix_from_rows(-2, [by_id[k] for k in sorted(by_id, key=lambda k: by_id[k][0])])
+
     def __len__(self) -> int:
-        return len(self._load().files)
+        be = self.search_backend()
+        return len(self._load().files) if be is None else be.count()
 
     def identities(self) -> list[str]:
         """The distinct identities with at least one indexed face."""
@@ -807,9 +1154,11 @@ class GalleryIndex:
         ``per_identity``: at most one face (the best) per identity. ``exclude``: gallery files
         to leave out (e.g. the probe photo itself).
         """
-        m = self._load()
-        q = self._probe(embedding, m.emb.shape[1])
-        if not m.files or top_k < 1:
+        q = self._probe(embedding, int(self.embedder.dim))
+        if top_k < 1:
+            return []
+        m = self._ranking_matrix(q, top_k, exclude)
+        if not m.files:
             return []
         s = self._scores(m, q, exclude)[0]
         if per_identity:
@@ -834,12 +1183,14 @@ class GalleryIndex:
         """Several samples ``[S, D]`` of one probe: a consensus over identities.
 
         For every identity: its score per sample (its best face), the mean and spread over the
-        samples, its rank per sample and how often it is rank 1. The consensus lists the
+        samples, its rank per sample and how often it is rank 1. With a search backend the
+        identities ranked are those of the faces it proposes for any sample (their scores are
+        exact; a rank is among those identities). The consensus lists the
         ``top_k`` identities by mean score; ``per_sample`` holds each sample's own top-K.
         """
-        m = self._load()
-        q = self._probe(embeddings, m.emb.shape[1])
+        q = self._probe(embeddings, int(self.embedder.dim))
         n_s = q.shape[0]
+        m = self._ranking_matrix(q, top_k, exclude) if top_k >= 1 else self._load()
         if not m.files or top_k < 1:
             return ConsensusResult([], [[] for _ in range(n_s)], n_s)
         s = self._scores(m, q, exclude)  # [S, N]
@@ -946,61 +1297,8 @@ def evaluate_identification(index: GalleryIndex, probe_embeddings: np.ndarray, p
     return out
 
 
-class _SyntheticEmbedder(Embedder):
-    name = "synthetic"
+def benchmark_query(*args, **kwargs) -> dict:
+    """Build, load and query a synthetic gallery (see :func:`gallery_bench.benchmark_query`)."""
+    from .gallery_bench import benchmark_query as bench
 
-    def __init__(self, dim: int) -> None:
-        self.dim = int(dim)
-
-    def embed_aligned(self, frames):  # pragma: no cover - never called
-        raise NotImplementedError
-
-
-def benchmark_query(n: int = 10_000, dim: int = 128, queries: int = 200, samples: int = 8,
-                    top_k: int = 10, per_identity: int = 4, seed: int = 0) -> dict:
-    """Time gallery queries on a synthetic index of ``n`` random unit embeddings.
-
-    The database is built in a temporary folder through the same storage as a real gallery;
-    the times are the load from SQLite, one probe (:meth:`GalleryIndex.query`, file and identity
-    level) and ``samples`` samples (:meth:`GalleryIndex.query_samples`). Embedding the probe
-    is not included (see ``embed_ms`` in the CLI's report).
-    """
-    rng = np.random.default_rng(seed)
-    with tempfile.TemporaryDirectory(prefix="sdesr-bench-") as tmp:
-        gal = Path(tmp) / "gallery"
-        gal.mkdir()
-        idx = GalleryIndex(gal, _SyntheticEmbedder(dim), cache_dir=Path(tmp) / "cache")
-        vecs = rng.standard_normal((n, dim)).astype(np.float32)
-        t = time.perf_counter()
-        idx._write_synthetic((f"id{i // per_identity:05d}/{i:06d}.jpg", f"id{i // per_identity:05d}", vecs[i])
-                             for i in range(n))
-        write_s = time.perf_counter() - t
-        t = time.perf_counter()
-        idx._load()
-        load_s = time.perf_counter() - t
-        probes = rng.standard_normal((queries, dim)).astype(np.float32)
-
-        def timeit(fn) -> list[float]:
-            fn(0)  # warm-up
-            out = []
-            for i in range(queries):
-                t0 = time.perf_counter()
-                fn(i)
-                out.append((time.perf_counter() - t0) * 1000)
-            return out
-
-        q_file = timeit(lambda i: idx.query(probes[i], top_k))
-        q_id = timeit(lambda i: idx.query(probes[i], top_k, per_identity=True))
-        multi = rng.standard_normal((queries, samples, dim)).astype(np.float32)
-        q_multi = timeit(lambda i: idx.query_samples(multi[i], top_k))
-        size = idx.db_path.stat().st_size
-
-    def stats(v: list[float]) -> dict:
-        a = np.asarray(v)
-        return {"median_ms": float(np.median(a)), "p95_ms": float(np.percentile(a, 95)),
-                "max_ms": float(a.max())}
-
-    return {"faces": n, "identities": (n + per_identity - 1) // per_identity, "dim": dim,
-            "queries": queries, "top_k": top_k, "samples": samples,
-            "write_seconds": write_s, "load_seconds": load_s, "database_bytes": size,
-            "query": stats(q_file), "query_per_identity": stats(q_id), "query_samples": stats(q_multi)}
+    return bench(*args, **kwargs)

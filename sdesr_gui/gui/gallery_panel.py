@@ -17,7 +17,12 @@ import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
     QFileDialog,
+    QFormLayout,
+    QLineEdit,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -125,6 +130,63 @@ class CandidateTable(QTableWidget):
         return [self.item(r, 1).text() for r in range(self.rowCount()) if self.item(r, 1)]
 
 
+#: (settings value, label) of the search backends offered (core.search.BACKENDS)
+BACKEND_CHOICES = (("auto", "Automatic (exact below 200,000 faces, faiss above)"),
+                   ("exact", "Exact (all faces in memory)"),
+                   ("faiss", "faiss index on disk (approximate above 50,000 faces)"),
+                   ("milvus", "Milvus server"))
+
+
+class SearchSettingsDialog(QDialog):
+    """How the gallery is searched and indexed: backend, Milvus URI, indexing workers."""
+
+    def __init__(self, backend: str, milvus_uri: str, workers: int, parent=None):
+        import os
+
+        super().__init__(parent)
+        self.setWindowTitle("Gallery search settings")
+        self.backend = QComboBox()
+        for value, label in BACKEND_CHOICES:
+            self.backend.addItem(label, value)
+        self.backend.setCurrentIndex(max(0, self.backend.findData(backend)))
+        self.uri = QLineEdit(milvus_uri)
+        self.uri.setPlaceholderText("http://host:19530, or a local .db file for milvus-lite")
+        self.uri.setToolTip("The Milvus server or cluster holding a collection per gallery and embedder. "
+                            "Credentials come from the MILVUS_TOKEN environment variable.")
+        self.workers = QSpinBox()
+        self.workers.setRange(1, max(1, os.cpu_count() or 1))
+        self.workers.setValue(max(1, min(int(workers), self.workers.maximum())))
+        self.workers.setToolTip("Processes embedding gallery faces in parallel; each loads the embedder once. "
+                                "A cancelled or interrupted run keeps every face stored.")
+        form = QFormLayout(self)
+        form.addRow("Search backend", self.backend)
+        form.addRow("Milvus URI", self.uri)
+        form.addRow("Indexing workers", self.workers)
+        note = QLabel("Every score shown is the exact cosine: an approximate backend only proposes the "
+                      "candidates, which are re-scored from the stored embeddings.")
+        note.setWordWrap(True)
+        form.addRow(note)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self._accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+        self.backend.currentIndexChanged.connect(self._update)
+        self._update()
+
+    def _update(self) -> None:
+        self.uri.setEnabled(self.backend.currentData() == "milvus")
+
+    def _accept(self) -> None:
+        if self.backend.currentData() == "milvus" and not self.uri.text().strip():
+            self.uri.setFocus()
+            self.uri.setStyleSheet("QLineEdit{border:1px solid #d9534f}")
+            return
+        self.accept()
+
+    def values(self) -> tuple[str, str, int]:
+        return str(self.backend.currentData()), self.uri.text().strip(), int(self.workers.value())
+
+
 class GalleryPanel(QWidget):
     indexed = Signal(object)  # the IndexReport
     matched = Signal(object)  # MatchResult
@@ -149,13 +211,20 @@ class GalleryPanel(QWidget):
         self._match_job: Optional[FunctionJob] = None
         self._rematch = False
         self._jobs: set = set()
+        self.backend = "auto"
+        self.milvus_uri = ""
+        self.workers = 1
 
         self.folder_label = QLabel("No gallery folder chosen.")
         self.folder_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.folder_label.setMinimumWidth(100)  # a long path is clipped (its tooltip has it whole)
         self.choose_btn = QPushButton("Choose gallery folder…")
         self.index_btn = QPushButton("Index")
         self.index_btn.setToolTip("Scan the folder for new, changed and removed faces (only those are embedded)")
         self.cancel_btn = QPushButton("Cancel")
+        self.search_btn = QPushButton("Search…")
+        self.search_btn.setToolTip("Search backend (exact, faiss, Milvus) and indexing workers")
+        self.search_btn.clicked.connect(self.edit_search_settings)
         self.match_btn = QPushButton("Match samples")
         self.top_k = QSpinBox()
         self.top_k.setRange(1, 50)
@@ -177,7 +246,7 @@ class GalleryPanel(QWidget):
         for w in (self.choose_btn, self.folder_label):
             row.addWidget(w)
         row.addStretch(1)
-        for w in (self.index_btn, self.cancel_btn, self.progress, self.top_k, self.match_btn):
+        for w in (self.index_btn, self.cancel_btn, self.progress, self.search_btn, self.top_k, self.match_btn):
             row.addWidget(w)
 
         self.notice = QLabel(f"⚠ {CANDIDATE_NOTICE} A generated face can resemble someone it is not.")
@@ -241,7 +310,20 @@ class GalleryPanel(QWidget):
             return self._index_factory(folder, self.embedder(), self.cache_dir)
         from ..core.gallery import GalleryIndex
 
-        return GalleryIndex(folder, self.embedder(), cache_dir=self.cache_dir)
+        return GalleryIndex(folder, self.embedder(), cache_dir=self.cache_dir, backend=self.backend,
+                            backend_options={"milvus_uri": self.milvus_uri})
+
+    def edit_search_settings(self) -> None:
+        dlg = SearchSettingsDialog(self.backend, self.milvus_uri, self.workers, self)
+        if dlg.exec() != QDialog.DialogCode.Accepted:
+            return
+        backend, uri, workers = dlg.values()
+        changed = (backend, uri) != (self.backend, self.milvus_uri)
+        self.backend, self.milvus_uri, self.workers = backend, uri, workers
+        if changed and self.index is not None and self._job is None:
+            self.index = None  # opened again with the new backend
+            self._update_buttons()
+            self.status.setText("Search settings changed: press Index to open the gallery with them.")
 
     def _busy(self) -> bool:
         return any(j.isRunning() for j in self._jobs)
@@ -250,6 +332,7 @@ class GalleryPanel(QWidget):
         busy = self._job is not None
         self.index_btn.setEnabled(self.folder is not None and not busy)
         self.choose_btn.setEnabled(not busy)
+        self.search_btn.setEnabled(not busy)
         self.cancel_btn.setEnabled(busy or self._match_job is not None)
         self.match_btn.setEnabled(self.index is not None and self._probes is not None and not busy)
 
@@ -303,7 +386,10 @@ class GalleryPanel(QWidget):
         def work(report, cancel):
             idx = self.index if (self.index is not None and Path(getattr(self.index, "folder", folder)) == folder) \
                 else self._make_index(folder)
-            rep = idx.update(progress=report, cancel=cancel)
+            kw = {"workers": self.workers} if self.workers > 1 else {}
+            rep = idx.update(progress=report, cancel=cancel, **kw)
+            if hasattr(idx, "search_backend"):  # build or catch up the search index (a while, the first time)
+                idx.search_backend(progress=report, cancel=cancel)
             return idx, rep
 
         job = FunctionJob(work, "Indexing the gallery", self)
@@ -319,6 +405,11 @@ class GalleryPanel(QWidget):
             self.progress.setValue(args[0])
             self.progress.setFormat("%v / %m")
             self.status.setText(f"Indexing: {args[0]}/{args[1]} files")
+        elif len(args) >= 2 and isinstance(args[0], str):  # the search backend: (stage, fraction)
+            self.progress.setRange(0, 100)
+            self.progress.setValue(int(100 * float(args[1])))
+            self.progress.setFormat("%p%")
+            self.status.setText(f"Search index: {args[0]}…")
 
     def _on_indexed(self, result) -> None:
         idx, rep = result
@@ -330,6 +421,9 @@ class GalleryPanel(QWidget):
         text = summarize_report(rep)
         if n is not None and "in the index" not in text:
             text += f" · {n} faces in the index"
+        info = idx.backend_info() if hasattr(idx, "backend_info") else {}
+        if info.get("backend"):
+            text += f" · search: {info['backend']}" + (f" {info['spec']}" if info.get("spec") else "")
         self.status.setText(f"Indexed {self.folder.name}: {text}")
         skipped = getattr(rep, "skipped", None)
         if skipped and not isinstance(skipped, int):
@@ -461,12 +555,19 @@ class GalleryPanel(QWidget):
     def save(self, s) -> None:
         s.setValue("gallery/folder", str(self.folder) if self.folder else "")
         s.setValue("gallery/top_k", self.top_k.value())
+        s.setValue("gallery/backend", self.backend)
+        s.setValue("gallery/milvus_uri", self.milvus_uri)
+        s.setValue("gallery/workers", self.workers)
 
     def restore(self, s) -> None:
         try:
             self.top_k.setValue(int(s.value("gallery/top_k", 10)))
+            self.workers = max(1, int(s.value("gallery/workers", 1)))
         except (TypeError, ValueError):
             pass
+        backend = str(s.value("gallery/backend", "auto") or "auto")
+        self.backend = backend if backend in dict(BACKEND_CHOICES) else "auto"
+        self.milvus_uri = str(s.value("gallery/milvus_uri", "") or "")
         folder = s.value("gallery/folder", "")
         if folder and Path(folder).is_dir():
             # remember the folder; index only when the analyst asks (it may be large)
