@@ -499,7 +499,8 @@ def cmd_bench_gallery(args) -> int:
     info = r.get("backend_info", {})
     print(f"backend {r['backend']}" + (f" ({info.get('spec')}, nprobe {info.get('nprobe')})" if info.get("spec") else "")
           + (f": built in {r['build_seconds']:.1f} s" if r.get("build_seconds") is not None else ""))
-    print(f"load {r['load_seconds']:.2f} s; recall@{k} vs exact {r[f'recall_at_{k}']:.3f}; memory of the querying "
+    print(f"load {r['load_seconds']:.2f} s; recall@{k} vs exact {r[f'recall_at_{k}']:.3f} (rank-1 identity as exact "
+          f"search's: {r['rank1_identity_as_exact']:.0%}); memory of the querying "
           f"process: {r['rss_after_queries_mib'] - r['rss_before_mib']:,.0f} MiB for the gallery ("
           f"{r['rss_after_queries_mib']:,.0f} MiB resident after the queries, peak {r['rss_peak_mib']:,.0f} MiB)"
           + (f"; index file {r['index_bytes'] / 2**20:,.0f} MiB" if r.get("index_bytes") else ""))

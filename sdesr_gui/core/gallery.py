@@ -1072,8 +1072,9 @@ class GalleryIndex:
     def _ranking_matrix(self, q: np.ndarray, top_k: int, exclude: Optional[Iterable[str]]) -> _Matrix:
         """The faces a query ranks: the whole gallery (exact search) or, with a search backend,
         the faces it proposes for any of the probes ``q`` (:func:`search.candidates_for`
-        ``top_k``) plus every face of their identities, each with its exact stored embedding
-        (so scores are true cosines)."""
+        ``top_k``) plus every face of their identities (an identity scores by its best face;
+        and a face of a proposed identity is often a near neighbour the 8-bit scores missed),
+        each with its exact stored embedding (so scores are true cosines)."""
         from .search import candidates_for
 
         be = self.search_backend()

@@ -273,8 +273,8 @@ class FaissBackend(SearchBackend):
 
     def _apply_nprobe(self) -> None:
         ivf = self._ivf() if self.index is not None else None
-        if ivf is not None:
-            ivf.nprobe = int(self.state.get("nprobe") or 1)
+        if ivf is not None:  # a requested nprobe overrides the tuned one (recorded in the state)
+            ivf.nprobe = int(self.nprobe_request if self.nprobe_request != "auto" else self.state.get("nprobe") or 1)
             self._coarse_ef(ivf)
             try:  # one probe at a time: spread its lists over the threads, not its (single) query
                 ivf.parallel_mode = 1
@@ -397,6 +397,9 @@ class FaissBackend(SearchBackend):
         d = {"backend": self.name, "index": str(self.index_path), "memory_mapped": self._mapped}
         d.update({k: self.state.get(k) for k in ("spec", "nlist", "nprobe", "count", "tuned_recall_at_10",
                                                   "recall_target", "trained_on", "build_seconds")})
+        ivf = self._ivf() if self.index is not None else None
+        if ivf is not None and int(ivf.nprobe) != d.get("nprobe"):
+            d["nprobe_tuned"], d["nprobe"] = d.get("nprobe"), int(ivf.nprobe)
         return d
 
 
