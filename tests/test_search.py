@@ -21,10 +21,10 @@ import pytest
 from PIL import Image
 
 from sdesr_gui.core import search
-from sdesr_gui.core.gallery import EmbedderUnavailable, GalleryIndex, get_embedder
+from sdesr_gui.core.gallery import GalleryIndex
 from sdesr_gui.core.gallery_bench import benchmark_query, synthetic_views
 
-from test_gallery import ColourEmbedder, _img
+from test_gallery import ColourEmbedder, _img, dlib_embedder  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 CELEBA = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba"
@@ -51,13 +51,6 @@ def _backends(tmp_path: Path, milvus: bool = True) -> list[tuple[str, dict]]:
 
 
 # ------------------------------------------------------------------------------------------ a real gallery
-@pytest.fixture(scope="module")
-def dlib():
-    try:
-        return get_embedder("dlib")
-    except EmbedderUnavailable as e:  # pragma: no cover - dlib-bin is a dependency
-        pytest.skip(str(e))
-
 
 def _real_gallery(root: Path) -> tuple[Path, list[tuple[np.ndarray, str]]]:
     """A gallery folder of real faces and probe frames (another photo of a gallery identity)."""
@@ -76,24 +69,27 @@ def _real_gallery(root: Path) -> tuple[Path, list[tuple[np.ndarray, str]]]:
                 Image.open(CELEBA / "aligned" / f).convert("RGB").save(g / ident / (Path(f).stem + ".png"))
             probes.append((np.asarray(Image.open(CELEBA / "aligned" / files[2]).convert("RGB")), ident))
         return g, probes
-    from skimage import data, transform  # no shared data: the images scikit-image ships
+    from skimage import data, transform  # no shared data: the faces scikit-image ships
 
-    faces_ = data.lfw_subset()[:20]
-    for k, f in enumerate(faces_):
-        big = (transform.resize(f, (128, 128)) * 255).astype(np.uint8)
-        Image.fromarray(np.stack([big] * 3, -1)).save((g.mkdir(parents=True, exist_ok=True) or g) / f"lfw{k:02d}.png")
-        probes.append((np.stack([big] * 3, -1), f"lfw{k:02d}"))
-    astro = data.astronaut()
-    Image.fromarray(astro).save(g / "astronaut.png")
-    return g, probes[:8]
+    g.mkdir(parents=True, exist_ok=True)
+    for k, f in enumerate(data.lfw_subset()[:16]):  # tight 25x25 crops: enlarged, with a margin to detect
+        big = np.pad((transform.resize(f, (128, 128)) * 255).astype(np.uint8), 48, constant_values=128)
+        rgb = np.stack([big] * 3, -1)
+        Image.fromarray(rgb).save(g / f"lfw{k:02d}.png")
+        if k < 8:
+            probes.append((np.clip(rgb.astype(int) + 6, 0, 255).astype(np.uint8), f"lfw{k:02d}"))
+    Image.fromarray(data.astronaut()).save(g / "astronaut.png")
+    return g, probes
 
 
-def test_every_backend_ranks_a_real_gallery_as_exact_search(dlib, tmp_path: Path) -> None:
+def test_every_backend_ranks_a_real_gallery_as_exact_search(dlib_embedder, tmp_path: Path) -> None:
+    dlib = dlib_embedder
     g, probes = _real_gallery(tmp_path)
     exact = GalleryIndex(g, dlib, cache_dir=tmp_path / "cache", backend="exact")
     rep = exact.update(workers=2)  # the real embedder in two worker processes
     assert rep.added >= 8, rep.skipped
-    vecs = np.stack([dlib.embed_image(p)[0] for p, _ in probes if dlib.embed_image(p)[0] is not None])
+    vecs = [dlib.embed_image(p)[0] for p, _ in probes]
+    vecs = np.stack([v for v in vecs if v is not None])
     assert len(vecs) >= 5
     for name, opts in _backends(tmp_path):
         idx = GalleryIndex(g, dlib, cache_dir=tmp_path / "cache", backend=name, backend_options=opts)
@@ -109,7 +105,8 @@ def test_every_backend_ranks_a_real_gallery_as_exact_search(dlib, tmp_path: Path
         idx.search_backend().close()
 
 
-def test_parallel_indexing_stores_what_one_process_stores(dlib, tmp_path: Path) -> None:
+def test_parallel_indexing_stores_what_one_process_stores(dlib_embedder, tmp_path: Path) -> None:
+    dlib = dlib_embedder
     g, _ = _real_gallery(tmp_path)
     one = GalleryIndex(g, dlib, cache_dir=tmp_path / "c1")
     two = GalleryIndex(g, dlib, cache_dir=tmp_path / "c2")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -63,17 +64,24 @@ def _open_index(args, embedder):
                         backend_options=_backend_options(args))
 
 
-def _sync_backend(index, quiet: bool) -> None:
-    """Build or catch up the search backend, with a progress bar (a first faiss build takes a while)."""
+@contextlib.contextmanager
+def _stage_bar(desc: str, disable: bool):
+    """A percentage bar on stderr fed by ``progress(stage, fraction)`` callbacks (yielded)."""
     from tqdm import tqdm
 
-    with tqdm(total=100, desc="search index", unit="%", file=sys.stderr, disable=quiet,
+    with tqdm(total=100, desc=desc, file=sys.stderr, disable=disable,
               bar_format="{desc}: {percentage:3.0f}% {postfix}") as bar:
         def progress(stage, frac):
             bar.set_postfix_str(stage)
             bar.n = int(100 * frac)
             bar.refresh()
 
+        yield progress
+
+
+def _sync_backend(index, quiet: bool) -> None:
+    """Build or catch up the search backend, with a progress bar (a first faiss build takes a while)."""
+    with _stage_bar("search index", quiet) as progress:
         try:
             index.search_backend(progress=progress)
         except KeyboardInterrupt:
@@ -452,15 +460,7 @@ def cmd_bench_gallery(args) -> int:
         if workdir is None:
             raise UsageError("--backend milvus needs --milvus-uri, or --workdir for a local milvus-lite file")
         opts["milvus_uri"] = str(workdir / "milvus.db")
-    from tqdm import tqdm
-
-    with tqdm(total=100, desc="bench", file=sys.stderr, disable=args.json,
-              bar_format="{desc}: {percentage:3.0f}% {postfix}") as bar:
-        def progress(stage, frac):
-            bar.set_postfix_str(stage)
-            bar.n = int(100 * frac)
-            bar.refresh()
-
+    with _stage_bar("bench", args.json) as progress:
         try:
             r = benchmark_query(n=args.size, dim=args.dim, queries=args.queries, samples=args.samples,
                                 top_k=args.top, backend=args.backend, backend_options=opts, workdir=workdir,
