@@ -120,29 +120,17 @@ def _build_database(workdir: Path, n: int, dim: int, per_identity: int, distribu
     gen = _Generator(dim, distribution, seed)
     t = time.perf_counter()
     n_ids = -(-n // per_identity)
-    con = idx._connect()
-    try:
-        for start in range(0, n_ids, _CHUNK // per_identity):
-            count = min(_CHUNK // per_identity, n_ids - start)
-            centres = gen.centres(start, count)
-            rng = np.random.default_rng([seed, 2, start])
-            vecs = np.stack([gen.views(centres, rng) for _ in range(per_identity)], axis=1).reshape(-1, dim)
-            rows = []
-            for j in range(count * per_identity):
-                i = start * per_identity + j
-                if i >= n:
-                    break
-                ident = f"id{(start + j // per_identity):08d}"
-                rows.append((f"{ident}/{i:09d}.jpg", f"{i:064x}", ident, vecs[j].astype("<f4").tobytes()))
-            with con:
-                con.executemany("INSERT OR REPLACE INTO files (path, size, mtime_ns, sha256, identity, status, "
-                                "reason, embedding, face, indexed_at) VALUES (?, 0, 0, ?, ?, 'face', NULL, ?, NULL, 0)",
-                                rows)
-                idx._bump(con)
-            if progress:
-                progress("writing the synthetic gallery", min(1.0, (start + count) * per_identity / n))
-    finally:
-        con.close()
+    for start in range(0, n_ids, _CHUNK // per_identity):
+        count = min(_CHUNK // per_identity, n_ids - start)
+        centres = gen.centres(start, count)
+        rng = np.random.default_rng([seed, 2, start])
+        vecs = np.stack([gen.views(centres, rng) for _ in range(per_identity)], axis=1).reshape(-1, dim)
+        first = start * per_identity
+        idx._write_synthetic((f"id{(start + j // per_identity):08d}/{first + j:09d}.jpg",
+                              f"id{(start + j // per_identity):08d}", vecs[j])
+                             for j in range(min(count * per_identity, n - first)))
+        if progress:
+            progress("writing the synthetic gallery", min(1.0, (start + count) * per_identity / n))
     marker.write_text(json.dumps(params), encoding="utf-8")
     return idx, time.perf_counter() - t, False
 

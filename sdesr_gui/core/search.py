@@ -36,6 +36,7 @@ from typing import Callable, Iterator, Optional, Protocol
 import numpy as np
 
 from .errors import Cancelled, is_cancelled
+from .provenance import write_json_atomic
 from .video import InputError
 
 __all__ = ["BACKENDS", "AUTO_ANN_FROM", "IVF_FROM", "RECALL_TARGET", "BackendUnavailable", "FaceStore",
@@ -147,13 +148,6 @@ def _exact_topk(queries: np.ndarray, store: FaceStore, k: int, batch: int = 200_
     return np.take_along_axis(best_i, order, 1)
 
 
-def _atomic_json(path: Path, doc: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1)
-    os.replace(tmp, path)
-
-
 # ==========================================================================================
 # faiss
 # ==========================================================================================
@@ -257,7 +251,7 @@ class FaissBackend(SearchBackend):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        _atomic_json(self.state_path, self.state)
+        write_json_atomic(self.state_path, self.state)
 
     def _coarse_ef(self, ivf) -> None:
         """An HNSW coarse quantizer must look at least as wide as the lists it is asked for."""
@@ -514,7 +508,7 @@ class MilvusBackend(SearchBackend):
         states[self._key()] = {"uri": self.uri, "collection": self.collection, "store_id": store.store_id(),
                                "seq": last}
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_json(self.state_path, states)
+        write_json_atomic(self.state_path, states)
         self._count = None
         return True
 
