@@ -26,6 +26,7 @@ from sdesr_gui.core.datasets import (
 from sdesr_gui.core.models import AttributeClassifier, ScoreUNet, load_checkpoint
 from sdesr_gui.core.training import (
     AttrTrainConfig,
+    _step_noise,
     ScoreTrainConfig,
     TrainingError,
     export_attributes,
@@ -274,6 +275,20 @@ def test_realistic_degradation_on_uint8_grid(tiny_dataset):
     again = ds.batch([0, 1, 2, 3], np.random.default_rng(5))
     assert torch.equal(b["lr"], again["lr"])  # the draws come from the rng: reproducible
     assert not torch.equal(b["lr"], faces.degrade(ds.hr_batch([0, 1, 2, 3])))
+
+
+def test_a_batch_made_on_a_device_is_the_batch_made_on_the_cpu(tiny_dataset):
+    # the GPU trainer asks for its batches on the device: same draws, same pixels (here the
+    # device is the CPU, named explicitly; on a GPU the bicubic LR is then computed there)
+    for degradation in ("bicubic", "realistic"):
+        ds = FaceDataset(tiny_dataset, "train", flip=True, degradation=degradation, seed=0)
+        plain = ds.batch([0, 1, 2, 3], np.random.default_rng(11))
+        there = ds.batch([0, 1, 2, 3], np.random.default_rng(11), device=torch.device("cpu"))
+        assert set(plain) == set(there)
+        for k in plain:
+            assert torch.equal(plain[k], there[k]), (degradation, k)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(_step_noise((2, 3, 8, 8), g1, torch.device("cpu")), torch.randn((2, 3, 8, 8), generator=g2))
 
 
 # ------------------------------------------------------------------------------------------

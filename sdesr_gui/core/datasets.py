@@ -573,32 +573,39 @@ class FaceDataset(torch.utils.data.Dataset):
         b = self.batch([int(idx)], rng)
         return {k: (v[0] if isinstance(v, torch.Tensor) else v) for k, v in b.items()}
 
-    def hr_batch(self, indices: Sequence[int]) -> torch.Tensor:
-        """Full HR frames ``[B, 3, 128, 128]`` (no augmentation)."""
-        arr = self.images[np.asarray(indices, dtype=np.int64)]
-        return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+    def hr_batch(self, indices: Sequence[int], device: Optional[torch.device] = None) -> torch.Tensor:
+        """Full HR frames ``[B, 3, 128, 128]`` (no augmentation), made on ``device`` (CPU)."""
+        arr = torch.from_numpy(self.images[np.asarray(indices, dtype=np.int64)])
+        if device is not None:
+            arr = arr.to(device, non_blocking=False)  # uint8 travels: a quarter of the bytes
+        return arr.permute(0, 3, 1, 2).float().div_(255.0)
 
     def batch(self, indices: Sequence[int], rng: Optional[np.random.Generator] = None,
               *, crop: Optional[int] = -1, flip: Optional[bool] = None,
-              degradation: Optional[str] = None) -> dict[str, torch.Tensor]:
+              degradation: Optional[str] = None,
+              device: Optional[torch.device] = None) -> dict[str, torch.Tensor]:
         """A collated batch for ``indices``; all randomness from ``rng``.
 
         ``rng=None`` means no augmentation: no flip, centre crop, and ``"realistic"`` falls
         back to bicubic. ``crop``/``flip``/``degradation`` override the dataset's settings.
+        ``device``: where the tensors are made (a GPU trainer makes the bicubic LR there; the
+        realistic degradations run on the CPU, image by image, and their LR is moved).
         """
         crop = self.crop if crop == -1 else crop
         flip = self.flip if flip is None else flip
         degradation = self.degradation if degradation is None else degradation
         idx = np.asarray(indices, dtype=np.int64)
         n = len(idx)
-        hr = self.hr_batch(idx)
+        hr = self.hr_batch(idx, device)
         if flip and rng is not None:
             flips = rng.random(n) < 0.5
             if flips.any():
-                sel = torch.from_numpy(np.flatnonzero(flips))
+                sel = torch.from_numpy(np.flatnonzero(flips)).to(hr.device)
                 hr[sel] = hr[sel].flip(-1)
         if degradation == "realistic" and rng is not None:
-            lr = torch.stack([self.realistic.draw(rng).apply(hr[i], self.lr_size) for i in range(n)])
+            hr_cpu = hr.cpu()
+            lr = torch.stack([self.realistic.draw(rng).apply(hr_cpu[i], self.lr_size)
+                              for i in range(n)]).to(hr.device)
         else:
             lr = faces.degrade(hr, self.lr_size)
         y_up = faces.upsample(lr, hr.shape[-1])
@@ -614,7 +621,7 @@ class FaceDataset(torch.utils.data.Dataset):
             hr = torch.stack([hr[i, :, oy[i]:oy[i] + crop, ox[i]:ox[i] + crop] for i in range(n)])
             y_up = torch.stack([y_up[i, :, oy[i]:oy[i] + crop, ox[i]:ox[i] + crop] for i in range(n)])
         return {"hr": hr.contiguous(), "lr": lr.contiguous(), "y_up": y_up.contiguous(),
-                "attrs": self.attrs[torch.from_numpy(idx)].clone(),
+                "attrs": self.attrs[torch.from_numpy(idx)].clone().to(hr.device),
                 "index": torch.from_numpy(idx.copy())}
 
     def label_counts(self) -> dict[str, dict[str, int]]:
