@@ -1,0 +1,38 @@
+#!/bin/bash
+# One GPU burst (run from the repo root on the borrowed GPU machine, `.gpu` carried; see
+# scripts/gpu_pack.py): the clean 8x model (v2) and the footage 8x / 16x fine-tunes train side by
+# side on one GPU for SECS seconds each, stop with SIGINT (the run state is saved), and export:
+# v2 as fp16 (split in 15 MB parts: the tool returns files of at most 16 MiB), the footage models
+# as int8. A second call on the still-warm machine with NEW=0 resumes the three runs.
+# Env: SECS (500), NEW (1: start from the shipped weights; 0: resume), OUTD ($OUT), R (/tmp/r),
+#      PY (python3), DEV (cuda), B2 / BF (batch of v2 / of the footage runs: 128 / 64).
+set -u
+DEV=${DEV:-cuda}; SECS=${SECS:-500}; OUTD=${OUTD:-$OUT}; PY=${PY:-python3}; R=${R:-/tmp/r}
+B2=${B2:-128}; BF=${BF:-64}; NEW=${NEW:-1}
+export PYTHONPATH=$PWD${EXTRA_PP:+:$EXTRA_PP} PYTHONUNBUFFERED=1
+S="$PY -m sdesr_gui.cli"
+$PY -c "import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
+mkdir -p $R
+[ -f .gpu/data/manifest.csv ] || $PY scripts/gpu_pack.py unpack .gpu .gpu/data
+new=""; [ "$NEW" = 1 ] && new="--new"
+common="$new --arch v2 --crop 0 --sigma-data 0.1 --p-mean -2.3 --p-std 1.4 --steps 1000000 --ckpt-every 1000000 --device $DEV --quiet"
+timeout -s INT $SECS $S train score .gpu/data --run $R/v2 $common --init weights/sdesr_ve_8x.safetensors \
+  --batch $B2 --lr 3e-4 --warmup 200 --ema 0.999 --val-every 1000 --threads 4 > $R/v2.log 2>&1 &
+timeout -s INT $SECS $S train score .gpu/data --run $R/f8 $common --init weights/sdesr_ve_8x_footage.safetensors \
+  --degradation realistic --scale 8 --batch $BF --lr 2e-4 --warmup 100 --ema 0.998 --val-every 500 --threads 5 > $R/f8.log 2>&1 &
+timeout -s INT $SECS $S train score .gpu/data --run $R/f16 $common --init weights/sdesr_ve_16x.safetensors \
+  --degradation realistic --scale 16 --batch $BF --lr 2e-4 --warmup 100 --ema 0.998 --val-every 500 --threads 5 > $R/f16.log 2>&1 &
+for i in $(seq 1 $((SECS / 60))); do
+  sleep 60
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
+  tail -qn1 $R/*/metrics.jsonl 2>/dev/null | cut -c1-160
+done
+wait
+tail -n3 $R/*.log
+$S train export --run $R/v2 --out $R/v2.safetensors --overwrite && split -b 15M -d $R/v2.safetensors $OUTD/v2_fp16.part
+thr=$($PY -c "import json,sys; from safetensors import safe_open; f=safe_open('weights/sdesr_ve_8x_footage.safetensors','pt'); print(json.loads(f.metadata()['sdesr']).get('footage_threshold',''))" 2>/dev/null)
+$S train export --run $R/f8 --int8 ${thr:+--footage-threshold $thr} --out $OUTD/foot8_int8.safetensors --overwrite
+$S train export --run $R/f16 --int8 --out $OUTD/foot16_int8.safetensors --overwrite
+tar czf $OUTD/metrics.tgz -C $R v2.log f8.log f16.log v2/metrics.jsonl f8/metrics.jsonl f16/metrics.jsonl \
+  v2/train_state.json f8/train_state.json f16/train_state.json
+ls -la $OUTD
