@@ -288,3 +288,24 @@ def test_region_agreement_says_where_the_samples_agree_in_words():
     assert rows["nose"]["verdict"] == "agree" and rows["nose"]["text"] == "nose: samples agree"
     assert rows["eyes"]["verdict"] == "partly" and "partly disagree" in rows["eyes"]["text"]
     assert rows["hair_background"]["label"] == "hair and background" and rows["mouth"]["share_above"] == 1.0
+
+
+def test_a_run_rescaled_for_its_model_still_belongs_to_the_selected_face():
+    # the app rescales the selection for the model it picks (at_scale makes a new selection, with
+    # the model's LR and why it was picked); the header must not say the face changed because of it
+    img = face(3)
+    s = Session()
+    s.set_input(Path("/evidence/cam.png"), "still", {"size": [128, 128], "frame_count": 1})
+    sel = selection.whole_image(img)
+    s.set_selection(sel, {"index": 0, "count": 1})
+    for scale in (8, 16):
+        plan = s.plan_run().at_scale(scale, "picked for the test")
+        assert plan.selection is not sel and plan.origin is sel
+        s.record_result(outcome(plan.selection, [1]), plan.selection, plan.context, MODEL, None, origin=plan.origin)
+        assert "changed" not in s.header
+        assert s.run.selection.scale == scale and s.run.ran_on(sel)
+    s.set_selection(sel, {"index": 0, "count": 1})  # the same face again: still its samples
+    assert "changed" not in s.header
+    other = selection.whole_image(face(4))
+    s.set_selection(other, {"index": 0, "count": 1})
+    assert "The selected face has changed" in s.header

@@ -181,6 +181,11 @@ class RunSnapshot:
     source_info: dict = dataclasses.field(default_factory=dict)  # size, fps, frame count of the input
     mean: Optional[np.ndarray] = None  # the run's mean estimate (kept across re-runs of one sample)
     mean_metrics: dict = dataclasses.field(default_factory=dict)
+    origin: Any = None  # the selection the analyst ran on (``selection`` may be its rescaled copy)
+
+    def ran_on(self, sel) -> bool:
+        """Whether ``sel`` (the session's current selection) is the one these samples were made from."""
+        return sel is (self.origin if self.origin is not None else self.selection)
 
 
 @dataclasses.dataclass
@@ -192,6 +197,7 @@ class RunPlan:
     context: Optional[RunContext]  # None for a re-run (its run's context stays)
     seed: Optional[int] = None  # a re-run's seed (one sample)
     tag: Any = None  # ("rerun", key) for a re-run
+    origin: Any = None  # the session's selection this plan was made from (at_scale makes a new one)
 
     @property
     def lr(self) -> np.ndarray:
@@ -205,7 +211,8 @@ class RunPlan:
         if self.tag is not None and self.selection.scale != int(scale):
             raise InputError(f"These samples were made by the {self.selection.scale}× model; re-run them with "
                              f"that model, or start a new run.")
-        return dataclasses.replace(self, selection=at_scale(self.selection, scale, why))
+        return dataclasses.replace(self, selection=at_scale(self.selection, scale, why),
+                                   origin=self.origin if self.origin is not None else self.selection)
 
     def apply(self, settings) -> None:
         """Make ``settings`` (a ``SamplerSettings``) re-run the sample: its seed, one sample."""
@@ -395,7 +402,7 @@ class Session:
         if self.run is None:
             self._show_selection()
         else:  # results stay until the next run; say what they belong to
-            self._set_header(self.run_header(current_differs=sel is not self.run.selection))
+            self._set_header(self.run_header(current_differs=not self.run.ran_on(sel)))
 
     def _show_selection(self) -> None:
         ref, loaded = self.selection_reference()
@@ -471,11 +478,12 @@ class Session:
         return RunPlan(sel, ref, ctx)
 
     def record_result(self, out: SamplerOutcome, selection, context=None, model: Optional[dict] = None,
-                      classifier: Optional[dict] = None) -> list[str]:
+                      classifier: Optional[dict] = None, origin=None) -> list[str]:
         """Record a finished run (or re-run, by ``out.tag``); returns the keys of the new samples.
 
         ``context`` is the plan's :class:`RunContext` (or a mapping with its fields), ``model``
-        and ``classifier`` the loaded models' descriptions.
+        and ``classifier`` the loaded models' descriptions, ``origin`` the plan's ``origin`` (the
+        session's selection that ``selection``, rescaled for the model, was made from).
         """
         model = dict(model or {})
         rerun = isinstance(out.tag, tuple) and out.tag[0] == "rerun"
@@ -488,7 +496,8 @@ class Session:
                          "nfe": out.nfe},
                 bicubic=out.bicubic, bicubic_metrics=out.bicubic_metrics,
                 reference=ctx.reference, reference_loaded=ctx.reference_loaded,
-                source_info=dict(ctx.source_info or {}), mean=out.mean, mean_metrics=dict(out.mean_metrics or {}))
+                source_info=dict(ctx.source_info or {}), mean=out.mean, mean_metrics=dict(out.mean_metrics or {}),
+                origin=origin)
             self._sample_counter = 0
             items = self._run_items()
             keys = []
@@ -498,7 +507,7 @@ class Session:
                 items.append(ResultItem(keys[-1], f"Sample {self._sample_counter}", img, "sample",
                                         seed=int(seed), metrics=dict(m), generated=True))
             self._set_items(with_uncertainty(items))
-            self._set_header(self.run_header(selection is not self.selection))
+            self._set_header(self.run_header(not self.run.ran_on(self.selection)))
         else:  # one more sample; the run's mean estimate (and every other image) stays
             src = self.item(out.tag[1])
             self._sample_counter += 1

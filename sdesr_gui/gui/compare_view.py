@@ -308,7 +308,9 @@ class SplitView(QWidget):
         self._labels = ("", "")
         self.fraction = 0.5
         self.zoom = 3
-        self.setMinimumSize(256, 256)
+        # small enough to fit the tab in a short window: the image shrinks to the height it gets
+        # (with a larger minimum the layout overflows and the bottom of the face is cut off)
+        self.setMinimumSize(136, 136)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setCursor(Qt.CursorShape.SplitHCursor)
 

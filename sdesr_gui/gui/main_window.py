@@ -466,7 +466,8 @@ class MainWindow(QMainWindow):
         job.progress.connect(self.controls.show_progress)
         job.preview.connect(self._on_preview)
         job.enhancerReady.connect(lambda enh, k=key: self._keep_enhancer(k, enh))
-        job.done.connect(lambda out, s=plan.selection, k=key, c=plan.context: self._on_done(out, s, k, c))
+        job.done.connect(lambda out, s=plan.selection, k=key, c=plan.context, o=plan.origin:
+                         self._on_done(out, s, k, c, o))
         job.failed.connect(self._on_failed)
         job.cancelled.connect(self._on_cancelled)
         self._job = job
@@ -525,7 +526,7 @@ class MainWindow(QMainWindow):
         self.set_status("Sampling cancelled; nothing was changed.")
         self.runCancelled.emit()
 
-    def _on_done(self, out, sel, key, context=None) -> None:
+    def _on_done(self, out, sel, key, context=None, origin=None) -> None:
         """A run finished: the session records it (the views follow its events)."""
         self._end_run()
         enh = self._enhancers.get(key)
@@ -533,7 +534,7 @@ class MainWindow(QMainWindow):
         if out.choice:
             model["choice"] = dict(out.choice)
         classifier = dict(enh.classifier_info) if enh is not None and enh.classifier_info else None
-        self.session.record_result(out, sel, context, model, classifier)
+        self.session.record_result(out, sel, context, model, classifier, origin=origin)
         self.controls.finish_progress(f"Done: {len(out.samples)} sample(s) in {out.seconds:.1f} s")
         scale = getattr(sel, "scale", 8)
         why = (sel.details or {}).get("scale_why", "") if scale != 8 or "not installed" in \
