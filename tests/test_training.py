@@ -26,6 +26,7 @@ from sdesr_gui.core.datasets import (
 from sdesr_gui.core.models import AttributeClassifier, ScoreUNet, load_checkpoint
 from sdesr_gui.core.training import (
     AttrTrainConfig,
+    _lr_at,
     _step_noise,
     ScoreTrainConfig,
     TrainingError,
@@ -294,6 +295,21 @@ def test_a_batch_made_on_a_device_is_the_batch_made_on_the_cpu(tiny_dataset):
 # ------------------------------------------------------------------------------------------
 # score trainer
 # ------------------------------------------------------------------------------------------
+def test_learning_rate_warms_up_holds_and_cools_down_to_the_end_of_the_schedule(tiny_dataset, tmp_path):
+    lrs = [_lr_at(k, 1.0, 4, total=20, cooldown=5) for k in range(20)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0] and lrs[4:15] == [1.0] * 11
+    assert lrs[15:] == [1.0, 0.8, 0.6, 0.4, 0.2]  # linear, the last step at base / cooldown
+    assert [_lr_at(k, 1.0, 4) for k in range(20)] == lrs[:15] + [1.0] * 5  # no cooldown: constant
+    with pytest.raises(ValueError, match="cooldown"):
+        ScoreTrainConfig.tiny(steps=10, cooldown=11).validate()
+    # a run records the rate it used: the logged rate falls to base / cooldown at the last step
+    cfg = ScoreTrainConfig.tiny(steps=6, cooldown=3, log_every=1, lr=1e-3)
+    train_score(tiny_dataset, tmp_path / "run", cfg)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["lr"] for r in rows if r["kind"] == "train"]
+    assert logged == pytest.approx([1e-3, 1e-3, 1e-3, 1e-3, 2e-3 / 3, 1e-3 / 3])
+
+
 def test_sigma_sampling_covers_range():
     g = torch.Generator().manual_seed(0)
     s = sample_sigmas(4000, g, p_mean=-1.2, p_std=1.2, uniform_frac=0.25, sigma_min=0.01, sigma_max=348)

@@ -75,7 +75,7 @@ def cmd_train(args) -> int:
     if not (dataset / "manifest.csv").is_file():
         raise UsageError(f"{dataset} is not a prepared dataset (no manifest.csv); run 'sdesr prepare' first")
     kw = {k: v for k, v in dict(
-        steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup, ema=args.ema,
+        steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup, cooldown=args.cooldown, ema=args.ema,
         val_every=args.val_every, ckpt_every=args.ckpt_every, seed=args.seed, device=args.device,
         threads=args.threads, amp=not args.no_amp).items() if v is not None}
     if args.init:
@@ -162,6 +162,8 @@ def register(sub) -> None:
     tr.add_argument("--batch", type=int)
     tr.add_argument("--lr", type=float)
     tr.add_argument("--warmup", type=int)
+    tr.add_argument("--cooldown", type=int, metavar="N",
+                    help="the last N steps of --steps take the learning rate linearly to zero (0: none)")
     tr.add_argument("--ema", type=float)
     tr.add_argument("--crop", type=int, help="score: random training crop (0 = full 128 frame; default 64)")
     tr.add_argument("--degradation", choices=["bicubic", "realistic"],

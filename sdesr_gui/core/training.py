@@ -95,8 +95,9 @@ from .errors import TrainingError, is_cancelled as _is_cancelled  # noqa: E402  
 # configs
 # ------------------------------------------------------------------------------------------
 class _ConfigMixin:
-    #: fields that may change when a run is resumed (they do not change the trajectory)
-    RESUME_MUTABLE: tuple[str, ...] = ("steps", "val_every", "val_images", "val_steps",
+    #: fields that may change when a run is resumed (they do not change the trajectory, except
+    #: that steps and cooldown place the end of the schedule: a run can be extended, then cooled)
+    RESUME_MUTABLE: tuple[str, ...] = ("steps", "cooldown", "val_every", "val_images", "val_steps",
                                        "val_method", "ckpt_every", "log_every", "device", "amp",
                                        "val_sigmas", "default_h", "threads")
 
@@ -126,6 +127,8 @@ class _ConfigMixin:
             raise ValueError("ema must be in [0, 1)")
         if c.lr <= 0:  # type: ignore[attr-defined]
             raise ValueError("lr must be positive")
+        if not 0 <= c.cooldown <= max(c.steps, 0):  # type: ignore[attr-defined]
+            raise ValueError("cooldown must be between 0 and steps")
 
 
 @dataclasses.dataclass
@@ -136,6 +139,8 @@ class ScoreTrainConfig(_ConfigMixin):
     batch_size: int = 16
     lr: float = 2e-4
     warmup: int = 500
+    #: the last ``cooldown`` steps of the schedule take the learning rate linearly to zero
+    cooldown: int = 0
     weight_decay: float = 0.01
     ema: float = 0.999
     crop: Optional[int] = 64
@@ -207,6 +212,7 @@ class AttrTrainConfig(_ConfigMixin):
     batch_size: int = 32
     lr: float = 3e-4
     warmup: int = 200
+    cooldown: int = 0  # as in ScoreTrainConfig
     weight_decay: float = 0.01
     ema: float = 0.999
     grad_clip: float = 1.0
@@ -418,11 +424,13 @@ def _torch_threads(n: int):
             torch.set_num_threads(old)
 
 
-def _lr_at(step: int, base: float, warmup: int) -> float:
-    """Learning rate of (0-based) step ``step``: linear warm-up, then constant."""
-    if warmup <= 0:
-        return base
-    return base * min(1.0, (step + 1) / warmup)
+def _lr_at(step: int, base: float, warmup: int, total: int = 0, cooldown: int = 0) -> float:
+    """Learning rate of (0-based) step ``step``: linear warm-up, constant, then (the last
+    ``cooldown`` of ``total`` steps) linearly down to ``base / cooldown`` at the last step."""
+    lr = base if warmup <= 0 else base * min(1.0, (step + 1) / warmup)
+    if cooldown > 0 and total > 0 and step >= total - cooldown:
+        lr *= max(total - step, 1) / cooldown
+    return lr
 
 
 class _Batches:
@@ -636,7 +644,7 @@ class _Engine:
     def train_step(self, loss_fn: Callable[[nn.Module, int], torch.Tensor]) -> float:
         cfg = self.cfg
         self.model.train()
-        lr = _lr_at(self.step, cfg.lr, cfg.warmup)
+        lr = _lr_at(self.step, cfg.lr, cfg.warmup, cfg.steps, cfg.cooldown)
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.opt.zero_grad(set_to_none=True)
@@ -751,7 +759,7 @@ def _run_loop(engine: _Engine, *, total: int, loss_fn, validate, data_info: dict
                 window = window[-50:]
                 sec_per_step = sum(window) / len(window)
                 step = engine.step
-                info = {"phase": "train", "loss": loss, "lr": _lr_at(step - 1, cfg.lr, cfg.warmup),
+                info = {"phase": "train", "loss": loss, "lr": _lr_at(step - 1, cfg.lr, cfg.warmup, cfg.steps, cfg.cooldown),
                         "sec_per_step": sec_per_step, "eta_s": (total - step) * sec_per_step}
                 if bar is not None:
                     bar.update(1)
@@ -1265,7 +1273,7 @@ def export_score(run_dir: PathLike, out_path: PathLike, *, dtype: Optional[torch
         **({"degradation_mix": cfg.get("degradation_mix") or degradations.DegradationMix().to_dict()}
            if cfg.get("degradation") == "realistic" else {}),
         "training_data": _training_data(state, user),
-        "training": _training_meta(state, ("batch_size", "crop", "lr", "warmup", "weight_decay",
+        "training": _training_meta(state, ("batch_size", "crop", "lr", "warmup", "cooldown", "weight_decay",
                                            "p_mean", "p_std", "uniform_frac", "grad_clip",
                                            "degradation", "lr_size", "seed")),
         "metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))},
