@@ -577,7 +577,7 @@ class FaceDataset(torch.utils.data.Dataset):
         """Full HR frames ``[B, 3, 128, 128]`` (no augmentation), made on ``device`` (CPU)."""
         arr = torch.from_numpy(self.images[np.asarray(indices, dtype=np.int64)])
         if device is not None:
-            arr = arr.to(device, non_blocking=False)  # uint8 travels: a quarter of the bytes
+            arr = arr.to(device)  # the uint8 frames travel: a quarter of the bytes of float
         return arr.permute(0, 3, 1, 2).float().div_(255.0)
 
     def batch(self, indices: Sequence[int], rng: Optional[np.random.Generator] = None,
