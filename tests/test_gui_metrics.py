@@ -85,3 +85,20 @@ def test_model_line_says_unit_direction_and_what_val_psnr_is():
     tip = model_tooltip(meta, "/w/m.safetensors")
     assert "/w/m.safetensors" in tip and "validation faces" in tip and "Higher is better" in tip
     assert model_tooltip({}, "/w/m.safetensors") == "/w/m.safetensors"
+
+
+@pytest.mark.parametrize("size,zoom", [((1400, 900), 3), ((470, 430), 1), ((470, 430), 0)])
+def test_tiles_get_the_height_they_need_and_the_view_scrolls(qtbot, size, zoom):
+    """No tile is squeezed under its image and captions (the uncertainty tile's wrapped caption
+    included): when the tiles need more height than the view has, the view scrolls."""
+    cv = CompareView()
+    qtbot.addWidget(cv)
+    cv.resize(*size)
+    cv.show()
+    cv.set_items(_items())
+    cv.set_zoom(zoom)
+    qtbot.wait(50)
+    for key, t in cv.tiles.items():
+        assert t.image.height() >= t.image.pixmap().height(), key
+        assert t.metrics.height() >= t.metrics.heightForWidth(t.metrics.width()), key
+    assert cv.scroll.verticalScrollBar().maximum() > 0  # four tall tiles do not fit in either size

@@ -13,7 +13,7 @@ import html
 from typing import Optional
 
 import numpy as np
-from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -233,8 +233,15 @@ class Tile(QFrame):
         if self.scale is not None:
             self.scale.setFixedWidth(128 * zoom)
             self.metrics.setFixedWidth(128 * zoom)
+            self._fit_wrapped_caption()
         if self._caption_room is not None and self._caption_room != self.caption_room():
             self.refresh()  # the captions fit the new width
+
+    def _fit_wrapped_caption(self) -> None:
+        """A word-wrapped caption of fixed width reserves the height of all its lines (the layout
+        would size it for a wider label, and the tile would then clip the image and the caption)."""
+        if self.metrics.wordWrap():
+            self.metrics.setMinimumHeight(max(0, self.metrics.heightForWidth(self.metrics.maximumWidth())))
 
     def caption_room(self) -> int:
         """Pixels a caption line may take: the width the grid gives this tile (set by the view),
@@ -273,6 +280,7 @@ class Tile(QFrame):
             self.metrics.setText(f"{CAPTION}.\nstd over {umap.samples} samples, [0, 1] units. Face above "
                                  f"{umap.threshold:g}: {format_value('share_above_threshold', umap.share_above)} "
                                  f"{METRICS['share_above_threshold'].arrow}. Hover for the regions.")
+            self._fit_wrapped_caption()
             return
         self._caption_room = room = self.caption_room()
         self.metrics.ensurePolished()  # the monospace font of its style sheet, not the default
@@ -613,6 +621,10 @@ class CompareView(QWidget):
         for i, it in enumerate(self.items):
             self.tiles[it.key].set_grid_width(max(cell, tile_w))
             self.grid.addWidget(self.tiles[it.key], i // cols, i % cols)
+        # the scroll area does not hear that the grid's needed height changed (new zoom, new
+        # tiles): unless told, it keeps the old height and squeezes the tiles, which then clip
+        # their images and captions instead of scrolling
+        QCoreApplication.postEvent(self.scroll, QEvent(QEvent.Type.LayoutRequest))
 
     def resizeEvent(self, e) -> None:
         super().resizeEvent(e)
