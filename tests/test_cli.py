@@ -327,6 +327,16 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, tiny_weight
         assert not out.exists() or not any(out.iterdir()), what
 
 
+def test_a_video_given_to_enhance_points_to_detect(tmp_path, inputs, tiny_weights, capsys):
+    from cli_util import one_line_error
+    clip = Path(__file__).resolve().parents[1] / "resources" / "sample_clip.mp4"
+    out = tmp_path / "out"
+    code, _, err = run(["enhance", inputs, clip, "--out", out, "--weights", tiny_weights["score"], "--steps", "2"],
+                       capsys)
+    one_line_error(code, err, "sample_clip.mp4 is a video", "sdesr detect")
+    assert not out.exists()
+
+
 def test_one_bad_input_among_good_ones_writes_nothing(tmp_path, inputs, tiny_weights, capsys):
     (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     out = tmp_path / "out"

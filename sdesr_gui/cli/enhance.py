@@ -17,8 +17,13 @@ def cmd_enhance(args) -> int:
     from ..core.enhance import FOOTAGE_WEIGHTS_NAME, Enhancer, find_default_weights, prepare_face, \
         scale_for_input, weights_dir
     from ..core.provenance import atomic_save_png, make_run_record, sha256_file, write_json_atomic
-    from ..core.video import iter_image_files, load_still
+    from ..core.errors import InputError
+    from ..core.video import is_video_file, iter_image_files, load_still
 
+    for i in args.inputs:  # a clip named here would fail as "not an image": say what to do
+        if is_video_file(i) and Path(i).expanduser().is_file():
+            raise InputError(f"{Path(i).name} is a video: `sdesr detect {Path(i).name} --out DIR` "
+                             "crops its faces for `sdesr enhance`, or open it in sdesr-gui.", Path(i))
     settings = settings_from_args(args)
     out = Path(args.out).expanduser()
     files = iter_image_files(args.inputs)
