@@ -8,11 +8,15 @@
 #      PY (python3), DEV (cuda), B2 / BF (batch of v2 / of the footage runs: 128 / 64),
 #      STEPS2 / STEPSF (schedule length of v2 / of the footage runs: 1000000, i.e. stopped by time)
 #      and COOL2 / COOLF (their --cooldown: the last N steps decay the learning rate to zero; pick
-#      STEPS so the run reaches its end inside SECS: v2 ran 0.09 s a step, the footage runs 0.19).
+#      STEPS so the run reaches its end inside SECS: v2 ran 0.09 s a step, the footage runs 0.19),
+#      INIT2 / INITF8 / INITF16 (the weights each new run starts from: the shipped file of its own
+#      kind by default; weights/sdesr_ve_8x.safetensors starts a footage run from the clean v2).
 set -u
 DEV=${DEV:-cuda}; SECS=${SECS:-500}; OUTD=${OUTD:-$OUT}; PY=${PY:-python3}; R=${R:-/tmp/r}
 B2=${B2:-128}; BF=${BF:-64}; NEW=${NEW:-1}
 STEPS2=${STEPS2:-1000000}; STEPSF=${STEPSF:-1000000}; COOL2=${COOL2:-0}; COOLF=${COOLF:-0}
+INIT2=${INIT2:-weights/sdesr_ve_8x.safetensors}; INITF8=${INITF8:-weights/sdesr_ve_8x_footage.safetensors}
+INITF16=${INITF16:-weights/sdesr_ve_16x.safetensors}
 export PYTHONPATH=$PWD${EXTRA_PP:+:$EXTRA_PP} PYTHONUNBUFFERED=1
 S="$PY -m sdesr_gui.cli"
 $PY -c "import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
@@ -20,11 +24,11 @@ mkdir -p $R
 [ -f .gpu/data/manifest.csv ] || $PY scripts/gpu_pack.py unpack .gpu .gpu/data
 new=""; [ "$NEW" = 1 ] && new="--new"
 common="$new --arch v2 --crop 0 --sigma-data 0.1 --p-mean -2.3 --p-std 1.4 --ckpt-every 1000000 --device $DEV --quiet"
-timeout -s INT $SECS $S train score .gpu/data --run $R/v2 $common --init weights/sdesr_ve_8x.safetensors \
+timeout -s INT $SECS $S train score .gpu/data --run $R/v2 $common --init $INIT2 \
   --steps $STEPS2 --cooldown $COOL2 --batch $B2 --lr 3e-4 --warmup 200 --ema 0.999 --val-every 1000 --threads 4 > $R/v2.log 2>&1 &
-timeout -s INT $SECS $S train score .gpu/data --run $R/f8 $common --init weights/sdesr_ve_8x_footage.safetensors \
+timeout -s INT $SECS $S train score .gpu/data --run $R/f8 $common --init $INITF8 \
   --steps $STEPSF --cooldown $COOLF --degradation realistic --scale 8 --batch $BF --lr 2e-4 --warmup 100 --ema 0.998 --val-every 500 --threads 5 > $R/f8.log 2>&1 &
-timeout -s INT $SECS $S train score .gpu/data --run $R/f16 $common --init weights/sdesr_ve_16x.safetensors \
+timeout -s INT $SECS $S train score .gpu/data --run $R/f16 $common --init $INITF16 \
   --steps $STEPSF --cooldown $COOLF --degradation realistic --scale 16 --batch $BF --lr 2e-4 --warmup 100 --ema 0.998 --val-every 500 --threads 5 > $R/f16.log 2>&1 &
 for i in $(seq 1 $((SECS / 60))); do
   sleep 60
