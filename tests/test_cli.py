@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_util import run
+from cli_util import one_line_error, run
 from sdesr_gui.core.provenance import sha256_file
 
 
@@ -328,7 +328,6 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, tiny_weight
 
 
 def test_a_video_given_to_enhance_points_to_detect(tmp_path, inputs, tiny_weights, capsys):
-    from cli_util import one_line_error
     clip = Path(__file__).resolve().parents[1] / "resources" / "sample_clip.mp4"
     out = tmp_path / "out"
     code, _, err = run(["enhance", inputs, clip, "--out", out, "--weights", tiny_weights["score"], "--steps", "2"],

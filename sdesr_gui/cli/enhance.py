@@ -20,10 +20,11 @@ def cmd_enhance(args) -> int:
     from ..core.errors import InputError
     from ..core.video import is_video_file, iter_image_files, load_still
 
-    for i in args.inputs:  # a clip named here would fail as "not an image": say what to do
-        if is_video_file(i) and Path(i).expanduser().is_file():
-            raise InputError(f"{Path(i).name} is a video: `sdesr detect {Path(i).name} --out DIR` "
-                             "crops its faces for `sdesr enhance`, or open it in sdesr-gui.", Path(i))
+    for raw in args.inputs:  # a clip named here would fail as "not an image": say what to do
+        clip = Path(raw).expanduser()
+        if is_video_file(clip) and clip.is_file():
+            raise InputError(f"{clip.name} is a video: `sdesr detect {clip.name} --out DIR` crops its "
+                             "faces for `sdesr enhance`, or open it in sdesr-gui.", clip)
     settings = settings_from_args(args)
     out = Path(args.out).expanduser()
     files = iter_image_files(args.inputs)
