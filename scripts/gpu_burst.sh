@@ -10,10 +10,12 @@
 #      and COOL2 / COOLF (their --cooldown: the last N steps decay the learning rate to zero; pick
 #      STEPS so the run reaches its end inside SECS: v2 ran 0.09 s a step, the footage runs 0.19),
 #      INIT2 / INITF8 / INITF16 (the weights each new run starts from: the shipped file of its own
-#      kind by default; weights/sdesr_ve_8x.safetensors starts a footage run from the clean v2).
+#      kind by default; weights/sdesr_ve_8x.safetensors starts a footage run from the clean v2),
+#      RUNS ("v2 f8 f16": which of the three runs to train and export; fewer share the GPU less),
+#      TF (CPU threads of each footage run, 5: its degradations run on the CPU).
 set -u
 DEV=${DEV:-cuda}; SECS=${SECS:-500}; OUTD=${OUTD:-$OUT}; PY=${PY:-python3}; R=${R:-/tmp/r}
-B2=${B2:-128}; BF=${BF:-64}; NEW=${NEW:-1}
+B2=${B2:-128}; BF=${BF:-64}; TF=${TF:-5}; NEW=${NEW:-1}; RUNS=${RUNS:-v2 f8 f16}
 STEPS2=${STEPS2:-1000000}; STEPSF=${STEPSF:-1000000}; COOL2=${COOL2:-0}; COOLF=${COOLF:-0}
 INIT2=${INIT2:-weights/sdesr_ve_8x.safetensors}; INITF8=${INITF8:-weights/sdesr_ve_8x_footage.safetensors}
 INITF16=${INITF16:-weights/sdesr_ve_16x.safetensors}
@@ -24,12 +26,13 @@ mkdir -p $R
 [ -f .gpu/data/manifest.csv ] || $PY scripts/gpu_pack.py unpack .gpu .gpu/data
 new=""; [ "$NEW" = 1 ] && new="--new"
 common="$new --arch v2 --crop 0 --sigma-data 0.1 --p-mean -2.3 --p-std 1.4 --ckpt-every 1000000 --device $DEV --quiet"
-timeout -s INT $SECS $S train score .gpu/data --run $R/v2 $common --init $INIT2 \
+on() { case " $RUNS " in *" $1 "*) return 0;; esac; return 1; }
+on v2 && timeout -s INT $SECS $S train score .gpu/data --run $R/v2 $common --init $INIT2 \
   --steps $STEPS2 --cooldown $COOL2 --batch $B2 --lr 3e-4 --warmup 200 --ema 0.999 --val-every 1000 --threads 4 > $R/v2.log 2>&1 &
-timeout -s INT $SECS $S train score .gpu/data --run $R/f8 $common --init $INITF8 \
-  --steps $STEPSF --cooldown $COOLF --degradation realistic --scale 8 --batch $BF --lr 2e-4 --warmup 100 --ema 0.998 --val-every 500 --threads 5 > $R/f8.log 2>&1 &
-timeout -s INT $SECS $S train score .gpu/data --run $R/f16 $common --init $INITF16 \
-  --steps $STEPSF --cooldown $COOLF --degradation realistic --scale 16 --batch $BF --lr 2e-4 --warmup 100 --ema 0.998 --val-every 500 --threads 5 > $R/f16.log 2>&1 &
+on f8 && timeout -s INT $SECS $S train score .gpu/data --run $R/f8 $common --init $INITF8 \
+  --steps $STEPSF --cooldown $COOLF --degradation realistic --scale 8 --batch $BF --lr 2e-4 --warmup 100 --ema 0.998 --val-every 500 --threads $TF > $R/f8.log 2>&1 &
+on f16 && timeout -s INT $SECS $S train score .gpu/data --run $R/f16 $common --init $INITF16 \
+  --steps $STEPSF --cooldown $COOLF --degradation realistic --scale 16 --batch $BF --lr 2e-4 --warmup 100 --ema 0.998 --val-every 500 --threads $TF > $R/f16.log 2>&1 &
 for i in $(seq 1 $((SECS / 60))); do
   sleep 60
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
@@ -37,10 +40,9 @@ for i in $(seq 1 $((SECS / 60))); do
 done
 wait
 tail -n3 $R/*.log
-$S train export --run $R/v2 --out $R/v2.safetensors --overwrite && split -b 15M -d $R/v2.safetensors $OUTD/v2_fp16.part
+on v2 && $S train export --run $R/v2 --out $R/v2.safetensors --overwrite && split -b 15M -d $R/v2.safetensors $OUTD/v2_fp16.part
 thr=$($PY -c "import json,sys; from safetensors import safe_open; f=safe_open('weights/sdesr_ve_8x_footage.safetensors','pt'); print(json.loads(f.metadata()['sdesr']).get('footage_threshold',''))" 2>/dev/null)
-$S train export --run $R/f8 --int8 ${thr:+--footage-threshold $thr} --out $OUTD/foot8_int8.safetensors --overwrite
-$S train export --run $R/f16 --int8 --out $OUTD/foot16_int8.safetensors --overwrite
-tar czf $OUTD/metrics.tgz -C $R v2.log f8.log f16.log v2/metrics.jsonl f8/metrics.jsonl f16/metrics.jsonl \
-  v2/train_state.json f8/train_state.json f16/train_state.json
+on f8 && $S train export --run $R/f8 --int8 ${thr:+--footage-threshold $thr} --out $OUTD/foot8_int8.safetensors --overwrite
+on f16 && $S train export --run $R/f16 --int8 --out $OUTD/foot16_int8.safetensors --overwrite
+(cd $R && tar czf $OUTD/metrics.tgz $(for r in $RUNS; do echo $r.log $r/metrics.jsonl $r/train_state.json; done))
 ls -la $OUTD
