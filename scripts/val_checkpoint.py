@@ -28,6 +28,21 @@ from sdesr_gui.core.models.checkpoint import load_checkpoint  # noqa: E402
 from sdesr_gui.core.training import ScoreTrainConfig, _score_validate_fn  # noqa: E402
 
 
+def validate(dataset, model, meta: dict, images: int = 16, steps: int = 20) -> dict:
+    """The training run's validation of ``model`` (a loaded score network) on ``images`` faces."""
+    model = model.float().eval()
+    sde = meta.get("sde") or {}
+    cfg = ScoreTrainConfig(val_images=images, val_steps=steps, val_every=1,
+                           sigma_min=sde.get("sigma_min", 0.01), sigma_max=sde.get("sigma_max", 348.0))
+    val = FaceDataset(dataset, "val", crop=None, flip=False, limit=images)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = _score_validate_fn(cfg, val, Path(tmp), torch.device("cpu"))
+        engine = SimpleNamespace(ema=SimpleNamespace(model=model), losses=[float("nan")])
+        out = run(engine, 0, lambda: False)
+    out.pop("loss", None)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dataset")
@@ -39,16 +54,7 @@ def main() -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     model, meta = load_checkpoint(a.weights, device="cpu")
-    model = model.float().eval()
-    sde = meta.get("sde") or {}
-    cfg = ScoreTrainConfig(val_images=a.images, val_steps=a.steps, val_every=1,
-                           sigma_min=sde.get("sigma_min", 0.01), sigma_max=sde.get("sigma_max", 348.0))
-    val = FaceDataset(a.dataset, "val", crop=None, flip=False, limit=a.images)
-    with tempfile.TemporaryDirectory() as tmp:
-        validate = _score_validate_fn(cfg, val, Path(tmp), torch.device("cpu"))
-        engine = SimpleNamespace(ema=SimpleNamespace(model=model), losses=[float("nan")])
-        out = validate(engine, 0, lambda: False)
-    out.pop("loss", None)
+    out = validate(a.dataset, model, meta, a.images, a.steps)
     out["weights"] = str(a.weights)
     print(json.dumps(out, sort_keys=True))
     return 0
