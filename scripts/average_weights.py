@@ -8,8 +8,9 @@ Both files must hold the same kind and architecture. The metadata is B's (its tr
 plus ``weight_average``: both files' names and sha256s and their weights, so the result can be
 traced to what it was made from. B's last validation metrics describe B, not the average: they are
 left out, or, with ``--dataset`` (a prepared dataset), replaced by the training run's own
-validation of the average (scripts/val_checkpoint.py: the first 16 validation faces). Used for the shipped 8x model: stage 3's file averaged with its
-GPU cooldown (see weights/README.md).
+validation of the stored average (scripts/val_checkpoint.py: the first 16 validation faces).
+The model card's stage 3 / stage 4 average was made with it (measured, not shipped; see
+weights/README.md).
 """
 
 from __future__ import annotations
@@ -26,9 +27,7 @@ for _p in (ROOT, ROOT / "scripts"):
 import torch  # noqa: E402
 
 from sdesr_gui.core.errors import SdesrError  # noqa: E402
-from sdesr_gui.core.models.checkpoint import file_sha256, load_checkpoint, save_checkpoint  # noqa: E402
-
-RESERVED = ("format", "kind", "config", "tensor_sha256", "stored_dtype", "quantization")
+from sdesr_gui.core.models.checkpoint import STORAGE_KEYS, file_sha256, load_checkpoint, save_checkpoint  # noqa: E402
 
 
 def average(a: Path, b: Path, alpha: float, out: Path, int8: bool = False, dataset: Path | None = None) -> dict:
@@ -42,9 +41,10 @@ def average(a: Path, b: Path, alpha: float, out: Path, int8: bool = False, datas
     mix = {k: ((1 - alpha) * sa[k].float() + alpha * sb[k].float()).to(sa[k].dtype)
            if sa[k].is_floating_point() else sa[k] for k in sa}
     ma.load_state_dict(mix)
-    meta = {k: v for k, v in meta_b.items() if k not in RESERVED and k != "metrics"}
+    meta = {k: v for k, v in meta_b.items() if k not in STORAGE_KEYS and k != "metrics"}
     meta["weight_average"] = {"of": [{"file": a.name, "sha256": file_sha256(a), "weight": 1 - alpha},
                                      {"file": b.name, "sha256": file_sha256(b), "weight": alpha}]}
+
     def save() -> dict:
         return save_checkpoint(out, ma, kind=meta_b["kind"], config=meta_b["config"], metadata=meta,
                                dtype=torch.float16, quantize="int8" if int8 else None)

@@ -1,4 +1,4 @@
-"""scripts/average_weights.py: the weight average of two checkpoints (how the shipped 8x model was made)."""
+"""scripts/average_weights.py: the weight average of two checkpoints (how the model card's stage 3 / stage 4 average was made)."""
 
 from __future__ import annotations
 

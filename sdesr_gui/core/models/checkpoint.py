@@ -326,6 +326,11 @@ def load_checkpoint(path: PathLike, device: str | torch.device = "cpu") -> tuple
     return model, meta
 
 
+#: metadata keys that describe a file's tensors and storage, written by ``save_checkpoint`` itself:
+#: a file re-made from another one (re-stored, averaged) must not carry them over
+STORAGE_KEYS = ("format", "kind", "config", "tensor_sha256", "stored_dtype", "quantization")
+
+
 def convert_checkpoint(src: PathLike, dst: PathLike, *, dtype: torch.dtype | None = torch.float16,
                        quantize: str | None = None) -> dict[str, Any]:
     """Re-store the checkpoint ``src`` as ``dst`` with another storage (fp16, int8, ...).
@@ -335,8 +340,7 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, dtype: torch.dtype | Non
     """
     model, meta = load_checkpoint(src)
     src_p = Path(src)
-    reserved = ("format", "kind", "config", "tensor_sha256", "stored_dtype", "quantization")
-    keep = {k: v for k, v in meta.items() if k not in reserved}
+    keep = {k: v for k, v in meta.items() if k not in STORAGE_KEYS}
     keep["converted_from"] = {"file": src_p.name, "sha256": file_sha256(src_p),
                               "tensor_sha256": meta["tensor_sha256"], "stored_dtype": meta.get("stored_dtype"),
                               "quantization": meta.get("quantization")}
