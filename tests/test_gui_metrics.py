@@ -97,7 +97,16 @@ def test_tiles_get_the_height_they_need_and_the_view_scrolls(qtbot, size, zoom):
     cv.show()
     cv.set_items(_items())
     cv.set_zoom(zoom)
-    qtbot.wait(50)
+
+    def settled():  # the re-layout is posted: wait for it (under load 50 ms was not always enough)
+        return all(t.image.height() >= t.image.pixmap().height()
+                   and t.metrics.height() >= t.metrics.heightForWidth(t.metrics.width())
+                   for t in cv.tiles.values()) and cv.scroll.verticalScrollBar().maximum() > 0
+
+    try:
+        qtbot.waitUntil(settled, timeout=5000)
+    except qtbot.TimeoutError:
+        pass  # the assertions below say which tile is short
     for key, t in cv.tiles.items():
         assert t.image.height() >= t.image.pixmap().height(), key
         assert t.metrics.height() >= t.metrics.heightForWidth(t.metrics.width()), key
