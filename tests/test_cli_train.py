@@ -49,9 +49,10 @@ def test_prepare_writes_manifest_and_refuses_output_inside_source(prepared, caps
 def test_train_score_resumes_with_only_the_step_count_and_exports(prepared, tmp_path, capsys):
     data, run = prepared / "data", tmp_path / "run"
     common = ["--run", str(run), "--batch", "2", "--val-every", "0", "--quiet", "--device", "cpu"]
-    assert main(["train", "score", str(data), "--steps", "2", "--sigma-data", "0.1",
-                 "--channels", "8,16,16", "--crop", "32", *common]) == 0
-    assert load_train_state(run)[0]["step"] == 2
+    assert main(["train", "score", str(data), "--steps", "2", "--sigma-data", "0.1", "--shift", "3",
+                 "--dropout", "0.1", "--channels", "8,16,16", "--crop", "32", *common]) == 0
+    first = load_train_state(run)[0]
+    assert first["step"] == 2 and first["config"]["shift"] == 3 and first["config"]["net"]["dropout"] == 0.1
     # resuming needs no repeat of the architecture settings ...
     assert main(["train", "score", str(data), "--steps", "3", "--run", str(run), "--quiet"]) == 0
     state = load_train_state(run)[0]
@@ -86,4 +87,8 @@ def test_train_attributes_and_bad_dataset(prepared, tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "score", str(tmp_path), "--run", str(tmp_path / "r2")]) == 2
     assert "not a prepared dataset" in capsys.readouterr().err
+    for bad in (["--dropout", "1.5"], ["--shift", "-2"]):
+        assert main(["train", "score", str(prepared / "data"), "--run", str(tmp_path / "r2"), *bad]) == 2
+        err = capsys.readouterr().err
+        assert ("dropout" in err or "shift" in err) and "Traceback" not in err
     assert not (tmp_path / "r2").exists()

@@ -268,6 +268,32 @@ def test_face_dataset_items(tiny_dataset):
     assert vals <= {-1.0, 0.0, 1.0} and -1.0 in vals
 
 
+def test_shift_moves_the_face_before_the_lr_is_made(tiny_dataset):
+    ds = FaceDataset(tiny_dataset, "train", flip=False, shift=4, seed=0)
+    hr = ds.hr_batch([0, 1, 2, 3])
+    b = ds.batch([0, 1, 2, 3], np.random.default_rng(2))
+    padded = torch.nn.functional.pad(hr, (4, 4, 4, 4), mode="reflect")
+    moved = 0
+    for i in range(4):  # each frame is the reflect-padded frame seen through a window moved by <= 4 px
+        hits = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
+                if torch.equal(padded[i, :, 4 - dy:132 - dy, 4 - dx:132 - dx], b["hr"][i])]
+        assert hits, i
+        moved += hits[0] != (0, 0)
+        assert torch.equal(b["lr"][i], faces.degrade(b["hr"][i:i + 1])[0])  # LR made from the moved face
+    assert moved >= 3  # 4 draws of 81 offsets: (0, 0) at most once here
+    assert torch.equal(ds.batch([0, 1, 2, 3], np.random.default_rng(2))["hr"], b["hr"])  # reproducible
+    assert torch.equal(ds.batch([0, 1], None)["hr"], hr[:2])  # no rng: no augmentation
+    # the shift draws come after the flip draws and only when shift > 0: old runs replay as before
+    plain = FaceDataset(tiny_dataset, "train", flip=True, seed=0)
+    assert torch.equal(plain.batch([0, 1], np.random.default_rng(7))["hr"],
+                       FaceDataset(tiny_dataset, "train", flip=True, shift=0, seed=0).batch(
+                           [0, 1], np.random.default_rng(7))["hr"])
+    with pytest.raises(ValueError, match="shift"):
+        FaceDataset(tiny_dataset, "train", shift=-1)
+    with pytest.raises(ValueError, match="shift"):
+        ScoreTrainConfig.tiny(shift=64).validate()
+
+
 def test_realistic_degradation_on_uint8_grid(tiny_dataset):
     ds = FaceDataset(tiny_dataset, "train", degradation="realistic", seed=0)
     b = ds.batch([0, 1, 2, 3], np.random.default_rng(5))
@@ -460,7 +486,7 @@ def test_a_run_saved_before_a_setting_existed_resumes_at_its_default(tiny_datase
     train_score(tiny_dataset, tmp_path / "run", cfg, **quiet)
     state_file = tmp_path / "run" / "train_state.json"
     state = json.loads(state_file.read_text())
-    for key in ("lr_size", "degradation_mix"):  # as written by an older version
+    for key in ("lr_size", "degradation_mix", "shift"):  # as written by an older version
         state["config"].pop(key)
     state_file.write_text(json.dumps(state))
     assert train_score(tiny_dataset, tmp_path / "run", ScoreTrainConfig.tiny(steps=2), **quiet).step == 2

@@ -95,6 +95,8 @@ def cmd_train(args) -> int:
             kw["p_mean"] = args.p_mean
         if args.p_std is not None:
             kw["p_std"] = args.p_std
+        if args.shift is not None:
+            kw["shift"] = args.shift
     else:
         if args.default_h is not None:
             kw["default_h"] = args.default_h
@@ -112,6 +114,10 @@ def cmd_train(args) -> int:
             net = ARCHITECTURES[args.arch]().to_dict()
         if args.sigma_data is not None:
             net["sigma_data"] = args.sigma_data
+        if args.dropout is not None:
+            if not 0.0 <= args.dropout < 1.0:
+                raise UsageError("--dropout must be at least 0 and below 1")
+            net["dropout"] = args.dropout
         if args.channels:
             try:
                 net["channels"] = [int(c) for c in args.channels.split(",")]
@@ -174,6 +180,12 @@ def register(sub) -> None:
     tr.add_argument("--sigma-data", type=float, help="score: EDM sigma_data (std of HR - bicubic)")
     tr.add_argument("--p-mean", type=float, help="score: mean of log sigma in training (EDM P_mean, -1.2)")
     tr.add_argument("--p-std", type=float, help="score: std of log sigma in training (EDM P_std, 1.2)")
+    tr.add_argument("--shift", type=int, metavar="PX",
+                    help="score: random translation of each training face by up to PX pixels before the LR "
+                    "is made (new LR/HR pairs from the same photos; 0 = none, the default)")
+    tr.add_argument("--dropout", type=float, metavar="P",
+                    help="score: dropout in the U-Net's residual blocks (0 = none, the default; no weights, so "
+                    "a warm start from weights trained without it works)")
     tr.add_argument("--channels", help="score: U-Net widths, e.g. 16,32,64,96")
     tr.add_argument("--arch", choices=list(ARCHITECTURES),
                     help="score: network design of a new run: v1 = the 1.9 M full-resolution U-Net, "

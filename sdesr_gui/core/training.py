@@ -161,6 +161,7 @@ class ScoreTrainConfig(_ConfigMixin):
     # the footage-grade draws of degradation "realistic" (degradations.DegradationMix fields)
     degradation_mix: dict = dataclasses.field(default_factory=lambda: degradations.DegradationMix().to_dict())
     flip: bool = True
+    shift: int = 0  # random translation of the HR frame, pixels (FaceDataset's shift)
     max_scale: Optional[float] = None
     seed: int = 0
     device: str = "auto"
@@ -176,6 +177,8 @@ class ScoreTrainConfig(_ConfigMixin):
         if self.lr_size not in (8, 16):
             raise ValueError("lr_size must be 16 (the 8x model) or 8 (the 16x model)")
         degradations.DegradationMix.from_dict(self.degradation_mix)
+        if not 0 <= self.shift < faces.FRAME_SIZE // 2:
+            raise ValueError(f"shift must be between 0 and {faces.FRAME_SIZE // 2 - 1} pixels")
         if not 0.0 <= self.uniform_frac <= 1.0:
             raise ValueError("uniform_frac must be in [0, 1]")
         if not 0 < self.sigma_min < self.sigma_max:
@@ -820,7 +823,8 @@ def _validated(cfg):
 def _open_data(dataset_dir: Path, cfg, log, **train_kw) -> tuple[FaceDataset, Optional[FaceDataset]]:
     """The training split (with ``train_kw``) and the fixed validation faces (or None)."""
     lr_size = getattr(cfg, "lr_size", faces.LR_SIZE)
-    train = FaceDataset(dataset_dir, "train", crop=cfg.crop, flip=cfg.flip, seed=cfg.seed,
+    train = FaceDataset(dataset_dir, "train", crop=cfg.crop, flip=cfg.flip, shift=getattr(cfg, "shift", 0),
+                        seed=cfg.seed,
                         max_scale=cfg.max_scale, lr_size=lr_size, **train_kw)
     if len(train) == 0:
         raise TrainingError(f"The dataset '{dataset_dir}' has no training images.", dataset_dir)
