@@ -4,7 +4,7 @@
     python scripts/average_weights.py A.safetensors B.safetensors --alpha 0.5 --out AB.safetensors [--int8]
 
 Writes (1 - alpha) * A + alpha * B for every floating tensor (integer buffers are taken from A).
-Both files must hold the same kind and architecture. The metadata is B's (its training record),
+Both files must hold the same kind and architecture (dropout may differ: it has no weights). The metadata is B's (its training record),
 plus ``weight_average``: both files' names and sha256s and their weights, so the result can be
 traced to what it was made from. B's last validation metrics describe B, not the average: they are
 left out, or, with ``--dataset`` (a prepared dataset), replaced by the training run's own
@@ -30,12 +30,18 @@ from sdesr_gui.core.errors import SdesrError  # noqa: E402
 from sdesr_gui.core.models.checkpoint import STORAGE_KEYS, file_sha256, load_checkpoint, save_checkpoint  # noqa: E402
 
 
+def _architecture(config: dict) -> dict:
+    """A network config without its training-only settings (dropout has no weights, so a run
+    trained with it averages with one trained without; the result keeps B's config)."""
+    return {k: v for k, v in config.items() if k != "dropout"}
+
+
 def average(a: Path, b: Path, alpha: float, out: Path, int8: bool = False, dataset: Path | None = None) -> dict:
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
     ma, meta_a = load_checkpoint(a)
     mb, meta_b = load_checkpoint(b)
-    if meta_a["kind"] != meta_b["kind"] or meta_a["config"] != meta_b["config"]:
+    if meta_a["kind"] != meta_b["kind"] or _architecture(meta_a["config"]) != _architecture(meta_b["config"]):
         raise ValueError(f"{a.name} and {b.name} are not the same network (kind or architecture differ)")
     sa, sb = ma.state_dict(), mb.state_dict()
     mix = {k: ((1 - alpha) * sa[k].float() + alpha * sb[k].float()).to(sa[k].dtype)

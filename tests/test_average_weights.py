@@ -56,3 +56,14 @@ def test_different_networks_are_refused_with_one_sentence_and_no_file(tmp_path):
     assert r.returncode == 2
     assert "not the same network" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_a_run_trained_with_dropout_averages_with_one_without(tmp_path):
+    # dropout has no weights: the architectures match, and the average keeps B's config
+    import dataclasses
+    a = _save(tmp_path / "a.safetensors", 1)
+    b = _save(tmp_path / "b.safetensors", 2, cfg=dataclasses.replace(CFG, dropout=0.1))
+    out = tmp_path / "ab.safetensors"
+    aw.average(a, b, 0.5, out)
+    _, meta = load_checkpoint(out)
+    assert meta["config"]["dropout"] == 0.1
