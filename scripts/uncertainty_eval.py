@@ -10,12 +10,19 @@ with the core functions the CLI records (``core.uncertainty``):
 * calibration: RMS(mean estimate - HR) / RMS(std) (1 = the std predicts the error);
 * the Spearman correlation of the 8x8-patch means of std and |mean estimate - HR|.
 
+The map is checked as the app shows it: the samples' std times the model's stored scale
+(``uncertainty_scale`` in its metadata, 1 without one).  ``--fit N`` instead measures the
+unscaled ratio on N other validation faces (none among the evaluation faces) and
+``--store-scale OUT`` writes a copy of the weights carrying that ratio as the model's scale;
+the evaluation on the default faces then stays a held-out check of it.
+
 Reports the calibration pooled over faces (sqrt of the mean squared error over the sqrt of the
 mean squared std) and per face, the mean per-face Spearman, and the share of each face above
 the threshold, as JSON (``--json`` or stdout) plus one markdown line.  Targets: ratio between
 0.8 and 1.25, Spearman >= 0.5.
 
     python scripts/uncertainty_eval.py --dataset /root/sdesr_work/celeba128 --faces 12 --threads 1
+    python scripts/uncertainty_eval.py --dataset ... --weights W --fit 24 --store-scale W_scaled.safetensors
 """
 
 from __future__ import annotations
@@ -60,6 +67,13 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", required=True, help="a prepared dataset (manifest.csv + images/)")
     ap.add_argument("--weights", default=str(weights_dir() / SCORE_WEIGHTS_NAME))
     ap.add_argument("--faces", type=int, default=12)
+    ap.add_argument("--fit", type=int, metavar="N", default=0,
+                    help="measure on N other validation faces (spread over the split, none of them among "
+                    "the --faces evaluation faces) with the map unscaled: the pooled ratio there is the "
+                    "scale to store with the model (--store-scale)")
+    ap.add_argument("--store-scale", metavar="OUT", default=None,
+                    help="with --fit: write a copy of --weights to OUT whose metadata carries the fitted scale "
+                    "(uncertainty_scale; the tensors are copied unchanged)")
     ap.add_argument("--samples", type=int, default=6, help="K (6)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=None, help="fast-sampler steps (default: the preset's)")
@@ -70,12 +84,21 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     dataset = Path(a.dataset)
-    rows = spread(sorted((r for r in read_manifest(dataset) if r["split"] == "val"), key=lambda r: r["file"]),
-                  a.faces)
+    val = sorted((r for r in read_manifest(dataset) if r["split"] == "val"), key=lambda r: r["file"])
+    rows = spread(val, a.faces)
+    if a.fit:  # faces disjoint from the evaluation faces, so the evaluation stays a held-out check
+        held = {r["file"] for r in rows}
+        rows = spread([r for r in val if r["file"] not in held], a.fit)
     if not rows:
         print(f"no validation faces in {dataset}", file=sys.stderr)
         return 2
+    if a.store_scale and not a.fit:
+        print("--store-scale needs --fit N: the scale is measured on the fit faces", file=sys.stderr)
+        return 2
     enh = Enhancer.from_files(a.weights, device=a.device)
+    # the evaluation checks the map as the app shows it (times the model's stored scale); a fit
+    # measures the unscaled std
+    scale = 1.0 if a.fit else uncertainty.model_scale(enh.model_info)
     settings = SamplerSettings(sampler="fast", samples=a.samples, seed=a.seed, steps=a.steps)
     settings.validate()
     per_face, stds = [], []
@@ -85,7 +108,7 @@ def main(argv=None) -> int:
         lr = faces.degrade(hr)
         t0 = time.perf_counter()
         res = enh.run(lr, settings)
-        umap = uncertainty.uncertainty_map(res.samples)
+        umap = uncertainty.uncertainty_map(res.samples, scale=scale)
         cmp = uncertainty.compare_with_reference(res.mean, hr, umap)
         stds.append(umap.std)
         per_face.append({
@@ -108,7 +131,8 @@ def main(argv=None) -> int:
     all_std = np.concatenate([s.ravel() for s in stds])
     face = uncertainty.region_masks()["face"]
     summary = {
-        "faces": len(per_face), "samples": a.samples,
+        "faces": len(per_face), "samples": a.samples, "std_scale": scale,
+        "role": "fit (faces disjoint from the evaluation faces, map unscaled)" if a.fit else "evaluation",
         "ratio_pooled": round(pooled, 4),
         "ratio_per_face": {"mean": round(float(ratios.mean()), 4), "median": round(float(np.median(ratios)), 4),
                            "min": round(float(ratios.min()), 4), "max": round(float(ratios.max()), 4)},
@@ -132,6 +156,16 @@ def main(argv=None) -> int:
               "command": "python scripts/uncertainty_eval.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "seconds": round(time.perf_counter() - t_all, 1), "device": device_info(a.device),
               "versions": versions()}
+    if a.store_scale:
+        from sdesr_gui.core.models.checkpoint import file_sha256, update_metadata
+        fitted = round(pooled, 3)
+        update_metadata(a.weights, a.store_scale, {
+            uncertainty.SCALE_KEY: fitted,
+            "uncertainty_scale_fit": {"faces": len(per_face), "samples": a.samples, "ratio_pooled": round(pooled, 4),
+                                      "from": Path(a.weights).name, "sha256": file_sha256(a.weights),
+                                      "what": uncertainty.SCALE_WHAT}})
+        report["stored_scale"] = {"file": a.store_scale, "uncertainty_scale": fitted}
+        log(f"wrote {a.store_scale} with uncertainty_scale {fitted}")
     if a.json:
         write_json_atomic(a.json, report)
     else:

@@ -274,6 +274,23 @@ def test_enhance_is_byte_identical_for_the_same_seed(tmp_path, inputs, tiny_weig
     assert hashes[0] == hashes[1] and hashes[0][0] != hashes[0][1]
 
 
+def test_enhance_scales_the_map_by_the_models_stored_factor(tmp_path, inputs, tiny_weights, capsys):
+    from sdesr_gui.core.models.checkpoint import update_metadata
+
+    scaled = tmp_path / "scaled.safetensors"
+    update_metadata(tiny_weights["score"], scaled, {"uncertainty_scale": 1.5})
+    stds = {}
+    for name, w in (("plain", tiny_weights["score"]), ("scaled", scaled)):
+        code, _, err = run(["enhance", inputs / "face.png", "--out", tmp_path / name, "--weights", w,
+                            "--samples", "2", "--steps", "2", "--seed", "3", "--quiet"], capsys)
+        assert code == 0, err
+        rec = json.loads((tmp_path / name / "face.json").read_text())
+        stds[name] = (np.load(tmp_path / name / "face_std.npy"), rec["uncertainty"])
+    assert np.allclose(stds["scaled"][0], 1.5 * stds["plain"][0], rtol=1e-5)  # same samples, scaled map
+    assert stds["scaled"][1]["std_scale"] == 1.5 and "std_scale_what" in stds["scaled"][1]
+    assert stds["plain"][1]["std_scale"] == 1.0
+
+
 def test_enhance_warns_on_other_sizes_and_reads_folders(tmp_path, inputs, tiny_weights, capsys):
     code, _, err = run(["enhance", inputs, "--out", tmp_path / "o", "--weights", tiny_weights["score"],
                         "--steps", "2", "--quiet"], capsys)

@@ -74,6 +74,23 @@ def test_sampler_job_emits_progress_previews_and_result(qtbot, enhancer):
     assert out.settings["mean_estimate"]["sigma"] == 348.0 and len(out.samples) == 3
 
 
+def test_live_map_carries_the_models_scale(qtbot, enhancer):
+    s = SamplerSettings(sampler="fast", steps=2, samples=2, seed=4)
+    stds = []
+    for scale in (None, 2.0):
+        if scale is not None:
+            enhancer.model_info["uncertainty_scale"] = scale
+        job = SamplerJob(SamplerRequest("", None, "cpu", lr_face(), s, enhancer=enhancer), preview_hz=1000.0)
+        previews = []
+        job.preview.connect(previews.append)
+        with qtbot.waitSignal(job.done, timeout=120_000):
+            job.start()
+        job.wait()
+        stds.append(previews[-1].std)
+    enhancer.model_info.pop("uncertainty_scale")
+    assert np.allclose(stds[1], 2.0 * stds[0], rtol=1e-5)  # same seeds: the same samples, the map doubled
+
+
 def test_cancel_takes_effect_within_one_step(qtbot, enhancer):
     s = SamplerSettings(sampler="pc", steps=5000, corrector_steps=0, samples=1)
     job = SamplerJob(SamplerRequest("", None, "cpu", lr_face(), s, enhancer=enhancer))

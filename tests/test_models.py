@@ -244,6 +244,27 @@ def test_checkpoint_int8_weights_round_trip_and_are_traced(tmp_path: Path, score
         save_checkpoint(tmp_path / "x.safetensors", score_net, quantize="int4")
 
 
+def test_metadata_update_keeps_the_tensors_and_refuses_storage_keys(tmp_path: Path, score_net: ScoreUNet) -> None:
+    from sdesr_gui.core.models.checkpoint import convert_checkpoint, file_sha256, update_metadata
+
+    src, q = tmp_path / "a.safetensors", tmp_path / "q.safetensors"
+    save_checkpoint(src, score_net, metadata={"name": "a"})
+    convert_checkpoint(src, q, quantize="int8")
+    before = load_checkpoint(q)[1]
+    dst = tmp_path / "b.safetensors"
+    meta = update_metadata(q, dst, {"uncertainty_scale": 1.2, "name": "b"})
+    model, loaded = load_checkpoint(dst)  # the tensor hash is checked on load
+    assert loaded["uncertainty_scale"] == 1.2 and loaded["name"] == "b" and meta == loaded
+    assert loaded["tensor_sha256"] == before["tensor_sha256"] and loaded["quantization"] == before["quantization"]
+    ref = load_checkpoint(q)[0].state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
+    digest = file_sha256(q)
+    for key in ("tensor_sha256", "config", "quantization"):
+        with pytest.raises(ValueError, match="cannot be updated"):
+            update_metadata(q, q, {key: "x"})
+    assert file_sha256(q) == digest  # nothing written
+
+
 def test_int8_weight_without_its_scale_is_rejected(tmp_path: Path, score_net: ScoreUNet) -> None:
     from safetensors.torch import load_file, save_file
 

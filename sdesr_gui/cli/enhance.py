@@ -133,7 +133,8 @@ def cmd_enhance(args) -> int:
             rec.add_output(p, digest, kind="bicubic", **metrics.image_metrics(res.bicubic, res.lr, prep.hr)[0])
             rec.timings = {"load_seconds": round(t_load, 4), "sampling_seconds": round(res.seconds, 4),
                            "seconds_per_sample": round(res.seconds / k, 4), "nfe": res.nfe}
-            block = _write_uncertainty(out, stem, res, prep, rec, written)  # adds its outputs to rec
+            block = _write_uncertainty(out, stem, res, prep, rec, written,  # adds its outputs to rec
+                                       model_info=enh.model_info)
             record = rec.to_dict()
             record["uncertainty"] = block
             record["scale"] = {"factor": scale, "lr_size": enh.lr_size, "why": why}  # which model, and why
@@ -175,17 +176,18 @@ def _previous_outputs(out: Path, stem: str) -> list[Path]:
     return [p for p in paths if p.resolve().parent == base and p.name.startswith(stem)]
 
 
-def _write_uncertainty(out: Path, stem: str, res, prep, rec, written: list) -> dict:
+def _write_uncertainty(out: Path, stem: str, res, prep, rec, written: list, model_info=None) -> dict:
     """With K >= 2 samples write <stem>_std.npy and <stem>_uncertainty.png and return the
     record's ``uncertainty`` block (plus the mean estimate's actual error when the input was an
-    HR frame); with K = 1 write nothing and say that no map is claimed."""
+    HR frame); with K = 1 write nothing and say that no map is claimed.  The std is scaled by the
+    model's calibration factor (``model_info``'s ``uncertainty_scale``; 1 when it has none)."""
     from ..core import uncertainty
     from ..core.provenance import atomic_save_png
 
     k = int(res.samples.shape[0])
     if k < 2:
         return uncertainty.no_map_record(k)
-    umap = uncertainty.uncertainty_map(res.samples)
+    umap = uncertainty.uncertainty_map(res.samples, scale=uncertainty.model_scale(model_info))
     block = umap.to_dict()
     p = out / f"{stem}_std.npy"
     digest = uncertainty.save_std_npy(p, umap.std)

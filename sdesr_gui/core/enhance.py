@@ -360,7 +360,8 @@ class Enhancer:
                 "scale_factor": int(meta.get("scale_factor") or faces.FRAME_SIZE // faces.LR_SIZE),
                 "lr_size": int(meta.get("lr_size") or faces.LR_SIZE),
                 "degradation": meta.get("degradation", "bicubic"),
-                **({"footage_threshold": meta["footage_threshold"]} if "footage_threshold" in meta else {})}
+                **({"footage_threshold": meta["footage_threshold"]} if "footage_threshold" in meta else {}),
+                **({"uncertainty_scale": meta["uncertainty_scale"]} if "uncertainty_scale" in meta else {})}
         clf = None
         cinfo = None
         if classifier is not None:

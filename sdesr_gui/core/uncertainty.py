@@ -36,6 +36,9 @@ from .faces import FRAME_SIZE, TEMPLATE_LANDMARKS
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "SCALE_KEY",
+    "SCALE_WHAT",
+    "model_scale",
     "THRESHOLD_REASON",
     "DEFAULT_VMAX",
     "PATCH",
@@ -83,7 +86,24 @@ CAPTION = "bright = samples disagree = invented detail"
 WHAT = ("per-pixel standard deviation over K samples of the same input (unbiased, ddof=1), then the mean "
         "over RGB, in [0, 1] units; " + CAPTION)
 
+#: the score model's metadata key of its map scale (see :func:`model_scale`)
+SCALE_KEY = "uncertainty_scale"
+#: what a scale other than 1 means (recorded with every scaled map)
+SCALE_WHAT = ("the samples' std times the model's calibration factor, measured on validation faces that "
+              "the evaluation does not use (scripts/uncertainty_eval.py --fit): a network's own mean estimate "
+              "errs more than its samples spread, and the factor makes the map predict that error again")
+
 ImageStack = Union[torch.Tensor, np.ndarray, Sequence[np.ndarray]]
+
+
+def model_scale(info: Any) -> float:
+    """The map scale a score model carries (its metadata / ``Enhancer.model_info`` key
+    :data:`SCALE_KEY`); 1.0 when it has none or the value is unusable."""
+    try:
+        v = float((info or {}).get(SCALE_KEY, 1.0))
+    except (TypeError, ValueError, AttributeError):
+        return 1.0
+    return v if np.isfinite(v) and 0.1 <= v <= 10.0 else 1.0
 
 
 class NotEnoughSamples(InputError):
@@ -204,6 +224,7 @@ class UncertaintyMap:
     share_above: float  # of the face box: share of its pixels with std > threshold
     sample_rms: list[float]  # each sample's RMS distance to the sample mean, [0, 1] units
     regions: dict[str, dict[str, Any]]  # name -> {label, boxes, pixels, mean_std, share_above}
+    scale: float = 1.0  # the model's calibration factor the std was multiplied by (SCALE_WHAT)
 
     @property
     def mean_std(self) -> float:
@@ -235,24 +256,31 @@ class UncertaintyMap:
             "share_of": f"the face box {list(FACE_BOX)} (x0, y0, x1, y1) of the 128x128 frame",
             "regions": {k: dict(v) for k, v in self.regions.items()},
             "sample_rms_to_mean": [round(float(v), 6) for v in self.sample_rms],
+            "std_scale": float(self.scale),
+            **({"std_scale_what": SCALE_WHAT} if self.scale != 1.0 else {}),
         }
 
 
-def uncertainty_map(samples: ImageStack, *, threshold: float = DEFAULT_THRESHOLD) -> UncertaintyMap:
+def uncertainty_map(samples: ImageStack, *, threshold: float = DEFAULT_THRESHOLD,
+                    scale: float = 1.0) -> UncertaintyMap:
     """The map of K >= 2 samples of one input.
 
     ``samples``: a ``[K, 3, H, W]`` float tensor in [0, 1], a ``[K, H, W, 3]`` uint8 (or float
     in [0, 1]) array, or a list of HxWx3 images.  Raises :class:`NotEnoughSamples` (one
     sentence) for K < 2: one sample cannot show what is invented, and no map is claimed.
+    ``scale``: the model's calibration factor (:func:`model_scale`); the std, the threshold
+    share and the region numbers are of the scaled std.  The samples' RMS distances are not.
     """
     if not threshold > 0:
         raise ValueError("The uncertainty threshold must be positive.")
+    if not scale > 0:
+        raise ValueError("The uncertainty scale must be positive.")
     x = _as_stack(samples)
     k, h, w, _ = x.shape
     if k < 2:
         raise NotEnoughSamples(_no_map_sentence(k))
     mean = x.mean(axis=0)
-    std = x.std(axis=0, ddof=1).mean(axis=-1)
+    std = x.std(axis=0, ddof=1).mean(axis=-1) * float(scale)
     rms = np.sqrt(((x - mean) ** 2).reshape(k, -1).mean(axis=1))
     masks = region_masks(h, w)
     above = std > threshold
@@ -270,7 +298,7 @@ def uncertainty_map(samples: ImageStack, *, threshold: float = DEFAULT_THRESHOLD
         }
     face = masks["face"]
     return UncertaintyMap(int(k), mean.astype(np.float32), std.astype(np.float32), float(threshold),
-                          float(above[face].mean()), [float(v) for v in rms], regions)
+                          float(above[face].mean()), [float(v) for v in rms], regions, float(scale))
 
 
 def no_map_record(samples: int) -> dict[str, Any]:
@@ -307,15 +335,15 @@ def region_agreement(umap: "UncertaintyMap") -> list[dict[str, Any]]:
 
 
 @torch.no_grad()
-def running_std_map(denoised: torch.Tensor) -> Optional[np.ndarray]:
+def running_std_map(denoised: torch.Tensor, scale: float = 1.0) -> Optional[np.ndarray]:
     """The live map: std over the K samples' current denoised estimates ``[K, 3, H, W]`` (the
-    ``StepInfo.denoised`` of one sampler step), clamped to [0, 1], ddof = 1, mean over RGB ->
-    float32 HxW; ``None`` when K < 2 (no map is claimed).  About a millisecond for K = 8 at
-    128x128 on a CPU: call it on every preview frame."""
+    ``StepInfo.denoised`` of one sampler step), clamped to [0, 1], ddof = 1, mean over RGB,
+    times the model's ``scale`` -> float32 HxW; ``None`` when K < 2 (no map is claimed).  About
+    a millisecond for K = 8 at 128x128 on a CPU: call it on every preview frame."""
     if denoised.dim() != 4 or denoised.shape[0] < 2:
         return None
     x = denoised.detach().float().clamp(0.0, 1.0)
-    return x.std(dim=0, correction=1).mean(dim=0).cpu().numpy()
+    return (x.std(dim=0, correction=1).mean(dim=0) * float(scale)).cpu().numpy()
 
 
 def save_std_npy(path: Union[str, Path], std: np.ndarray) -> str:

@@ -133,7 +133,7 @@ class SamplerJob(QThread):
         from ..core import faces, metrics
         from ..core.enhance import Enhancer
         from ..core.sampling import SamplingCancelled
-        from ..core.uncertainty import DEFAULT_VMAX, colorize, running_std_map
+        from ..core.uncertainty import DEFAULT_VMAX, colorize, model_scale, running_std_map
 
         req = self.request
         try:
@@ -157,6 +157,7 @@ class SamplerJob(QThread):
             self.status.emit(f"Sampling {req.settings.samples} sample(s), {total} steps…")
             start = time.perf_counter()
             self.progress.emit(0, total, 0.0, -1.0)
+            map_scale = model_scale(enh.model_info)
 
             def callback(info) -> None:
                 self.last_step = info.step
@@ -168,7 +169,8 @@ class SamplerJob(QThread):
                     k = min(info.x.shape[0], MAX_PREVIEW_SAMPLES)
                     xs = faces.to_uint8(x_for_display(info.x[:k].float().cpu(), info.sigma))
                     ds = faces.to_uint8(info.denoised[:k].float().cpu().clamp(0, 1))
-                    std = running_std_map(info.denoised)  # over all K samples; None for K = 1
+                    # over all K samples, times the model's calibration factor; None for K = 1
+                    std = running_std_map(info.denoised, map_scale)
                     rgb = colorize(std, DEFAULT_VMAX) if std is not None else None
                     self.preview.emit(PreviewFrame(info.step, info.total, float(info.sigma), xs, ds,
                                                    int(info.x.shape[0]), std, rgb))

@@ -49,6 +49,7 @@ __all__ = [
     "file_sha256",
     "import_torch_state",
     "convert_checkpoint",
+    "update_metadata",
     "QUANT_SCALE_SUFFIX",
 ]
 
@@ -350,6 +351,36 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, dtype: torch.dtype | Non
 
 # --------------------------------------------------------------------------- foreign
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "ema", "net", "params")
+
+
+def update_metadata(src: PathLike, dst: PathLike, updates: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy the checkpoint ``src`` to ``dst`` (atomically; ``dst`` may be ``src``) with
+    ``updates`` merged into its metadata.  The tensors are copied byte for byte, so their
+    sha256 still holds; the keys that describe them (:data:`STORAGE_KEYS`) cannot be changed
+    this way."""
+    from safetensors.torch import save as st_save
+
+    p = _check_file(src)
+    reserved = set(STORAGE_KEYS)
+    bad = sorted(set(updates) & reserved)
+    if bad:
+        raise ValueError(f"these metadata keys describe the stored tensors and cannot be updated: {', '.join(bad)}")
+    with _open(p) as f:
+        meta = _parse_meta(f.metadata(), p)
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if tensor_sha256(tensors) != meta["tensor_sha256"]:
+        raise CheckpointError(f"The tensors of {p.name} do not match their recorded hash; the file is damaged.")
+    meta.update(dict(updates))
+    try:
+        meta_json = json.dumps(meta, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"checkpoint metadata is not JSON-serialisable: {exc}") from exc
+    dest = Path(dst)
+    try:
+        atomic_write_bytes(dest, st_save(tensors, metadata={METADATA_KEY: meta_json}))
+    except OSError as exc:
+        raise CheckpointError(f"The checkpoint could not be written to {dest} ({exc.strerror or exc}).") from exc
+    return json.loads(meta_json)
 
 
 def import_torch_state(path_pth: PathLike) -> dict[str, torch.Tensor]:
