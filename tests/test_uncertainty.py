@@ -169,7 +169,7 @@ def test_the_session_map_uses_the_run_models_scale(tmp_path):
     s.record_result(out, sel, s.plan_run().context, {"name": "m", "sha256": "b" * 64, "uncertainty_scale": 2.0}, None)
     tile = next(it for it in s.items if it.kind == "uncertainty")
     assert np.allclose(tile.uncertainty.std, 2.0 * u.uncertainty_map(u8).std, rtol=1e-6)
-    assert tile.uncertainty.to_dict()["std_scale"] == 2.0
+    assert tile.uncertainty.to_dict()["std_scale"] == 2.0 and "× 2 (the model's calibration factor)" in tile.note
 
 
 # ------------------------------------------------------------------------------------------

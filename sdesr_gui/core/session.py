@@ -103,7 +103,9 @@ def uncertainty_item(samples: list[ResultItem], scale: float = 1.0) -> Optional[
         return None
     umap = uncertainty_map([it.image for it in samples], scale=scale)
     return ResultItem(UNCERTAINTY_KEY, UNCERTAINTY_TITLE, colorize(umap.std, DEFAULT_VMAX), "uncertainty",
-                      note=f"std over {umap.samples} samples: {CAPTION}", uncertainty=umap)
+                      note=f"std over {umap.samples} samples"
+                      + (f" × {umap.scale:g} (the model's calibration factor)" if umap.scale != 1.0 else "")
+                      + f": {CAPTION}", uncertainty=umap)
 
 
 def with_uncertainty(items: list[ResultItem], scale: float = 1.0) -> list[ResultItem]:
