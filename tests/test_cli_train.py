@@ -65,7 +65,7 @@ def test_train_score_resumes_with_only_the_step_count_and_exports(prepared, tmp_
     assert main(["train", "export", "--run", str(run), "--out", str(out)]) == 0
     model, meta = load_checkpoint(out)
     assert meta["kind"] == "score"
-    assert meta["training"]["steps"] == 3
+    assert meta["training"]["steps"] == 3 and meta["training"]["shift"] == 3  # the augmentation is on record
     assert main(["train", "export", "--run", str(run), "--out", str(out)]) == 2  # no silent overwrite
     out8 = tmp_path / "score8.safetensors"
     assert main(["train", "export", "--run", str(run), "--out", str(out8), "--int8",

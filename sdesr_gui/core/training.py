@@ -1278,7 +1278,7 @@ def export_score(run_dir: PathLike, out_path: PathLike, *, dtype: Optional[torch
            if cfg.get("degradation") == "realistic" else {}),
         "training_data": _training_data(state, user),
         "training": _training_meta(state, ("batch_size", "crop", "lr", "warmup", "cooldown", "weight_decay",
-                                           "p_mean", "p_std", "uniform_frac", "grad_clip",
+                                           "p_mean", "p_std", "uniform_frac", "grad_clip", "flip", "shift",
                                            "degradation", "lr_size", "seed")),
         "metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))},
         "generated_notice": "Outputs are generated images: investigative leads, not identifications.",
