@@ -807,6 +807,26 @@ def test_screenshot_command(qtbot, tmp_path):
     assert not (tmp_path / "no.png").exists()
 
 
+def test_screenshot_after_a_run(qtbot, tmp_path, tiny_weights, monkeypatch):
+    import shutil
+
+    from PySide6.QtGui import QImage
+
+    from sdesr_gui.gui.app import main
+
+    wdir = tmp_path / "weights"
+    wdir.mkdir()
+    shutil.copy(tiny_weights["score"], wdir / "sdesr_ve_8x.safetensors")
+    monkeypatch.setenv("SDESR_WEIGHTS_DIR", str(wdir))
+    out = tmp_path / "run.png"
+    assert main(["--screenshot", str(out), "--run", "2", "--overlay", str(SAMPLE_FACE)]) == 0
+    img = QImage(str(out))
+    assert (img.width(), img.height()) == (1400, 900)
+    with pytest.raises(SystemExit) as e:  # --run only makes sense for a screenshot
+        main(["--run", "2", str(SAMPLE_FACE)])
+    assert e.value.code == 2
+
+
 def test_drop_a_file_opens_it(qtbot, window):
     from PySide6.QtCore import QMimeData, QUrl
     from PySide6.QtGui import QDropEvent

@@ -1,7 +1,8 @@
-"""Entry point of the desktop app: ``sdesr-gui [INPUT] [--screenshot PNG]``.
+"""Entry point of the desktop app: ``sdesr-gui [INPUT] [--screenshot PNG [--run K] [--overlay]]``.
 
 ``--screenshot PNG`` opens the window at 1400x900 with INPUT loaded and its first face
-selected, saves the window as PNG and exits (exit code 2 with one sentence on stderr if the
+selected (with ``--run K``, after a K-sample run; ``--overlay`` then shows the disagreement
+map over the images), saves the window as PNG and exits (exit code 2 with one sentence on stderr if the
 input cannot be opened). It uses fresh settings, so the picture does not depend on (or change)
 the analyst's saved layout.
 """
@@ -38,8 +39,11 @@ def make_app(argv=None) -> QApplication:
     return app
 
 
-def take_screenshot(win: MainWindow, out: Path, input_path: str | None, app: QApplication) -> int:
-    """Show ``win`` at the screenshot size, wait for the first face, save ``out``; exit code."""
+def take_screenshot(win: MainWindow, out: Path, input_path: str | None, app: QApplication,
+                    run_samples: int = 0, overlay: bool = False) -> int:
+    """Show ``win`` at the screenshot size, wait for the first face, save ``out``; exit code.
+    ``run_samples`` > 0: first run that many samples (seed 0, the default model and sampler) and
+    wait for them; ``overlay``: then lay the disagreement map over the images."""
     state = {"done": False, "rc": 1}
     loop = QEventLoop()  # a local loop: app.exec()/quit() would end the application for good
     win.resize(*SCREENSHOT_SIZE)
@@ -75,11 +79,29 @@ def take_screenshot(win: MainWindow, out: Path, input_path: str | None, app: QAp
 
         sp.openFailed.connect(open_failed)
         sp.opened.connect(lambda _: sp.errorOccurred.connect(failed))  # errors once the file is open
-        sp.detectionFinished.connect(lambda *_: QTimer.singleShot(400, snap))
+
+        def detected(*_) -> None:
+            if not run_samples:
+                QTimer.singleShot(400, snap)
+                return
+            win.controls.samples.setValue(int(run_samples))
+            win.controls.seed.setValue(0)
+            if not win.start_run():
+                failed(win.last_error or "the run could not start")
+
+        def ran() -> None:
+            if overlay:
+                win.compare.overlay_check.setChecked(True)
+            QTimer.singleShot(400, snap)
+
+        if run_samples:
+            win.runFinished.connect(ran)
+            win.runFailed.connect(failed)
+        sp.detectionFinished.connect(detected)
         if not win.open_path(input_path):
             print(f"sdesr-gui: error: {win.last_error}", file=sys.stderr)
             return 2
-        QTimer.singleShot(SCREENSHOT_TIMEOUT_MS, snap)
+        QTimer.singleShot(SCREENSHOT_TIMEOUT_MS * (5 if run_samples else 1), snap)  # a run takes longer
     else:
         QTimer.singleShot(500, snap)
     if not state["done"]:
@@ -99,14 +121,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("input", nargs="?", help="an image or video to open")
     ap.add_argument("--screenshot", metavar="PNG",
                     help="open the window (1400x900) with INPUT and its first face selected, save it as PNG, exit")
+    ap.add_argument("--run", type=int, default=0, metavar="K",
+                    help="with --screenshot: first run K samples (seed 0, default model and sampler)")
+    ap.add_argument("--overlay", action="store_true",
+                    help="with --screenshot --run: lay the disagreement map over the images")
     ap.add_argument("--version", action="version", version=f"sdesr-gui {__version__}")
     args = ap.parse_args(argv)
+    if args.run and not args.screenshot or args.run < 0:
+        ap.error("--run K needs --screenshot and K >= 0")
     app = make_app()
     if args.screenshot:
         with tempfile.TemporaryDirectory() as tmp:
             settings = QSettings(str(Path(tmp) / "screenshot.ini"), QSettings.Format.IniFormat)
             win = MainWindow(settings=settings, restore=False)
-            rc = take_screenshot(win, Path(args.screenshot), args.input, app)
+            rc = take_screenshot(win, Path(args.screenshot), args.input, app, args.run, args.overlay)
             win.deleteLater()
             return rc
     win = MainWindow()
