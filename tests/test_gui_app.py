@@ -819,7 +819,7 @@ def test_screenshot_after_a_run(qtbot, tmp_path, tiny_weights, monkeypatch):
     shutil.copy(tiny_weights["score"], wdir / "sdesr_ve_8x.safetensors")
     monkeypatch.setenv("SDESR_WEIGHTS_DIR", str(wdir))
     out = tmp_path / "run.png"
-    assert main(["--screenshot", str(out), "--run", "2", "--overlay", str(SAMPLE_FACE)]) == 0
+    assert main(["--screenshot", str(out), "--run", "2", "--overlay", "--before-after", str(SAMPLE_FACE)]) == 0
     img = QImage(str(out))
     assert (img.width(), img.height()) == (1400, 900)
     with pytest.raises(SystemExit) as e:  # --run only makes sense for a screenshot

@@ -1,4 +1,5 @@
-"""Entry point of the desktop app: ``sdesr-gui [INPUT] [--screenshot PNG [--run K] [--overlay]]``.
+"""Entry point of the desktop app: ``sdesr-gui [INPUT] [--screenshot PNG [--frame N] [--run K] [--overlay]
+[--before-after]]``.
 
 ``--screenshot PNG`` opens the window at 1400x900 with INPUT loaded and its first face
 selected (with ``--run K``, after a K-sample run; ``--overlay`` then shows the disagreement
@@ -14,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from PySide6.QtCore import QEventLoop, QSettings, QTimer
+from PySide6.QtCore import QEventLoop, QSettings, Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
 from .. import __version__
@@ -40,10 +41,12 @@ def make_app(argv=None) -> QApplication:
 
 
 def take_screenshot(win: MainWindow, out: Path, input_path: str | None, app: QApplication,
-                    run_samples: int = 0, overlay: bool = False) -> int:
+                    run_samples: int = 0, overlay: bool = False, frame: int = 0,
+                    before_after: bool = False) -> int:
     """Show ``win`` at the screenshot size, wait for the first face, save ``out``; exit code.
-    ``run_samples`` > 0: first run that many samples (seed 0, the default model and sampler) and
-    wait for them; ``overlay``: then lay the disagreement map over the images."""
+    ``frame``: of a video, the frame whose first face is taken; ``run_samples`` > 0: first run
+    that many samples (seed 0, the default model and sampler) and wait for them; ``overlay``:
+    then lay the disagreement map over the images; ``before_after``: show that tab."""
     state = {"done": False, "rc": 1}
     loop = QEventLoop()  # a local loop: app.exec()/quit() would end the application for good
     win.resize(*SCREENSHOT_SIZE)
@@ -81,6 +84,9 @@ def take_screenshot(win: MainWindow, out: Path, input_path: str | None, app: QAp
         sp.opened.connect(lambda _: sp.errorOccurred.connect(failed))  # errors once the file is open
 
         def detected(*_) -> None:
+            if frame and sp.frame_index != frame and 0 < frame < sp.frame_count:
+                sp.set_frame(frame)  # its faces are detected next, and this runs again
+                return
             if not run_samples:
                 QTimer.singleShot(400, snap)
                 return
@@ -92,6 +98,10 @@ def take_screenshot(win: MainWindow, out: Path, input_path: str | None, app: QAp
         def ran() -> None:
             if overlay:
                 win.compare.overlay_check.setChecked(True)
+            if before_after:
+                win.compare.tabs.setCurrentIndex(1)
+            # no gallery is loaded: give its room to the comparison, which the picture is about
+            win.resizeDocks([win.gallery_dock], [190], Qt.Orientation.Vertical)
             QTimer.singleShot(400, snap)
 
         if run_samples:
@@ -125,16 +135,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --screenshot: first run K samples (seed 0, default model and sampler)")
     ap.add_argument("--overlay", action="store_true",
                     help="with --screenshot --run: lay the disagreement map over the images")
+    ap.add_argument("--frame", type=int, default=0, metavar="N",
+                    help="with --screenshot: take the first face of video frame N")
+    ap.add_argument("--before-after", action="store_true",
+                    help="with --screenshot --run: show the Before / after tab")
     ap.add_argument("--version", action="version", version=f"sdesr-gui {__version__}")
     args = ap.parse_args(argv)
-    if args.run and not args.screenshot or args.run < 0:
-        ap.error("--run K needs --screenshot and K >= 0")
+    if (args.run or args.frame) and not args.screenshot or args.run < 0 or args.frame < 0:
+        ap.error("--run K and --frame N need --screenshot, and K, N >= 0")
     app = make_app()
     if args.screenshot:
         with tempfile.TemporaryDirectory() as tmp:
             settings = QSettings(str(Path(tmp) / "screenshot.ini"), QSettings.Format.IniFormat)
             win = MainWindow(settings=settings, restore=False)
-            rc = take_screenshot(win, Path(args.screenshot), args.input, app, args.run, args.overlay)
+            rc = take_screenshot(win, Path(args.screenshot), args.input, app, args.run, args.overlay,
+                                 args.frame, args.before_after)
             win.deleteLater()
             return rc
     win = MainWindow()
