@@ -162,6 +162,11 @@ METRICS: dict[str, MetricInfo] = {
         "mean estimate vs reference HR",
         "Root mean square error of the mean estimate against the reference HR, [0, 1] units: "
         "its actual error.", ".3f", "[0, 1] intensity units"),
+    "std_scale": MetricInfo(
+        "std scale", "", "near 1", "0.1 to 10 (1 = the samples' own std)", "the model's map calibration factor",
+        "The factor the std over the samples was multiplied by: the score model's calibration factor, "
+        "measured on validation faces as its mean estimate's error over the samples' std (1 = the plain std; "
+        "above 1, the model's samples agree more than its errors warrant).", ".3f"),
     "ratio": MetricInfo(
         "calibration ratio", "", "near 1", "0 to ∞ (1 = calibrated)", "RMS error / RMS std",
         "RMS(mean estimate − HR) / RMS(std over the samples): 1 = the std predicts the error; above 1 "
