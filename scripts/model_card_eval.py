@@ -78,9 +78,10 @@ def make_embed_fn(name: str):
 
 
 def run_main(enh, imgs, embed_fn, args, report):
-    fast = SamplerSettings(sampler="fast", seed=0)
-    log(f"main: bicubic + fast ({fast.n_steps()} steps) on {len(imgs)} faces")
+    fast = SamplerSettings(sampler="fast", seed=0, mirror=args.mirror, mean_mirror=args.mean_mirror)
+    log(f"main: bicubic + fast ({fast.n_steps()} steps{', mirror-averaged' if args.mirror else ''}) on {len(imgs)} faces")
     res = evaluate(enh, imgs, {"fast": fast}, embed_fn=embed_fn, batch=args.batch, mean_estimate=True,
+                   mean_mirror=args.mean_mirror,
                    progress=lambda d, n: log(f"  fast {d}/{n}") if d % 40 == 0 else None)
     out = {"faces": len(imgs), "summary": res.summary(), "seconds": res.seconds,
            "settings": {"fast": fast.to_dict()}, "per_face": res.per_face}
@@ -99,11 +100,12 @@ def run_main(enh, imgs, embed_fn, args, report):
 
 
 def run_mean(enh, imgs, embed_fn, args, report):
-    """bicubic and the mean estimate only (one evaluation per face): the ``main`` faces."""
+    """bicubic and the mean estimate only (one or two evaluations per face): the ``main`` faces."""
     log(f"mean: bicubic + mean estimate on {len(imgs)} faces")
-    res = evaluate(enh, imgs, {}, embed_fn=embed_fn, batch=args.batch, mean_estimate=True)
+    res = evaluate(enh, imgs, {}, embed_fn=embed_fn, batch=args.batch, mean_estimate=True,
+                   mean_mirror=args.mean_mirror)
     report["mean"] = {"faces": len(imgs), "summary": res.summary(), "seconds": res.seconds,
-                      "per_face": res.per_face}
+                      "mean_mirror": args.mean_mirror, "per_face": res.per_face}
     print("\n## Mean estimate\n" + format_table(report["mean"]["summary"]))
 
 
@@ -290,6 +292,11 @@ def main(argv=None) -> int:
     ap.add_argument("--guide-faces", type=int, default=8)
     ap.add_argument("--h-values", type=float, nargs="+", default=[0, 250, 500, 1000])
     ap.add_argument("--embedder", default="dlib")
+    ap.add_argument("--mirror", action="store_true",
+                    help="main: the fast sampler with the mirror-averaged denoiser (twice the work)")
+    ap.add_argument("--mean-mirror", action=argparse.BooleanOptionalAction, default=True,
+                    help="the mean estimate averaged with its mirror image's (the app's default; "
+                         "--no-mean-mirror: one evaluation)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--render", type=Path, nargs="+", metavar="JSON",
                     help="only print the markdown tables of these reports (merged)")

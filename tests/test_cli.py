@@ -147,8 +147,9 @@ def test_enhance_pngs_say_in_the_file_whether_they_are_generated(tmp_path, input
 
 
 def test_enhance_writes_the_mean_estimate_labelled_as_an_estimate(tmp_path, inputs, tiny_weights, capsys):
-    """<stem>_mean.png is the denoiser at sigma_max given the LR (one evaluation, no seed), the
-    same for every seed, and the record says it is an estimate, not a sample."""
+    """<stem>_mean.png is the denoiser at sigma_max given the LR, averaged with its estimate of
+    the mirrored LR (no seed; --no-mean-mirror: one evaluation), the same for every seed, and
+    the record says it is an estimate, not a sample."""
     import torch
 
     from sdesr_gui.core import faces
@@ -170,8 +171,17 @@ def test_enhance_writes_the_mean_estimate_labelled_as_an_estimate(tmp_path, inpu
     model, _ = load_checkpoint(tiny_weights["score"])
     lr = faces.degrade(faces.to_tensor(load_still(inputs / "face.png")))
     with torch.no_grad():
-        want = mean_estimate(model.float().eval(), faces.upsample(lr), 348.0)
+        want = mean_estimate(model.float().eval(), faces.upsample(lr), 348.0, mirror=True)
+        one = mean_estimate(model.float().eval(), faces.upsample(lr), 348.0)
     assert np.abs(faces.to_uint8(want)[0].astype(int) - a.astype(int)).max() <= 1
+    assert rec["sampler"]["mean_estimate"]["evaluations"] == 2 and rec["sampler"]["mirror"] is False
+    code, _, err = run(["enhance", inputs / "face.png", "--out", tmp_path / "one", "--weights",
+                        tiny_weights["score"], "--steps", "2", "--no-mean-mirror", "--mirror", "--quiet"], capsys)
+    assert code == 0, err
+    c = load_still(tmp_path / "one" / "face_mean.png")
+    assert np.abs(faces.to_uint8(one)[0].astype(int) - c.astype(int)).max() <= 1
+    rec = json.loads((tmp_path / "one" / "face.json").read_text())
+    assert rec["sampler"]["mean_estimate"]["evaluations"] == 1 and rec["sampler"]["mirror"] is True
 
 
 def test_enhance_writes_the_uncertainty_map_of_k_samples(tmp_path, inputs, tiny_weights, capsys):

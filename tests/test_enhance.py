@@ -87,12 +87,18 @@ def test_mean_estimate_is_the_denoiser_at_sigma_max(enhancer):
     mean = enhancer.mean_estimate(lr)
     assert mean.shape == (1, 3, 128, 128) and mean.device.type == "cpu"
     assert torch.equal(mean, enhancer.mean_estimate(lr))  # deterministic
-    # by hand: one evaluation of the denoiser at the trained VE sigma_max, fixed seeded noise
+    # by hand: the denoiser at the trained VE sigma_max, fixed seeded noise; the default averages
+    # it with the estimate of the mirrored input (noise field mirrored too), flipped back
     y_up = faces.upsample(lr, faces.FRAME_SIZE)
     z = torch.randn(3, 128, 128, generator=torch.Generator().manual_seed(S.MEAN_ESTIMATE_SEED))
+    x = y_up + 348.0 * z
     with torch.no_grad():
-        d = enhancer.model.denoise(y_up + 348.0 * z, 348.0, y_up)
-    assert torch.allclose(mean, d.clamp(0, 1), atol=1e-6)
+        d = enhancer.model.denoise(x, 348.0, y_up)
+        dm = enhancer.model.denoise(x.flip(-1), 348.0, y_up.flip(-1)).flip(-1)
+    one = enhancer.mean_estimate(lr, mirror=False)
+    assert torch.allclose(one, d.clamp(0, 1), atol=1e-6)
+    assert torch.allclose(mean, (0.5 * (d + dm)).clamp(0, 1), atol=1e-5)
+    assert not torch.allclose(mean, one, atol=1e-4)  # the tiny network is not mirror-symmetric
     assert not torch.allclose(mean, y_up.clamp(0, 1), atol=1e-3)  # the network did contribute
 
     # every run returns it, whatever the sampler and SDE, and says what it is
@@ -100,8 +106,47 @@ def test_mean_estimate_is_the_denoiser_at_sigma_max(enhancer):
         res = enhancer.run(lr, s)
         assert torch.equal(res.mean, mean)
         assert res.settings["mean_estimate"] == {"what": MEAN_ESTIMATE_WHAT, "sigma": 348.0,
-                                                 "noise_seed": S.MEAN_ESTIMATE_SEED}
+                                                 "noise_seed": S.MEAN_ESTIMATE_SEED, "mirror": True,
+                                                 "evaluations": 2}
         assert "not a sample" in res.settings["mean_estimate"]["what"]
+        assert "mirror image" in res.settings["mean_estimate"]["what"]
+    res = enhancer.run(lr, SamplerSettings(steps=2, mean_mirror=False))
+    assert torch.equal(res.mean, one)
+    assert res.settings["mean_estimate"]["evaluations"] == 1
+    assert "one network evaluation" in res.settings["mean_estimate"]["what"]
+
+
+def test_mirror_averaged_sampling_is_recorded_and_changes_the_samples(enhancer):
+    """--mirror: every denoiser call is the average over the left-right flip (mirror_denoise,
+    checked below); the run is recorded, deterministic, and differs from the plain sampler."""
+    lr = lr_face(3)
+    plain = enhancer.run(lr, SamplerSettings(steps=3, seed=4))
+    mir = enhancer.run(lr, SamplerSettings(steps=3, seed=4, mirror=True))
+    again = enhancer.run(lr, SamplerSettings(steps=3, seed=4, mirror=True))
+    assert torch.equal(mir.samples, again.samples)
+    assert not torch.allclose(mir.samples, plain.samples, atol=1e-4)
+    assert mir.settings["mirror"] is True and plain.settings["mirror"] is False
+    assert mir.nfe == plain.nfe  # evaluations of the sampler's schedule; each is twice the work
+
+
+def test_mirror_denoise_is_the_flip_average():
+    from sdesr_gui.core.sampling import mirror_denoise
+
+    class Lopsided(torch.nn.Module):  # a "denoiser" that favours the left: D(x) = x * ramp
+        def denoise(self, x, sigma, y):
+            ramp = torch.linspace(0, 1, x.shape[-1])
+            sig = sigma if torch.is_tensor(sigma) and sigma.ndim else torch.full((x.shape[0],), float(sigma))
+            return x * ramp + y + sig.view(-1, 1, 1, 1)
+
+    m = Lopsided()
+    x, y = torch.randn(2, 3, 4, 6), torch.randn(2, 3, 4, 6)
+    sig = torch.tensor([0.5, 2.0])
+    assert torch.equal(mirror_denoise(m, x, sig, y), m.denoise(x, sig, y))
+    avg = mirror_denoise(m, x, sig, y, mirror=True)
+    ramp = torch.linspace(0, 1, 6)
+    want = x * 0.5 * (ramp + ramp.flip(0)) + y + sig.view(-1, 1, 1, 1)  # the ramp averaged with its mirror
+    assert torch.allclose(avg, want, atol=1e-6)
+    assert torch.allclose(mirror_denoise(m, x, 1.5, y, mirror=True), x * 0.5 + y + 1.5, atol=1e-6)
 
 
 def test_pick_score_model_by_face_size_and_file(tmp_path, monkeypatch, tiny_weights):

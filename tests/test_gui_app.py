@@ -702,6 +702,8 @@ def test_settings_persist(qtbot, tmp_path, monkeypatch):
     win.controls.preset.setCurrentIndex(1)
     win.controls.steps.setValue(500)
     win.controls.sde.setCurrentIndex(win.controls.sde.findData("subvp"))
+    assert not win.controls.take_settings().mirror  # off by default (twice the work)
+    win.controls.mirror.setChecked(True)
     win._add_recent(str(SAMPLE_FACE))
     win.close()
     win2 = MainWindow(settings=QSettings(ini, QSettings.Format.IniFormat), gallery_cache_dir=tmp_path / "c")
@@ -710,6 +712,7 @@ def test_settings_persist(qtbot, tmp_path, monkeypatch):
     assert win2.controls.samples.value() == 3
     assert win2.controls.sampler_key() == "pc" and win2.controls.steps.value() == 500
     assert win2.controls.sde_key() == "subvp" and win2.controls.take_settings().sde == "subvp"
+    assert win2.controls.mirror.isChecked() and win2.controls.take_settings().mirror
     assert win2._recent()[0] == str(SAMPLE_FACE)
     assert any(a.text().endswith(SAMPLE_FACE.name) for a in win2.recent_menu.actions())
 

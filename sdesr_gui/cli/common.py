@@ -57,7 +57,8 @@ def settings_from_args(args):
     s = SamplerSettings(
         sampler=args.sampler, steps=args.steps, corrector_steps=args.corrector_steps, snr=args.r,
         predictor=args.predictor, corrector=args.corrector, fast_method=args.fast_method, churn=args.churn,
-        h=args.h, guidance_sigma_min=args.guidance_min_sigma, attributes=attrs, samples=args.samples, seed=args.seed, sde=args.sde)
+        h=args.h, guidance_sigma_min=args.guidance_min_sigma, attributes=attrs, samples=args.samples, seed=args.seed, sde=args.sde,
+        mirror=args.mirror, mean_mirror=args.mean_mirror)
     try:
         s.validate()
     except ValueError as e:
@@ -146,3 +147,10 @@ def add_sampler_args(e: argparse.ArgumentParser) -> None:
                    help=f"samples per input ({_num(d.samples)})")
     e.add_argument("--seed", type=int, default=d.seed,
                    help=f"seed of sample 1; sample k uses seed + k - 1 ({_num(d.seed)})")
+    e.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=d.mirror,
+                   help="samples: average the denoiser over the left-right mirror image at every step "
+                   f"(twice the network work, a little closer to the face; default {'on' if d.mirror else 'off'})")
+    e.add_argument("--mean-mirror", action=argparse.BooleanOptionalAction, default=d.mean_mirror,
+                   help="the mean estimate: average it with the estimate of the mirrored LR (two network "
+                   f"evaluations; default {'on' if d.mean_mirror else 'off'}; --no-mean-mirror gives the "
+                   "one-evaluation estimate)")

@@ -59,14 +59,16 @@ def cmd_evaluate(args) -> int:
     with tqdm(total=len(imgs), desc="evaluate", unit="face", file=sys.stderr, disable=args.quiet) as bar:
         res = evaluate(enh, imgs, {args.name or settings.sampler: settings}, batch=args.batch,
                        progress=lambda d, n: bar.update(d - bar.n), embed_fn=embed_fn,
-                       mean_estimate=not args.no_mean, degradation=args.degrade)
+                       mean_estimate=not args.no_mean, mean_mirror=settings.mean_mirror,
+                       degradation=args.degrade)
     summary = res.summary()
     if args.degrade != "clean" or enh.scale_factor != 8:
         print(f"{enh.scale_factor}x ({enh.lr_size}x{enh.lr_size} -> 128x128), LR degradation: {args.degrade} "
               f"({STRENGTHS[args.degrade].describe()})")
     print(format_table(summary))
     if not args.no_mean:
-        print("(mean estimate: the model's posterior-mean estimate, one evaluation per face; an estimate, not a sample)")
+        how = ("averaged with its mirror image's, two evaluations" if settings.mean_mirror else "one evaluation")
+        print(f"(mean estimate: the model's posterior-mean estimate, {how} per face; an estimate, not a sample)")
     if args.json:
         report = {"faces": len(imgs), "settings": settings.to_dict(), "model": enh.model_info,
                   "degradation": {"strength": args.degrade, **STRENGTHS[args.degrade].to_dict(),
@@ -85,7 +87,7 @@ def register(sub) -> None:
     v.add_argument("--split", default="val", help="dataset split to use when INPUT is a prepared dataset (val)")
     v.add_argument("--limit", type=int, default=200, help="at most this many faces (200)")
     v.add_argument("--no-mean", action="store_true",
-                   help="leave out the mean-estimate row (the model's posterior-mean estimate, one evaluation per face)")
+                   help="leave out the mean-estimate row (the model's posterior-mean estimate; see --mean-mirror)")
     v.add_argument("--name", help="label of this setting in the table")
     v.add_argument("--degrade", default="clean", choices=["clean", "mild", "moderate", "strong"],
                    help="how the LR is made from each HR face: clean bicubic (default) or a fixed footage-grade "

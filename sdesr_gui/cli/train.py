@@ -97,6 +97,8 @@ def cmd_train(args) -> int:
             kw["p_std"] = args.p_std
         if args.shift is not None:
             kw["shift"] = args.shift
+        if args.uniform_frac is not None:
+            kw["uniform_frac"] = args.uniform_frac
     else:
         if args.default_h is not None:
             kw["default_h"] = args.default_h
@@ -180,6 +182,10 @@ def register(sub) -> None:
     tr.add_argument("--sigma-data", type=float, help="score: EDM sigma_data (std of HR - bicubic)")
     tr.add_argument("--p-mean", type=float, help="score: mean of log sigma in training (EDM P_mean, -1.2)")
     tr.add_argument("--p-std", type=float, help="score: std of log sigma in training (EDM P_std, 1.2)")
+    tr.add_argument("--uniform-frac", type=float, metavar="F",
+                    help="score: share of each batch whose noise level is drawn log-uniform over the whole "
+                         "range up to sigma_max instead of log-normal (0.25); the mean estimate is the "
+                         "denoiser at sigma_max, so a larger share trains it more")
     tr.add_argument("--shift", type=int, metavar="PX",
                     help="score: random translation of each training face by up to PX pixels before the LR "
                     "is made (new LR/HR pairs from the same photos; 0 = none, the default)")

@@ -24,7 +24,8 @@ import torch
 from . import faces
 from .device import resolve_device  # noqa: F401  (re-exported: the CLI and the GUI import it here)
 from .models.checkpoint import CheckpointError, file_sha256, load_checkpoint
-from .presets import DEFAULT_GUIDANCE_SIGMA_MIN, DEFAULT_H, DEFAULT_SAMPLER, DEFAULT_STEPS, MAX_SAMPLES, SAMPLER_PRESETS
+from .presets import (DEFAULT_GUIDANCE_SIGMA_MIN, DEFAULT_H, DEFAULT_MEAN_MIRROR, DEFAULT_MIRROR, DEFAULT_SAMPLER,
+                      DEFAULT_STEPS, MAX_SAMPLES, SAMPLER_PRESETS)
 from .sampling import (
     CORRECTORS,
     FAST_MAX_NFE,
@@ -87,9 +88,17 @@ TINY_FACE_PX = 12.0
 CLASSIFIER_WEIGHTS_NAME = "attributes_ve.safetensors"
 ATTRIBUTE_NAMES = ("male", "beard", "eyeglasses")
 _FAST, _PC = SAMPLER_PRESETS["fast"], SAMPLER_PRESETS["pc"]
-#: what the run record says the mean estimate is
-MEAN_ESTIMATE_WHAT = ("posterior-mean estimate: the denoiser at sigma_max given the LR, one network evaluation; "
-                      "an estimate, not a sample")
+
+
+def mean_estimate_what(mirror: bool) -> str:
+    """What the run record says the mean estimate is."""
+    how = ("the average of the denoiser at sigma_max given the LR and given its mirror image (flipped back), "
+           "two network evaluations" if mirror else "the denoiser at sigma_max given the LR, one network evaluation")
+    return f"posterior-mean estimate: {how}; an estimate, not a sample"
+
+
+#: what the run record says the (default) mean estimate is
+MEAN_ESTIMATE_WHAT = mean_estimate_what(DEFAULT_MEAN_MIRROR)
 
 
 # ------------------------------------------------------------------------------------------
@@ -113,6 +122,8 @@ class SamplerSettings:
     attributes: dict[str, int | None] = field(default_factory=dict)
     samples: int = 1
     seed: int = 0
+    mirror: bool = DEFAULT_MIRROR  # samples: the denoiser averaged over the left-right flip (2x work)
+    mean_mirror: bool = DEFAULT_MEAN_MIRROR  # the mean estimate: averaged with its mirror image's
 
     def n_steps(self) -> int:
         return int(self.steps) if self.steps is not None else DEFAULT_STEPS[self.sampler]
@@ -326,7 +337,7 @@ class EnhanceResult:
     bicubic: torch.Tensor  # [1, 3, 128, 128]
     lr: torch.Tensor  # [1, 3, 16, 16]
     seeds: list[int]
-    nfe: int  # of the sampler (the mean estimate's one evaluation is not counted)
+    nfe: int  # of the sampler (the mean estimate's one or two evaluations are not counted)
     seconds: float  # of the sampler
     settings: dict  # the run record's sampler section; "mean_estimate" says what ``mean`` is
     mean: torch.Tensor | None = None  # [1, 3, 128, 128] in [0, 1], CPU: the mean estimate, not a sample
@@ -400,17 +411,19 @@ class Enhancer:
         """The noise level of the mean estimate: sigma_max of the model's own (trained VE) SDE."""
         return float(self.sde.sigma_max)
 
-    def mean_estimate(self, lr: torch.Tensor) -> torch.Tensor:
+    def mean_estimate(self, lr: torch.Tensor, mirror: bool = DEFAULT_MEAN_MIRROR) -> torch.Tensor:
         """The model's posterior-mean estimate of one LR face [1, 3, 16, 16]: [1, 3, 128, 128] in [0, 1], CPU.
 
         The denoiser at the model's own sigma_max given the LR, with a fixed seeded noise field
-        (:func:`~.sampling.mean_estimate`): one network evaluation, the same image every time.
-        The most accurate single image the model gives (highest PSNR / SSIM), blurrier than a
-        sample and with no invented detail -- an estimate, not a sample.
+        (:func:`~.sampling.mean_estimate`), the same image every time; with ``mirror`` (the
+        default) averaged with the estimate of the mirrored LR (two evaluations).  The most
+        accurate single image the model gives (highest PSNR / SSIM), blurrier than a sample and
+        with no invented detail -- an estimate, not a sample.
         """
         lr = lr.to(self.device, torch.float32)
         y_up = faces.upsample(lr, faces.FRAME_SIZE)
-        return mean_estimate(self.model, y_up, self.mean_sigma, seed=MEAN_ESTIMATE_SEED).clamp(0, 1).cpu()
+        return mean_estimate(self.model, y_up, self.mean_sigma, seed=MEAN_ESTIMATE_SEED,
+                             mirror=mirror).clamp(0, 1).cpu()
 
     @property
     def footage_threshold(self) -> float:
@@ -421,8 +434,9 @@ class Enhancer:
         """How much of one LR face [1, 3, h, w] this model does not believe: the RMS (0-255 units)
         of ``LR - downsample(mean estimate)``. A footage-trained model explains a clean LR almost
         fully and leaves noise, blocking and ringing of a degraded one out: an estimate of the
-        LR's degradation (one network evaluation)."""
-        m = self.mean_estimate(lr)
+        LR's degradation (one network evaluation, unmirrored: the footage threshold was measured
+        so)."""
+        m = self.mean_estimate(lr, mirror=False)
         lr = lr.detach().float().cpu()
         d = faces.downsample(m, lr.shape[-1]) - lr
         return float((d * 255.0).pow(2).mean().sqrt())
@@ -438,9 +452,10 @@ class Enhancer:
                 + ("the footage model" if deg else "the clean-trained model"))
         return {"residual": round(r, 3), "threshold": t, "degraded": bool(deg), "text": text}
 
-    def mean_record(self) -> dict:
+    def mean_record(self, mirror: bool = DEFAULT_MEAN_MIRROR) -> dict:
         """What the run record says about the mean estimate."""
-        return {"what": MEAN_ESTIMATE_WHAT, "sigma": self.mean_sigma, "noise_seed": MEAN_ESTIMATE_SEED}
+        return {"what": mean_estimate_what(mirror), "sigma": self.mean_sigma, "noise_seed": MEAN_ESTIMATE_SEED,
+                "mirror": bool(mirror), "evaluations": 2 if mirror else 1}
 
     def run(self, lr: torch.Tensor, settings: SamplerSettings, *,
             callback: Callable[[StepInfo], None] | None = None, cancel=None) -> EnhanceResult:
@@ -450,8 +465,8 @@ class Enhancer:
         y_up = faces.upsample(lr, faces.FRAME_SIZE)
         res, seconds, rec = self._sample(y_up.expand(settings.samples, -1, -1, -1), settings.seeds(), settings,
                                          callback, cancel)
-        mean = self.mean_estimate(lr)
-        rec["mean_estimate"] = self.mean_record()
+        mean = self.mean_estimate(lr, mirror=settings.mean_mirror)
+        rec["mean_estimate"] = self.mean_record(settings.mean_mirror)
         return EnhanceResult(res.samples.clamp(0, 1).cpu(), y_up.cpu(), lr.cpu(), settings.seeds(),
                              res.nfe, seconds, rec, mean)
 
@@ -476,7 +491,7 @@ class Enhancer:
             raise ValueError("Attribute guidance needs the attribute classifier weights, which are not loaded.")
         h = settings.h if settings.h is not None else (self.default_h if active else 0.0)
         sde = self.sampling_sde(settings.sde)
-        score = model_score_fn(self.model, sde, y_up)
+        score = model_score_fn(self.model, sde, y_up, mirror=settings.mirror)
         g_min = settings.guidance_sigma_min if settings.guidance_sigma_min is not None \
             else self.default_guidance_sigma_min
         if active:

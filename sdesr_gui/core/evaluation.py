@@ -17,6 +17,7 @@ import torch
 
 from . import degradations, faces, metrics
 from .enhance import Enhancer, SamplerSettings
+from .presets import DEFAULT_MEAN_MIRROR
 
 __all__ = ["EvalResult", "evaluate", "summarize", "MEAN_ROW"]
 
@@ -52,6 +53,7 @@ def evaluate(
     cancel=None,
     total: int | None = None,
     mean_estimate: bool = False,
+    mean_mirror: bool = DEFAULT_MEAN_MIRROR,
     degradation: str = "clean",
     seed: int = 0,
 ) -> EvalResult:
@@ -60,8 +62,8 @@ def evaluate(
     Faces are processed ``batch`` at a time; sample i of the run uses seed settings.seed + i so
     results do not depend on the batch size.  ``embed_fn`` ([B,3,128,128] in [0,1] -> [B,D])
     adds CS (cosine similarity of SR and HR embeddings).  ``mean_estimate`` adds the row
-    :data:`MEAN_ROW`: the model's posterior-mean estimate (one network evaluation per face, an
-    estimate, not a sample).  ``degradation`` names a strength of :data:`degradations.STRENGTHS`;
+    :data:`MEAN_ROW`: the model's posterior-mean estimate (averaged with its mirror image's when
+    ``mean_mirror``, two network evaluations per face; one without; an estimate, not a sample).  ``degradation`` names a strength of :data:`degradations.STRENGTHS`;
     face i gets its noise from seed ``seed * 1_000_003 + i`` (the degraded validation set).
     """
     if degradation not in degradations.STRENGTHS:
@@ -86,7 +88,7 @@ def evaluate(
         outs = {"bicubic": faces.upsample(lr)}
         if mean_estimate:
             t0 = time.perf_counter()
-            outs[MEAN_ROW] = torch.cat([enhancer.mean_estimate(lr[i:i + 1]) for i in range(lr.shape[0])])
+            outs[MEAN_ROW] = torch.cat([enhancer.mean_estimate(lr[i:i + 1], mean_mirror) for i in range(lr.shape[0])])
             res.seconds[MEAN_ROW] += time.perf_counter() - t0
         for name, st in settings.items():
             t0 = time.perf_counter()

@@ -28,6 +28,8 @@ __all__ = [
     "MAX_H",
     "MAX_SAMPLES",
     "MAX_CORRECTOR_STEPS",
+    "DEFAULT_MIRROR",
+    "DEFAULT_MEAN_MIRROR",
 ]
 
 
@@ -107,3 +109,9 @@ MAX_H = 5000.0
 MAX_SAMPLES = 64
 #: the most corrector steps M the GUI offers (core only refuses a negative M)
 MAX_CORRECTOR_STEPS = 10
+#: samples: average the denoiser over the left-right flip at every step (twice the network work,
+#: +0.11 dB PSNR on validation faces; off by default so a CPU sample stays within 3 s)
+DEFAULT_MIRROR = False
+#: the mean estimate: the average of the estimate of the LR and of its mirror image (two network
+#: evaluations, +0.12 dB PSNR on validation faces; 60 ms more on a laptop CPU)
+DEFAULT_MEAN_MIRROR = True

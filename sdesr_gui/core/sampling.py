@@ -38,6 +38,7 @@ from .sde import SDE, VESDE, bcast
 
 __all__ = [
     "ScoreFn",
+    "mirror_denoise",
     "StepInfo",
     "SampleResult",
     "SamplingCancelled",
@@ -158,12 +159,34 @@ def _check_cancel(cancel) -> None:
 # ------------------------------------------------------------------------------------------
 # score functions
 # ------------------------------------------------------------------------------------------
-def model_score_fn(model, sde: SDE, y_up: torch.Tensor, *, autocast: bool | None = None) -> ScoreFn:
+def mirror_denoise(model, x: torch.Tensor, sigma, y_up: torch.Tensor, mirror: bool = False) -> torch.Tensor:
+    """``model.denoise(x, sigma, y_up)``; with ``mirror`` the average of that and the denoiser of
+    the left-right mirror image (``x`` and ``y_up`` flipped, the output flipped back), both in
+    one batched call: twice the work.
+
+    Faces are mirror-symmetric in distribution, so the exact denoiser E[x_0 | x, y] commutes with
+    the flip; a trained network does not quite, and averaging it over the flip removes the part
+    that does not (the same estimator, never worse in expected squared error, since the two
+    halves have the same error distribution and the square is convex).  On 100 validation faces
+    it adds 0.12 dB to the mean estimate and 0.11 dB to a fast sample (weights/README.md).
+    """
+    if not mirror:
+        return model.denoise(x, sigma, y_up)
+    b = x.shape[0]
+    if torch.is_tensor(sigma) and sigma.ndim > 0:
+        sigma = torch.cat([sigma, sigma])
+    d = model.denoise(torch.cat([x, x.flip(-1)]), sigma, torch.cat([y_up, y_up.flip(-1)]))
+    return 0.5 * (d[:b] + d[b:].flip(-1))
+
+
+def model_score_fn(model, sde: SDE, y_up: torch.Tensor, *, autocast: bool | None = None,
+                   mirror: bool = False) -> ScoreFn:
     """Score of ``sde`` from a denoiser ``model.denoise(x, sigma, y_up)`` trained in VE form.
 
     x_t = s x_0 + std z, so x_t / s is VE-noised with sigma = std / s and
     score(x_t) = (s D(x_t / s, sigma) - x_t) / std^2.  With the VE SDE (s = 1) that is the
-    familiar (D - x) / sigma^2.  ``autocast`` (default: on for CUDA) runs the network in fp16.
+    familiar (D - x) / sigma^2.  ``autocast`` (default: on for CUDA) runs the network in fp16;
+    ``mirror`` averages the denoiser over the left-right flip (:func:`mirror_denoise`).
     """
     device = y_up.device
     use_amp = (device.type == "cuda") if autocast is None else bool(autocast)
@@ -174,7 +197,7 @@ def model_score_fn(model, sde: SDE, y_up: torch.Tensor, *, autocast: bool | None
         sigma = std / s
         yb = y_up if y_up.shape[0] == x.shape[0] else y_up.expand(x.shape[0], *y_up.shape[1:])
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-            d = model.denoise(x / bcast(s, x), sigma, yb)
+            d = mirror_denoise(model, x / bcast(s, x), sigma, yb, mirror)
         d = d.float().to(x.dtype)
         return (bcast(s, x) * d - x) / bcast(std, x) ** 2
 
@@ -273,21 +296,23 @@ MEAN_ESTIMATE_SEED = 0
 
 @torch.no_grad()
 def mean_estimate(model, y_up: torch.Tensor, sigma: float, *, seed: int = MEAN_ESTIMATE_SEED,
-                  autocast: bool | None = None) -> torch.Tensor:
+                  autocast: bool | None = None, mirror: bool = False) -> torch.Tensor:
     """The network's posterior-mean estimate E[x_0 | y]: the denoiser at the top noise level.
 
     One evaluation of ``model.denoise(y_up + sigma z, sigma, y_up)`` with a fixed noise field
     ``z`` (seeded, so the estimate is deterministic).  At ``sigma`` = the SDE's sigma_max the
     noisy input carries (almost) nothing of x_0, so the trained denoiser returns its estimate of
     the mean of all faces consistent with the LR: the highest PSNR/SSIM the model can give and
-    no invented detail -- an estimate, not a sample.
+    no invented detail -- an estimate, not a sample.  ``mirror`` averages it with the estimate
+    of the mirrored LR, flipped back (:func:`mirror_denoise`; two evaluations in one batch; the
+    mirrored one sees ``z`` mirrored).
     """
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     z = torch.randn(tuple(y_up.shape[1:]), generator=g).to(device=y_up.device, dtype=y_up.dtype)
     x = y_up + float(sigma) * z.unsqueeze(0)
     use_amp = (y_up.device.type == "cuda") if autocast is None else bool(autocast)
     with torch.autocast(device_type=y_up.device.type, dtype=torch.float16, enabled=use_amp):
-        d = model.denoise(x, float(sigma), y_up)
+        d = mirror_denoise(model, x, float(sigma), y_up, mirror)
     return d.float().to(y_up.dtype)
 
 

@@ -214,7 +214,7 @@ class UncertaintyMap:
     """Where K samples of one face disagree (see the module docstring).
 
     ``sample_mean`` is the per-pixel average of the samples -- *not* the model's mean
-    estimate (``EnhanceResult.mean``), which is one network evaluation.
+    estimate (``EnhanceResult.mean``), the network's estimate at the top noise level.
     """
 
     samples: int  # K

@@ -32,8 +32,8 @@ from PySide6.QtWidgets import (
 
 from ..core.metrics import format_metric, format_value, metric_tooltip
 from ..core.models import training_steps
-from ..core.presets import (DEFAULT_GUIDANCE_SIGMA_MIN, DEFAULT_H, DEFAULT_SAMPLER, MAX_CORRECTOR_STEPS, MAX_H,
-                            MAX_SAMPLES, SAMPLER_PRESETS)
+from ..core.presets import (DEFAULT_GUIDANCE_SIGMA_MIN, DEFAULT_H, DEFAULT_MIRROR, DEFAULT_SAMPLER,
+                            MAX_CORRECTOR_STEPS, MAX_H, MAX_SAMPLES, SAMPLER_PRESETS)
 from ..core.sde import DEFAULT_SDE, SDES
 from ..core.uncertainty import CAPTION
 from .imaging import pixmap_from_rgb
@@ -236,6 +236,13 @@ class ControlsPanel(QWidget):
                                 "low-noise steps stay the model's own, so fine detail is not painted by the "
                                 "classifier's gradients. 0 = the whole run (SRDG). The default comes from the "
                                 "classifier's model card.")
+        self.mirror = QCheckBox("average with the mirror image (2× time)")
+        self.mirror.setChecked(DEFAULT_MIRROR)
+        self.mirror.setToolTip("At every step, average the denoiser's estimate of the face with its estimate of the "
+                               "left-right mirrored face (flipped back). Faces are mirror-symmetric in distribution, so "
+                               "this only removes the network's own lopsidedness: samples come out a little closer to "
+                               "the face (+0.1 dB on validation faces) at twice the network work. The mean estimate "
+                               "is always mirror-averaged.")
         sform = QFormLayout()
         sform.addRow("Preset", self.preset)
         sform.addRow("SDE", self.sde)
@@ -244,6 +251,7 @@ class ControlsPanel(QWidget):
         sform.addRow("r (SNR)", self._pair(self.r_slider, self.r_label))
         sform.addRow("h (guidance)", self._pair(self.h_slider, self.h_label))
         sform.addRow("Guide while σ ≥", self.g_sigma)
+        sform.addRow("Denoiser", self.mirror)
         sbox = QGroupBox("Sampler")
         sbox.setLayout(sform)
 
@@ -558,7 +566,8 @@ class ControlsPanel(QWidget):
         return SamplerSettings(
             sampler=key, sde=self.sde_key(), steps=int(self.steps.value()),
             corrector_steps=int(self.corrector.value()), snr=self.r_value(), h=float(self.h_slider.value()),
-            guidance_sigma_min=float(self.g_sigma.value()), attributes=self.attributes(), samples=int(self.samples.value()), seed=int(self.seed.value()))
+            guidance_sigma_min=float(self.g_sigma.value()), attributes=self.attributes(), samples=int(self.samples.value()), seed=int(self.seed.value()),
+            mirror=self.mirror.isChecked())
 
     def device_name(self) -> str:
         return self.device.currentData() or "cpu"
@@ -615,6 +624,7 @@ class ControlsPanel(QWidget):
         s.setValue("controls/h", self.h_slider.value())
         s.setValue("controls/guidance_sigma_min", self.g_sigma.value())
         s.setValue("controls/samples", self.samples.value())
+        s.setValue("controls/mirror", self.mirror.isChecked())
         s.setValue("controls/seed", self.seed.value())
         s.setValue("controls/random_seed", self.random_seed.isChecked())
         s.setValue("controls/device", self.device_name())
@@ -660,6 +670,7 @@ class ControlsPanel(QWidget):
         except (TypeError, ValueError):
             pass
         self.samples.setValue(get_int("controls/samples", 4))
+        self.mirror.setChecked(str(s.value("controls/mirror", str(DEFAULT_MIRROR))).lower() == "true")
         self.seed.setValue(get_int("controls/seed", 0))
         self.random_seed.setChecked(str(s.value("controls/random_seed", "false")).lower() == "true")
         dev = self.device.findData(s.value("controls/device", "cpu"))
