@@ -462,6 +462,8 @@ def test_bench_reports_latency_and_ratio(tiny_weights, capsys):
     assert rep["samplers"][0]["nfe"] <= 40 and rep["samplers"][-1]["nfe"] == 6000
     assert rep["samplers"][-1]["vs_paper_time"] == pytest.approx(1.0)
     assert rep["samplers"][0]["vs_paper_time"] < 0.05
+    assert rep["mean_estimate_ms"] > 0
+    assert "mirror" in names[1] and rep["samplers"][1]["nfe"] == rep["samplers"][0]["nfe"]
 
 
 def test_console_script_runs_without_traceback(tmp_path):
