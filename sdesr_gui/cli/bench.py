@@ -58,7 +58,7 @@ def cmd_bench(args) -> int:
     lat1 = nfe_latency(1)
     t = time.perf_counter()
     for _ in range(args.repeats):
-        enh.mean_estimate(lr)
+        enh.mean_estimate(lr, mirror=True)
     mean_s = (time.perf_counter() - t) / args.repeats
     rows = []
     fast = SamplerSettings(sampler="fast", samples=1)

@@ -394,7 +394,8 @@ def cmd_eval_match(args) -> int:
         if consensus:
             kinds["consensus"] = consensus
         sr_seconds = time.perf_counter() - t0
-        kinds["mean"] = [faces.to_uint8(enh.mean_estimate(lr[k:k + 1], settings.mean_mirror))[0] for k in range(len(hr))]
+        kinds["mean"] = [faces.to_uint8(enh.mean_estimate(lr[k:k + 1], settings.mean_mirror))[0]
+                         for k in range(len(hr))]
     vec = {k: emb.embed_aligned(v) for k, v in kinds.items()}
     if "consensus" in vec:
         vec["consensus"] = vec["consensus"].reshape(len(hr), n_samples, -1)

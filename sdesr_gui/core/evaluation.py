@@ -63,8 +63,9 @@ def evaluate(
     results do not depend on the batch size.  ``embed_fn`` ([B,3,128,128] in [0,1] -> [B,D])
     adds CS (cosine similarity of SR and HR embeddings).  ``mean_estimate`` adds the row
     :data:`MEAN_ROW`: the model's posterior-mean estimate (averaged with its mirror image's when
-    ``mean_mirror``, two network evaluations per face; one without; an estimate, not a sample).  ``degradation`` names a strength of :data:`degradations.STRENGTHS`;
-    face i gets its noise from seed ``seed * 1_000_003 + i`` (the degraded validation set).
+    ``mean_mirror``, two network evaluations per face; one without; an estimate, not a sample).
+    ``degradation`` names a strength of :data:`degradations.STRENGTHS`; face i gets its noise
+    from seed ``seed * 1_000_003 + i`` (the degraded validation set).
     """
     if degradation not in degradations.STRENGTHS:
         raise ValueError(f"unknown degradation {degradation!r} (one of {', '.join(degradations.STRENGTHS)})")

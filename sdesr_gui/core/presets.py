@@ -109,9 +109,9 @@ MAX_H = 5000.0
 MAX_SAMPLES = 64
 #: the most corrector steps M the GUI offers (core only refuses a negative M)
 MAX_CORRECTOR_STEPS = 10
-#: samples: average the denoiser over the left-right flip at every step (twice the network work,
-#: +0.11 dB PSNR on validation faces; off by default so a CPU sample stays within 3 s)
+#: samples: average the denoiser over the left-right flip at every step (+0.12 dB PSNR on 200
+#: validation faces, CS unchanged; 1.6-1.9x the time on a 2-core CPU, so off by default)
 DEFAULT_MIRROR = False
 #: the mean estimate: the average of the estimate of the LR and of its mirror image (two network
-#: evaluations, +0.12 dB PSNR on validation faces; 60 ms more on a laptop CPU)
+#: evaluations in one batch; +0.12 dB PSNR on 200 validation faces)
 DEFAULT_MEAN_MIRROR = True

@@ -167,8 +167,8 @@ def mirror_denoise(model, x: torch.Tensor, sigma, y_up: torch.Tensor, mirror: bo
     Faces are mirror-symmetric in distribution, so the exact denoiser E[x_0 | x, y] commutes with
     the flip; a trained network does not quite, and averaging it over the flip removes the part
     that does not (the same estimator, never worse in expected squared error, since the two
-    halves have the same error distribution and the square is convex).  On 100 validation faces
-    it adds 0.12 dB to the mean estimate and 0.11 dB to a fast sample (weights/README.md).
+    halves have the same error distribution and the square is convex).  On 200 validation faces
+    it adds 0.12 dB to the mean estimate and to a fast sample (weights/README.md).
     """
     if not mirror:
         return model.denoise(x, sigma, y_up)

@@ -32,13 +32,15 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.metrics import METRICS, format_metric, format_value, metric_header
+from ..core.presets import DEFAULT_MEAN_MIRROR
 from ..core.session import ResultItem
 from ..core.uncertainty import CAPTION, DEFAULT_VMAX, colormap_lut, overlay, region_agreement
 from .imaging import nearest_upscale, pixmap_from_rgb, qimage_from_rgb
 
 #: what the mean estimate's tile says when hovered: the most accurate single image, not a sample
 MEAN_TOOLTIP = ("Mean estimate: the model's posterior-mean estimate of this face (the network's estimate at the "
-                "top noise level, averaged with its estimate of the mirrored face; the same image every time). It is the most accurate single image (highest PSNR / SSIM) but "
+                "top noise level" + (", averaged with its estimate of the mirrored face" if DEFAULT_MEAN_MIRROR else "")
+                + "; the same image every time). It is the most accurate single image (highest PSNR / SSIM) but "
                 "blurrier than a sample: it invents no detail. It is an estimate, not a sample.")
 #: the overlay toggle: what it does, said plainly
 OVERLAY_LABEL = "Show where samples disagree"

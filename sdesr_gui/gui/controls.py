@@ -32,8 +32,8 @@ from PySide6.QtWidgets import (
 
 from ..core.metrics import format_metric, format_value, metric_tooltip
 from ..core.models import training_steps
-from ..core.presets import (DEFAULT_GUIDANCE_SIGMA_MIN, DEFAULT_H, DEFAULT_MIRROR, DEFAULT_SAMPLER,
-                            MAX_CORRECTOR_STEPS, MAX_H, MAX_SAMPLES, SAMPLER_PRESETS)
+from ..core.presets import (DEFAULT_GUIDANCE_SIGMA_MIN, DEFAULT_H, DEFAULT_MEAN_MIRROR, DEFAULT_MIRROR,
+                            DEFAULT_SAMPLER, MAX_CORRECTOR_STEPS, MAX_H, MAX_SAMPLES, SAMPLER_PRESETS)
 from ..core.sde import DEFAULT_SDE, SDES
 from ..core.uncertainty import CAPTION
 from .imaging import pixmap_from_rgb
@@ -241,8 +241,8 @@ class ControlsPanel(QWidget):
         self.mirror.setToolTip("At every step, average the denoiser's estimate of the face with its estimate of the "
                                "left-right mirrored face (flipped back). Faces are mirror-symmetric in distribution, so "
                                "this only removes the network's own lopsidedness: samples come out a little closer to "
-                               "the face (+0.1 dB on validation faces) at twice the network work. The mean estimate "
-                               "is always mirror-averaged.")
+                               "the face (+0.1 dB on validation faces) at twice the network work."
+                               + (" The mean estimate is always mirror-averaged." if DEFAULT_MEAN_MIRROR else ""))
         sform = QFormLayout()
         sform.addRow("Preset", self.preset)
         sform.addRow("SDE", self.sde)
