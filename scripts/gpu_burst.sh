@@ -13,7 +13,8 @@
 #      kind by default; weights/sdesr_ve_8x.safetensors starts a footage run from the clean v2),
 #      RUNS ("v2 f8 f16": which of the three runs to train and export; fewer share the GPU less),
 #      TF (CPU threads of each footage run, 5: its degradations run on the CPU),
-#      X2 (extra `train score` options of v2, e.g. "--shift 4 --dropout 0.1"), and a second clean
+#      X2 (extra `train score` options of v2, e.g. "--shift 4 --dropout 0.1" or
+#      "--shift 4 --scale-jitter 0.06 --color-jitter 0.1"), and a second clean
 #      run v2b (RUNS="v2 v2b") that starts from INIT2 too, with its own X2B: two settings side by side.
 set -u
 DEV=${DEV:-cuda}; SECS=${SECS:-500}; OUTD=${OUTD:-$OUT}; PY=${PY:-python3}; R=${R:-/tmp/r}

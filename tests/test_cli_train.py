@@ -50,10 +50,12 @@ def test_train_score_resumes_with_only_the_step_count_and_exports(prepared, tmp_
     data, run = prepared / "data", tmp_path / "run"
     common = ["--run", str(run), "--batch", "2", "--val-every", "0", "--quiet", "--device", "cpu"]
     assert main(["train", "score", str(data), "--steps", "2", "--sigma-data", "0.1", "--shift", "3",
+                 "--scale-jitter", "0.08", "--color-jitter", "0.1",
                  "--dropout", "0.1", "--uniform-frac", "0.5", "--channels", "8,16,16", "--crop", "32", *common]) == 0
     first = load_train_state(run)[0]
     assert first["step"] == 2 and first["config"]["shift"] == 3 and first["config"]["net"]["dropout"] == 0.1
     assert first["config"]["uniform_frac"] == 0.5
+    assert first["config"]["scale_jitter"] == 0.08 and first["config"]["color_jitter"] == 0.1
     # resuming needs no repeat of the architecture settings ...
     assert main(["train", "score", str(data), "--steps", "3", "--run", str(run), "--quiet"]) == 0
     state = load_train_state(run)[0]
@@ -68,6 +70,7 @@ def test_train_score_resumes_with_only_the_step_count_and_exports(prepared, tmp_
     assert meta["kind"] == "score"
     assert meta["training"]["steps"] == 3 and meta["training"]["shift"] == 3  # the augmentation is on record
     assert meta["training"]["uniform_frac"] == 0.5
+    assert meta["training"]["scale_jitter"] == 0.08 and meta["training"]["color_jitter"] == 0.1
     assert main(["train", "export", "--run", str(run), "--out", str(out)]) == 2  # no silent overwrite
     out8 = tmp_path / "score8.safetensors"
     assert main(["train", "export", "--run", str(run), "--out", str(out8), "--int8",
@@ -89,8 +92,10 @@ def test_train_attributes_and_bad_dataset(prepared, tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "score", str(tmp_path), "--run", str(tmp_path / "r2")]) == 2
     assert "not a prepared dataset" in capsys.readouterr().err
-    for bad in (["--dropout", "1.5"], ["--shift", "-2"], ["--uniform-frac", "1.5"]):
+    for bad, word in ((["--dropout", "1.5"], "dropout"), (["--shift", "-2"], "shift"),
+                      (["--uniform-frac", "1.5"], "uniform_frac"), (["--scale-jitter", "0.5"], "scale_jitter"),
+                      (["--color-jitter", "-0.1"], "color_jitter")):
         assert main(["train", "score", str(prepared / "data"), "--run", str(tmp_path / "r2"), *bad]) == 2
         err = capsys.readouterr().err
-        assert any(w in err for w in ("dropout", "shift", "uniform_frac")) and "Traceback" not in err
+        assert word in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r2").exists()

@@ -294,6 +294,43 @@ def test_shift_moves_the_face_before_the_lr_is_made(tiny_dataset):
         ScoreTrainConfig.tiny(shift=64).validate()
 
 
+def test_zoom_and_colour_jitter_change_the_face_before_the_lr_is_made(tiny_dataset):
+    plain = FaceDataset(tiny_dataset, "train", flip=False, seed=0)
+    ds = FaceDataset(tiny_dataset, "train", flip=False, scale_jitter=0.1, color_jitter=0.2, seed=0)
+    idx = [0, 1, 2, 3]
+    hr = plain.hr_batch(idx)
+    b = ds.batch(idx, np.random.default_rng(3))
+    assert b["hr"].shape == hr.shape and b["hr"].min() >= 0 and b["hr"].max() <= 1
+    for i in range(4):
+        assert not torch.allclose(b["hr"][i], hr[i], atol=1e-3)  # every frame changed
+        assert torch.equal(b["lr"][i], faces.degrade(b["hr"][i:i + 1])[0])  # LR made from the jittered face
+    assert torch.equal(ds.batch(idx, np.random.default_rng(3))["hr"], b["hr"])  # reproducible for a seed
+    assert not torch.equal(ds.batch(idx, np.random.default_rng(4))["hr"], b["hr"])
+    assert torch.equal(ds.batch(idx, None)["hr"], hr)  # no rng: no augmentation
+    # a zoom by 1 and colour factors of 1 leave a frame as it was
+    from sdesr_gui.core.datasets import _jitter_colours, _zoom_frames
+    assert torch.allclose(_zoom_frames(hr, np.ones(4)), hr, atol=1e-5)
+    assert torch.allclose(_jitter_colours(hr, np.ones((4, 3))), hr, atol=1e-6)
+    # a zoom enlarges the face about the centre: a 2x zoom's middle 32 px are the middle 16 px, enlarged
+    big = _zoom_frames(hr[:1], np.array([2.0]))
+    assert (big[0, :, 48:80, 48:80] - torch.nn.functional.interpolate(
+        hr[:1, :, 56:72, 56:72], scale_factor=2, mode="bicubic", align_corners=False)[0]).abs().mean() < 0.02
+    # saturation 0 gives grey; brightness 0.5 halves the values (before any clamp)
+    grey = _jitter_colours(hr, np.tile([1.0, 1.0, 0.0], (4, 1)))
+    assert torch.allclose(grey[:, 0], grey[:, 1], atol=1e-6) and torch.allclose(grey[:, 1], grey[:, 2], atol=1e-6)
+    assert torch.allclose(_jitter_colours(hr, np.tile([0.5, 1.0, 1.0], (4, 1))), hr * 0.5, atol=1e-6)
+    # the new draws come after the flip and shift draws and only when asked for: old runs replay
+    for kw in ({"flip": True}, {"flip": True, "shift": 3}):
+        assert torch.equal(FaceDataset(tiny_dataset, "train", seed=0, **kw).batch(idx, np.random.default_rng(7))["hr"],
+                           FaceDataset(tiny_dataset, "train", seed=0, scale_jitter=0.0, color_jitter=0.0, **kw)
+                           .batch(idx, np.random.default_rng(7))["hr"])
+    for bad in ({"scale_jitter": -0.1}, {"scale_jitter": 0.3}, {"color_jitter": 0.6}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            FaceDataset(tiny_dataset, "train", **bad)
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ScoreTrainConfig.tiny(**bad).validate()
+
+
 def test_realistic_degradation_on_uint8_grid(tiny_dataset):
     ds = FaceDataset(tiny_dataset, "train", degradation="realistic", seed=0)
     b = ds.batch([0, 1, 2, 3], np.random.default_rng(5))
@@ -486,7 +523,7 @@ def test_a_run_saved_before_a_setting_existed_resumes_at_its_default(tiny_datase
     train_score(tiny_dataset, tmp_path / "run", cfg, **quiet)
     state_file = tmp_path / "run" / "train_state.json"
     state = json.loads(state_file.read_text())
-    for key in ("lr_size", "degradation_mix", "shift"):  # as written by an older version
+    for key in ("lr_size", "degradation_mix", "shift", "scale_jitter", "color_jitter"):  # as an older version wrote it
         state["config"].pop(key)
     state_file.write_text(json.dumps(state))
     assert train_score(tiny_dataset, tmp_path / "run", ScoreTrainConfig.tiny(steps=2), **quiet).step == 2

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..core.datasets import MAX_COLOR_JITTER, MAX_SCALE_JITTER
 from ..core.models.score_net import ARCHITECTURES
 from .common import EXIT_INTERRUPTED, UsageError, check_out_dir
 
@@ -97,6 +98,10 @@ def cmd_train(args) -> int:
             kw["p_std"] = args.p_std
         if args.shift is not None:
             kw["shift"] = args.shift
+        if args.scale_jitter is not None:
+            kw["scale_jitter"] = args.scale_jitter
+        if args.color_jitter is not None:
+            kw["color_jitter"] = args.color_jitter
         if args.uniform_frac is not None:
             kw["uniform_frac"] = args.uniform_frac
     else:
@@ -189,6 +194,13 @@ def register(sub) -> None:
     tr.add_argument("--shift", type=int, metavar="PX",
                     help="score: random translation of each training face by up to PX pixels before the LR "
                     "is made (new LR/HR pairs from the same photos; 0 = none, the default)")
+    tr.add_argument("--scale-jitter", type=float, metavar="S",
+                    help="score: random zoom of each training face about the frame centre by up to 1 + S "
+                    "(log-uniform in [1/(1+S), 1+S], bicubic) before the LR is made (0 = none, the default; "
+                    f"at most {MAX_SCALE_JITTER})")
+    tr.add_argument("--color-jitter", type=float, metavar="C",
+                    help="score: random brightness, contrast and saturation factors in [1-C, 1+C] for each "
+                    f"training face before the LR is made (0 = none, the default; at most {MAX_COLOR_JITTER})")
     tr.add_argument("--dropout", type=float, metavar="P",
                     help="score: dropout in the U-Net's residual blocks (0 = none, the default; no weights, so "
                     "a warm start from weights trained without it works)")

@@ -492,6 +492,20 @@ def prepare_dataset(
     return finish(False)
 
 
+#: the largest zoom and colour jitter a dataset accepts (beyond them a face leaves the canonical
+#: frame, or its colours stop looking like a photograph)
+MAX_SCALE_JITTER = 0.25
+MAX_COLOR_JITTER = 0.5
+
+
+def check_jitter(scale_jitter: float, color_jitter: float) -> None:
+    """ValueError unless both jitters are within [0, their maximum]."""
+    if not 0.0 <= float(scale_jitter) <= MAX_SCALE_JITTER:
+        raise ValueError(f"scale_jitter must be between 0 and {MAX_SCALE_JITTER}")
+    if not 0.0 <= float(color_jitter) <= MAX_COLOR_JITTER:
+        raise ValueError(f"color_jitter must be between 0 and {MAX_COLOR_JITTER}")
+
+
 def _shift_frames(hr: torch.Tensor, offsets: np.ndarray, pad: int) -> torch.Tensor:
     """Each frame ``hr[i]`` moved by ``offsets[i] = (dy, dx)`` pixels (|d| <= ``pad``), the
     uncovered border filled by reflection; same size as ``hr``."""
@@ -499,6 +513,34 @@ def _shift_frames(hr: torch.Tensor, offsets: np.ndarray, pad: int) -> torch.Tens
     padded = torch.nn.functional.pad(hr, (pad, pad, pad, pad), mode="reflect")
     return torch.stack([padded[i, :, pad - dy:pad - dy + size_y, pad - dx:pad - dx + size_x]
                         for i, (dy, dx) in enumerate(offsets.tolist())])
+
+
+def _zoom_frames(hr: torch.Tensor, factors: np.ndarray) -> torch.Tensor:
+    """Each frame ``hr[i]`` zoomed by ``factors[i]`` about the frame centre (> 1 enlarges the
+    face), bicubic, the uncovered border filled by reflection, clamped to [0, 1]; same size."""
+    n = hr.shape[0]
+    theta = torch.zeros(n, 2, 3, dtype=hr.dtype, device=hr.device)
+    inv = torch.as_tensor(1.0 / np.asarray(factors, dtype=np.float64), dtype=hr.dtype, device=hr.device)
+    theta[:, 0, 0] = inv
+    theta[:, 1, 1] = inv
+    grid = F.affine_grid(theta, list(hr.shape), align_corners=False)
+    out = F.grid_sample(hr, grid, mode="bicubic", padding_mode="reflection", align_corners=False)
+    return out.clamp_(0.0, 1.0)
+
+
+def _jitter_colours(hr: torch.Tensor, factors: np.ndarray) -> torch.Tensor:
+    """Brightness, contrast and saturation of each frame scaled by ``factors[i] = (b, c, s)``
+    (1 = unchanged): contrast about the frame's mean grey, saturation about each pixel's grey
+    (ITU-R BT.601 luma), clamped to [0, 1]."""
+    f = torch.as_tensor(np.asarray(factors, dtype=np.float32), dtype=hr.dtype, device=hr.device)
+    b, c, s = (f[:, k].view(-1, 1, 1, 1) for k in range(3))
+    luma = torch.tensor([0.299, 0.587, 0.114], dtype=hr.dtype, device=hr.device).view(1, 3, 1, 1)
+    x = hr * b
+    grey = (x * luma).sum(1, keepdim=True)
+    x = grey.mean((2, 3), keepdim=True) + (x - grey.mean((2, 3), keepdim=True)) * c
+    grey = (x * luma).sum(1, keepdim=True)
+    x = grey + (x - grey) * s
+    return x.clamp_(0.0, 1.0)
 
 
 # ------------------------------------------------------------------------------------------
@@ -515,6 +557,11 @@ class FaceDataset(torch.utils.data.Dataset):
             drawn uniformly from -shift..shift, reflect padding) before the LR is made: the
             8x8 LR grid then falls on other phases of the face, new LR/HR pairs from the same
             photo (the mean estimate overfits the 9,452 training faces without it).
+        scale_jitter: random zoom of the HR frame about its centre by a factor drawn
+            log-uniformly from [1 / (1 + s), 1 + s] (bicubic, reflection) before the LR is made;
+            0 = none. Resampling softens the target a little, so keep it small (0.05-0.1).
+        color_jitter: random brightness, contrast and saturation factors, each uniform in
+            [1 - c, 1 + c], applied to the HR frame before the LR is made; 0 = none.
         degradation: ``"bicubic"`` (:func:`faces.degrade`) or ``"realistic"`` (footage-grade:
             a :class:`degradations.DegradationMix` draw per image, ``realistic`` sets the mix).
         lr_size: side of the LR (16 for the 8x model, 8 for the 16x one).
@@ -528,7 +575,8 @@ class FaceDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, dataset_dir: PathLike, split: str = "train", *, crop: Optional[int] = None,
-                 flip: bool = True, shift: int = 0, degradation: str = "bicubic", seed: int = 0,
+                 flip: bool = True, shift: int = 0, scale_jitter: float = 0.0, color_jitter: float = 0.0,
+                 degradation: str = "bicubic", seed: int = 0,
                  limit: Optional[int] = None, max_scale: Optional[float] = None,
                  lr_size: int = faces.LR_SIZE,
                  realistic: Optional[DegradationMix] = None) -> None:
@@ -556,6 +604,9 @@ class FaceDataset(torch.utils.data.Dataset):
         if not 0 <= int(shift) < size // 2:
             raise ValueError(f"shift must be between 0 and {size // 2 - 1} pixels")
         self.shift = int(shift)
+        check_jitter(scale_jitter, color_jitter)
+        self.scale_jitter = float(scale_jitter)
+        self.color_jitter = float(color_jitter)
         self.degradation = degradation
         self.realistic = realistic or DegradationMix()
         self.seed = int(seed)
@@ -602,7 +653,7 @@ class FaceDataset(torch.utils.data.Dataset):
               device: Optional[torch.device] = None) -> dict[str, torch.Tensor]:
         """A collated batch for ``indices``; all randomness from ``rng``.
 
-        ``rng=None`` means no augmentation: no flip, no shift, centre crop, and ``"realistic"`` falls
+        ``rng=None`` means no augmentation: no flip, shift, zoom or colour jitter, centre crop, and ``"realistic"`` falls
         back to bicubic. ``crop``/``flip``/``degradation`` override the dataset's settings.
         ``device``: where the tensors are made (a GPU trainer makes the bicubic LR there; the
         realistic degradations run on the CPU, image by image, and their LR is moved).
@@ -620,6 +671,14 @@ class FaceDataset(torch.utils.data.Dataset):
                 hr[sel] = hr[sel].flip(-1)
         if self.shift and rng is not None:
             hr = _shift_frames(hr, rng.integers(-self.shift, self.shift + 1, size=(n, 2)), self.shift)
+        # zoom and colour draws come after the flip and shift draws and only when asked for, so a
+        # run without them replays its batches exactly as before they existed
+        if self.scale_jitter and rng is not None:
+            top = math.log1p(self.scale_jitter)
+            hr = _zoom_frames(hr, np.exp(rng.uniform(-top, top, size=n)))
+        if self.color_jitter and rng is not None:
+            c = self.color_jitter
+            hr = _jitter_colours(hr, rng.uniform(1.0 - c, 1.0 + c, size=(n, 3)))
         if degradation == "realistic" and rng is not None:
             hr_cpu = hr.cpu()
             lr = torch.stack([self.realistic.draw(rng).apply(hr_cpu[i], self.lr_size)

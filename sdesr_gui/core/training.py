@@ -45,7 +45,7 @@ from torch import nn
 
 from . import degradations, faces
 from .device import resolve_device
-from .datasets import ATTRIBUTES, FaceDataset
+from .datasets import ATTRIBUTES, FaceDataset, check_jitter
 from .metrics import consistency, psnr, ssim
 from .models import (
     AttributeClassifier,
@@ -162,6 +162,8 @@ class ScoreTrainConfig(_ConfigMixin):
     degradation_mix: dict = dataclasses.field(default_factory=lambda: degradations.DegradationMix().to_dict())
     flip: bool = True
     shift: int = 0  # random translation of the HR frame, pixels (FaceDataset's shift)
+    scale_jitter: float = 0.0  # random zoom of the HR frame, up to 1 + this (FaceDataset's)
+    color_jitter: float = 0.0  # random brightness / contrast / saturation, 1 +- this (FaceDataset's)
     max_scale: Optional[float] = None
     seed: int = 0
     device: str = "auto"
@@ -179,6 +181,7 @@ class ScoreTrainConfig(_ConfigMixin):
         degradations.DegradationMix.from_dict(self.degradation_mix)
         if not 0 <= self.shift < faces.FRAME_SIZE // 2:
             raise ValueError(f"shift must be between 0 and {faces.FRAME_SIZE // 2 - 1} pixels")
+        check_jitter(self.scale_jitter, self.color_jitter)
         if not 0.0 <= self.uniform_frac <= 1.0:
             raise ValueError("uniform_frac must be in [0, 1]")
         if not 0 < self.sigma_min < self.sigma_max:
@@ -824,7 +827,8 @@ def _open_data(dataset_dir: Path, cfg, log, **train_kw) -> tuple[FaceDataset, Op
     """The training split (with ``train_kw``) and the fixed validation faces (or None)."""
     lr_size = getattr(cfg, "lr_size", faces.LR_SIZE)
     train = FaceDataset(dataset_dir, "train", crop=cfg.crop, flip=cfg.flip, shift=getattr(cfg, "shift", 0),
-                        seed=cfg.seed,
+                        scale_jitter=getattr(cfg, "scale_jitter", 0.0),
+                        color_jitter=getattr(cfg, "color_jitter", 0.0), seed=cfg.seed,
                         max_scale=cfg.max_scale, lr_size=lr_size, **train_kw)
     if len(train) == 0:
         raise TrainingError(f"The dataset '{dataset_dir}' has no training images.", dataset_dir)
@@ -1279,7 +1283,7 @@ def export_score(run_dir: PathLike, out_path: PathLike, *, dtype: Optional[torch
         "training_data": _training_data(state, user),
         "training": _training_meta(state, ("batch_size", "crop", "lr", "warmup", "cooldown", "weight_decay",
                                            "p_mean", "p_std", "uniform_frac", "grad_clip", "flip", "shift",
-                                           "degradation", "lr_size", "seed")),
+                                           "scale_jitter", "color_jitter", "degradation", "lr_size", "seed")),
         "metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))},
         "generated_notice": "Outputs are generated images: investigative leads, not identifications.",
     }
