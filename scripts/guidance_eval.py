@@ -51,6 +51,9 @@ def main() -> int:
     ap.add_argument("--h", type=float, default=100.0)
     ap.add_argument("--guidance-min-sigma", type=float, default=None,
                     help="guide only while sigma >= this (default: the classifier's model card)")
+    ap.add_argument("--guidance-cap", type=float, default=SamplerSettings().guidance_cap,
+                    help="each step's guidance at most this times the model's score (0 = no cap; default: "
+                    "the app's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "guidance_eval.json")
     ap.add_argument("--grid", type=Path, default=None)
@@ -77,7 +80,7 @@ def main() -> int:
         want = 1 - int(r[attr])
         base = enh.run(lr, SamplerSettings(seed=seed)).samples
         guided = enh.run(lr, SamplerSettings(seed=seed, h=a.h, guidance_sigma_min=a.guidance_min_sigma,
-                                             attributes={attr: want})).samples
+                                             guidance_cap=a.guidance_cap, attributes={attr: want})).samples
         u8 = faces.to_uint8(torch.cat([base, guided]))
         p0, p1 = (float(v) for v in judge_images(judge, u8)[attr])
         base_as_label = (p0 > 0.5) == bool(int(r[attr]))
@@ -96,7 +99,7 @@ def main() -> int:
                                                                "flipped": c[1]}
                for (attr, want), c in counts.items()}
     doc = {"h": a.h, "guidance_sigma_min": a.guidance_min_sigma if a.guidance_min_sigma is not None
-           else enh.default_guidance_sigma_min, "sampler": SamplerSettings().to_dict(), "model": enh.model_info,
+           else enh.default_guidance_sigma_min, "guidance_cap": a.guidance_cap, "sampler": SamplerSettings().to_dict(), "model": enh.model_info,
            "classifier": enh.classifier_info, "judge": {k: judge.get(k) for k in ("what", "trained_on", "features", "accuracy")},
            "faces": len(plan), "summary": summary, "per_face": results,
            "seconds": round(time.perf_counter() - t0, 1)}

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from cli_util import one_line_error, run
+from sdesr_gui.core.presets import DEFAULT_GUIDANCE_CAP
 from sdesr_gui.core.provenance import sha256_file
 
 
@@ -318,14 +319,20 @@ def test_guidance_needs_and_uses_the_classifier(tmp_path, inputs, tiny_weights, 
     assert rec["attributes"] == {"male": 0, "beard": 0, "eyeglasses": None}
     assert rec["sampler"]["h"] == 50.0  # the classifier's default from its metadata
     assert rec["sampler"]["guidance_sigma_min"] == 0.0  # its card names no interval: the whole run
+    assert rec["sampler"]["guidance_cap"] == DEFAULT_GUIDANCE_CAP  # the one table's cap
     code, _, err = run(["enhance", inputs / "face.png", "--out", tmp_path / "g2", "--weights", tiny_weights["score"],
                         "--classifier", tiny_weights["classifier"], "--attr", "male=1", "--guidance-min-sigma",
-                        "0.3", "--steps", "2", "--quiet"], capsys)
+                        "0.3", "--guidance-cap", "0", "--steps", "2", "--quiet"], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "g2" / "face.json").read_text())["sampler"]["guidance_sigma_min"] == 0.3
+    assert json.loads((tmp_path / "g2" / "face.json").read_text())["sampler"]["guidance_cap"] == 0.0
     code, _, err = run(["enhance", inputs / "face.png", "--out", tmp_path / "g3", "--weights", tiny_weights["score"],
                         "--guidance-min-sigma", "-1", "--steps", "2", "--quiet"], capsys)
     assert code == 2 and "cannot be negative" in err
+    code, _, err = run(["enhance", inputs / "face.png", "--out", tmp_path / "g4", "--weights", tiny_weights["score"],
+                        "--guidance-cap", "-0.5", "--steps", "2", "--quiet"], capsys)
+    assert code == 2 and "guidance cap cannot be negative" in err and "Traceback" not in err
+    assert not (tmp_path / "g4").exists()
 
 
 def _write_bad_files(d: Path) -> dict:

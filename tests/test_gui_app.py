@@ -16,6 +16,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QPoint, QPointF, QSettings, Qt  # noqa: E402
 
+from sdesr_gui.core.presets import DEFAULT_GUIDANCE_CAP  # noqa: E402
 from sdesr_gui.core.provenance import sha256_file  # noqa: E402
 from sdesr_gui.gui.main_window import MainWindow  # noqa: E402
 
@@ -383,6 +384,9 @@ def test_run_shows_live_frames_and_samples_then_rerun(qtbot, window, fast_weight
     assert c.h_slider.value() == 50  # the classifier's model-card default_h
     assert c.g_sigma.value() == pytest.approx(0.25)  # ... and its guidance interval
     assert c.take_settings(draw_seed=False).guidance_sigma_min == pytest.approx(0.25)
+    assert c.g_cap.value() == pytest.approx(DEFAULT_GUIDANCE_CAP) and c.g_cap.isEnabled()
+    c.g_cap.setValue(0.4)
+    assert c.take_settings(draw_seed=False).guidance_cap == pytest.approx(0.4)
     c.steps.setValue(5)
     c.samples.setValue(2)
     c.seed.setValue(7)
@@ -408,6 +412,7 @@ def test_run_shows_live_frames_and_samples_then_rerun(qtbot, window, fast_weight
     assert window.run.settings["mean_estimate"]["sigma"] == 348.0
     assert window.run.settings["attributes"]["male"] == 1 and window.run.settings["h"] == 50.0
     assert window.run.settings["guidance_sigma_min"] == pytest.approx(0.25)
+    assert window.run.settings["guidance_cap"] == pytest.approx(0.4)  # on the run's record
     qtbot.waitUntil(lambda: "cs" in window.compare.item("s2").metrics, timeout=30_000)  # vs the reference
     assert -1.0 <= window.compare.item("s1").metrics["cs"] <= 1.0
     assert "CS" in window.compare.tiles["s1"].metrics.text()
@@ -704,6 +709,8 @@ def test_settings_persist(qtbot, tmp_path, monkeypatch):
     win.controls.sde.setCurrentIndex(win.controls.sde.findData("subvp"))
     assert not win.controls.take_settings().mirror  # off by default (twice the work)
     win.controls.mirror.setChecked(True)
+    assert win.controls.take_settings().guidance_cap == DEFAULT_GUIDANCE_CAP
+    win.controls.g_cap.setValue(0.0)  # "no cap"
     win._add_recent(str(SAMPLE_FACE))
     win.close()
     win2 = MainWindow(settings=QSettings(ini, QSettings.Format.IniFormat), gallery_cache_dir=tmp_path / "c")
@@ -713,6 +720,7 @@ def test_settings_persist(qtbot, tmp_path, monkeypatch):
     assert win2.controls.sampler_key() == "pc" and win2.controls.steps.value() == 500
     assert win2.controls.sde_key() == "subvp" and win2.controls.take_settings().sde == "subvp"
     assert win2.controls.mirror.isChecked() and win2.controls.take_settings().mirror
+    assert win2.controls.g_cap.value() == 0.0 and win2.controls.g_cap.text() == "no cap"
     assert win2._recent()[0] == str(SAMPLE_FACE)
     assert any(a.text().endswith(SAMPLE_FACE.name) for a in win2.recent_menu.actions())
 

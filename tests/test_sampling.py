@@ -215,6 +215,32 @@ def test_guidance_interval_guides_only_at_high_noise():
     assert torch.allclose(got[0], full(x, mixed)[0]) and torch.equal(got[1], base(x, mixed)[1])
 
 
+def test_guidance_cap_limits_each_samples_push_to_a_share_of_the_models_score():
+    """max_ratio: per sample, ||guided - base|| <= max_ratio * ||base||, direction kept; a sample
+    whose guidance is already below the cap is unchanged; 0 = no cap."""
+    sde = VESDE()
+    base = gaussian_score(sde)
+    clf = LinearClassifier()
+    x = torch.randn(3, 1, 2, 2)
+    t = sde.t_from_sigma(torch.tensor([0.3, 0.3, 0.3]))
+    free = S.guided_score_fn(base, clf, sde, {"male": 1}, h=1e4)
+    b, g = base(x, t), free(x, t) - base(x, t)
+    ratio = (g.flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1))
+    assert (ratio > 0.5).all()  # strong enough for the cap to bite
+    capped = S.guided_score_fn(base, clf, sde, {"male": 1}, h=1e4, max_ratio=0.5)
+    gc = capped(x, t) - b
+    assert torch.allclose(gc.flatten(1).norm(dim=1), 0.5 * b.flatten(1).norm(dim=1), rtol=1e-4)
+    cos = torch.nn.functional.cosine_similarity(gc.flatten(1), g.flatten(1))
+    assert torch.allclose(cos, torch.ones(3), atol=1e-5)
+    loose = S.guided_score_fn(base, clf, sde, {"male": 1}, h=1e4, max_ratio=float(ratio.max()) * 2)
+    assert torch.allclose(loose(x, t), free(x, t))  # under the cap: untouched
+    assert torch.allclose(S.guided_score_fn(base, clf, sde, {"male": 1}, h=1e4, max_ratio=0.0)(x, t), free(x, t))
+    base_part, guided = capped.split(x, t)  # split gives the capped score too
+    assert torch.allclose(guided, capped(x, t)) and torch.equal(base_part, b)
+    with pytest.raises(ValueError, match="cap"):
+        S.guided_score_fn(base, clf, sde, {"male": 1}, h=1.0, max_ratio=-1.0)
+
+
 def test_guidance_used_in_predictor_and_corrector():
     sde = VESDE()
     clf = LinearClassifier()

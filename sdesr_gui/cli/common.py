@@ -58,7 +58,7 @@ def settings_from_args(args):
         sampler=args.sampler, steps=args.steps, corrector_steps=args.corrector_steps, snr=args.r,
         predictor=args.predictor, corrector=args.corrector, fast_method=args.fast_method, churn=args.churn,
         h=args.h, guidance_sigma_min=args.guidance_min_sigma, attributes=attrs, samples=args.samples, seed=args.seed, sde=args.sde,
-        mirror=args.mirror, mean_mirror=args.mean_mirror)
+        guidance_cap=args.guidance_cap, mirror=args.mirror, mean_mirror=args.mean_mirror)
     try:
         s.validate()
     except ValueError as e:
@@ -141,6 +141,9 @@ def add_sampler_args(e: argparse.ArgumentParser) -> None:
     e.add_argument("--guidance-min-sigma", type=float, default=d.guidance_sigma_min, metavar="SIGMA",
                    help="guide only while the noise level is at least SIGMA, so the last steps stay the "
                    "model's own (default: the classifier's model card; 0 = the whole run)")
+    e.add_argument("--guidance-cap", type=float, default=d.guidance_cap, metavar="K",
+                   help="limit each step's guidance to K times the model's own score (per sample), so "
+                   f"one step cannot paint a pattern over the face (default {d.guidance_cap:g}; 0 = no cap)")
     e.add_argument("--attr", metavar="LIST", help="known attributes, e.g. male=1,beard=0,eyeglasses=?")
     e.add_argument("--classifier", metavar="FILE", help="attribute classifier (.safetensors)")
     e.add_argument("--samples", type=int, default=d.samples, metavar="K",

@@ -24,7 +24,7 @@ import torch
 from . import faces
 from .device import resolve_device  # noqa: F401  (re-exported: the CLI and the GUI import it here)
 from .models.checkpoint import CheckpointError, file_sha256, load_checkpoint
-from .presets import (DEFAULT_GUIDANCE_SIGMA_MIN, DEFAULT_H, DEFAULT_MEAN_MIRROR, DEFAULT_MIRROR, DEFAULT_SAMPLER,
+from .presets import (DEFAULT_GUIDANCE_CAP, DEFAULT_GUIDANCE_SIGMA_MIN, DEFAULT_H, DEFAULT_MEAN_MIRROR, DEFAULT_MIRROR, DEFAULT_SAMPLER,
                       DEFAULT_STEPS, MAX_SAMPLES, SAMPLER_PRESETS)
 from .sampling import (
     CORRECTORS,
@@ -119,6 +119,7 @@ class SamplerSettings:
     churn: float = _FAST.churn  # (fast)
     h: float | None = None  # guidance scale; None = the classifier's model-card default
     guidance_sigma_min: float | None = None  # guide while sigma >= this; None = the model card's
+    guidance_cap: float = DEFAULT_GUIDANCE_CAP  # guidance <= this x the model's score norm; 0 = no cap
     attributes: dict[str, int | None] = field(default_factory=dict)
     samples: int = 1
     seed: int = 0
@@ -159,6 +160,8 @@ class SamplerSettings:
             raise ValueError("The guidance scale h cannot be negative.")
         if self.guidance_sigma_min is not None and self.guidance_sigma_min < 0:
             raise ValueError("The lowest noise level of guidance cannot be negative.")
+        if self.guidance_cap < 0:
+            raise ValueError("The guidance cap cannot be negative.")
         if self.churn < 0:
             raise ValueError("Churn cannot be negative.")
         for name, value in self.attributes.items():
@@ -495,7 +498,8 @@ class Enhancer:
         g_min = settings.guidance_sigma_min if settings.guidance_sigma_min is not None \
             else self.default_guidance_sigma_min
         if active:
-            score = guided_score_fn(score, self.classifier, sde, active, h, sigma_min=g_min)
+            score = guided_score_fn(score, self.classifier, sde, active, h, sigma_min=g_min,
+                                    max_ratio=settings.guidance_cap)
         noise = NoiseSource(seeds)
         shape = (3, faces.FRAME_SIZE, faces.FRAME_SIZE)
         start = time.perf_counter()

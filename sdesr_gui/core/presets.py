@@ -25,6 +25,8 @@ __all__ = [
     "DEFAULT_STEPS",
     "DEFAULT_H",
     "DEFAULT_GUIDANCE_SIGMA_MIN",
+    "DEFAULT_GUIDANCE_CAP",
+    "MAX_GUIDANCE_CAP",
     "MAX_H",
     "MAX_SAMPLES",
     "MAX_CORRECTOR_STEPS",
@@ -103,6 +105,13 @@ DEFAULT_H = 500.0
 #: guidance acts while sigma >= this when the classifier's model card names none (0: the whole
 #: run, as SRDG)
 DEFAULT_GUIDANCE_SIGMA_MIN = 0.0
+#: each step's guidance term is at most this fraction of the norm of the model's own score (per
+#: sample; 0 = no cap).  The classifier's gradient can jump at the last guided steps and paint a
+#: mosaic over the eyes in one step; capped, those faces stay photographic while the male and beard
+#: flips stay (guidance_eval, weights/README.md "Guidance judged by an independent classifier")
+DEFAULT_GUIDANCE_CAP = 0.25
+#: the largest cap the GUI offers (core only refuses a negative one)
+MAX_GUIDANCE_CAP = 5.0
 #: the largest guidance scale the GUI offers (core does not cap h)
 MAX_H = 5000.0
 #: the most samples K in one run (SamplerSettings.validate and the GUI)

@@ -39,6 +39,7 @@ from .sde import SDE, VESDE, bcast
 __all__ = [
     "ScoreFn",
     "mirror_denoise",
+    "cap_guidance",
     "StepInfo",
     "SampleResult",
     "SamplingCancelled",
@@ -212,6 +213,7 @@ def guided_score_fn(
     h: float,
     *,
     sigma_min: float = 0.0,
+    max_ratio: float = 0.0,
     autocast: bool | None = None,
 ) -> ScoreFn:
     """SRDG guidance: score + h * sum_a grad_x log C_a(c_a | x_t, t) over the *set* attributes.
@@ -220,6 +222,11 @@ def guided_score_fn(
     (a guidance interval, as in Kynkaenniemi et al. 2024): the classifier steers the coarse
     features decided at high noise, and the last, low-noise steps stay the model's own, so they
     do not paint the classifier's non-photographic gradient patterns into the fine detail.
+
+    ``max_ratio`` > 0 caps the guidance term of each sample at that fraction of the norm of the
+    model's own score at the same step (:class:`GuidedScore`): a classifier's gradient can jump at
+    a low noise level, where one step of it paints a non-photographic pattern the later steps
+    cannot repair; the cap keeps each step's push a bounded share of the model's.
 
     ``classifier(x_hat, sigma) -> logits [B, A]`` works in VE form like the score model and has
     an ``attributes`` sequence naming its outputs.  ``targets`` maps attribute -> 1 (present),
@@ -258,11 +265,24 @@ def guided_score_fn(
             grad = grad * bcast(on.to(grad.dtype), grad)
         return h * grad
 
-    return GuidedScore(score_fn, guidance)
+    return GuidedScore(score_fn, guidance, max_ratio=max_ratio)
+
+
+def cap_guidance(base: torch.Tensor, guidance: torch.Tensor, max_ratio: float) -> torch.Tensor:
+    """``guidance`` with each sample's norm limited to ``max_ratio`` times the norm of the same
+    sample's ``base`` score (scaled down, direction kept); ``max_ratio`` <= 0: unchanged."""
+    if max_ratio <= 0:
+        return guidance
+    nb = base.flatten(1).norm(dim=1)
+    ng = guidance.flatten(1).norm(dim=1).clamp_min(torch.finfo(guidance.dtype).tiny)
+    scale = (float(max_ratio) * nb / ng).clamp(max=1.0)
+    return guidance * bcast(scale, guidance)
 
 
 class GuidedScore:
-    """A score function plus a guidance term: ``self(x, t)`` = base + guidance.
+    """A score function plus a guidance term: ``self(x, t)`` = base + guidance, the guidance of
+    each sample capped at ``max_ratio`` times the base score's norm when ``max_ratio`` > 0
+    (:func:`cap_guidance`).
 
     ``split(x, t) -> (base, guided)`` gives both from one network evaluation, so a sampler can
     step with the guided score and still show the model's own estimate of x_0: at high noise
@@ -270,12 +290,14 @@ class GuidedScore:
     10^5 at sigma 348) and the preview would be saturated stripes, not a face.
     """
 
-    def __init__(self, base: ScoreFn, guidance: ScoreFn):
-        self.base, self.guidance = base, guidance
+    def __init__(self, base: ScoreFn, guidance: ScoreFn, *, max_ratio: float = 0.0):
+        if max_ratio < 0:
+            raise ValueError("The guidance cap cannot be negative.")
+        self.base, self.guidance, self.max_ratio = base, guidance, float(max_ratio)
 
     def split(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = self.base(x, t)
-        return b, b + self.guidance(x, t).to(b.dtype)
+        return b, b + cap_guidance(b, self.guidance(x, t).to(b.dtype), self.max_ratio)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.split(x, t)[1]

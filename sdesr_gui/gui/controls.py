@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 
 from ..core.metrics import format_metric, format_value, metric_tooltip
 from ..core.models import training_steps
-from ..core.presets import (DEFAULT_GUIDANCE_SIGMA_MIN, DEFAULT_H, DEFAULT_MEAN_MIRROR, DEFAULT_MIRROR,
+from ..core.presets import (DEFAULT_GUIDANCE_CAP, DEFAULT_GUIDANCE_SIGMA_MIN, DEFAULT_H, MAX_GUIDANCE_CAP, DEFAULT_MEAN_MIRROR, DEFAULT_MIRROR,
                             DEFAULT_SAMPLER, MAX_CORRECTOR_STEPS, MAX_H, MAX_SAMPLES, SAMPLER_PRESETS)
 from ..core.sde import DEFAULT_SDE, SDES
 from ..core.uncertainty import CAPTION
@@ -236,6 +236,15 @@ class ControlsPanel(QWidget):
                                 "low-noise steps stay the model's own, so fine detail is not painted by the "
                                 "classifier's gradients. 0 = the whole run (SRDG). The default comes from the "
                                 "classifier's model card.")
+        self.g_cap = QDoubleSpinBox()
+        self.g_cap.setRange(0.0, MAX_GUIDANCE_CAP)
+        self.g_cap.setDecimals(2)
+        self.g_cap.setSingleStep(0.05)
+        self.g_cap.setValue(DEFAULT_GUIDANCE_CAP)
+        self.g_cap.setSpecialValueText("no cap")
+        self.g_cap.setToolTip("Each step's guidance is limited to this fraction of the model's own score, so one "
+                              "step of the classifier's gradient cannot paint a pattern over the eyes or the face. "
+                              f"0 = no cap (SRDG). Default {DEFAULT_GUIDANCE_CAP:g}.")
         self.mirror = QCheckBox("average with the mirror image (2× time)")
         self.mirror.setChecked(DEFAULT_MIRROR)
         self.mirror.setToolTip("At every step, average the denoiser's estimate of the face with its estimate of the "
@@ -251,6 +260,7 @@ class ControlsPanel(QWidget):
         sform.addRow("r (SNR)", self._pair(self.r_slider, self.r_label))
         sform.addRow("h (guidance)", self._pair(self.h_slider, self.h_label))
         sform.addRow("Guide while σ ≥", self.g_sigma)
+        sform.addRow("Guidance cap (× score)", self.g_cap)
         sform.addRow("Denoiser", self.mirror)
         sbox = QGroupBox("Sampler")
         sbox.setLayout(sform)
@@ -487,6 +497,7 @@ class ControlsPanel(QWidget):
                 cb.set_value(None)
         self.h_slider.setEnabled(c is not None)
         self.g_sigma.setEnabled(c is not None)
+        self.g_cap.setEnabled(c is not None)
         if c is not None:
             cmeta = read_meta(c)
             names = cmeta.get("attributes") or (cmeta.get("config") or {}).get("attributes")
@@ -566,7 +577,8 @@ class ControlsPanel(QWidget):
         return SamplerSettings(
             sampler=key, sde=self.sde_key(), steps=int(self.steps.value()),
             corrector_steps=int(self.corrector.value()), snr=self.r_value(), h=float(self.h_slider.value()),
-            guidance_sigma_min=float(self.g_sigma.value()), attributes=self.attributes(), samples=int(self.samples.value()), seed=int(self.seed.value()),
+            guidance_sigma_min=float(self.g_sigma.value()), guidance_cap=float(self.g_cap.value()),
+            attributes=self.attributes(), samples=int(self.samples.value()), seed=int(self.seed.value()),
             mirror=self.mirror.isChecked())
 
     def device_name(self) -> str:
@@ -623,6 +635,7 @@ class ControlsPanel(QWidget):
         s.setValue("controls/r", self.r_slider.value())
         s.setValue("controls/h", self.h_slider.value())
         s.setValue("controls/guidance_sigma_min", self.g_sigma.value())
+        s.setValue("controls/guidance_cap", self.g_cap.value())
         s.setValue("controls/samples", self.samples.value())
         s.setValue("controls/mirror", self.mirror.isChecked())
         s.setValue("controls/seed", self.seed.value())
@@ -667,6 +680,10 @@ class ControlsPanel(QWidget):
         self.h_slider.setValue(get_int("controls/h", self.h_slider.value()))
         try:
             self.g_sigma.setValue(float(s.value("controls/guidance_sigma_min", self.g_sigma.value())))
+        except (TypeError, ValueError):
+            pass
+        try:
+            self.g_cap.setValue(float(s.value("controls/guidance_cap", self.g_cap.value())))
         except (TypeError, ValueError):
             pass
         self.samples.setValue(get_int("controls/samples", 4))
