@@ -107,8 +107,9 @@ DEFAULT_H = 500.0
 DEFAULT_GUIDANCE_SIGMA_MIN = 0.0
 #: each step's guidance term is at most this fraction of the norm of the model's own score (per
 #: sample; 0 = no cap).  The classifier's gradient can jump at the last guided steps and paint a
-#: mosaic over the eyes in one step; capped, those faces stay photographic while the male and beard
-#: flips stay (guidance_eval, weights/README.md "Guidance judged by an independent classifier")
+#: mosaic over the eyes in one step; capped, the mosaics go (47 faces: broken eyeglasses samples 6 -> 3,
+#: streaks left) and the male and beard flips stay (guidance_eval; weights/README.md "Guidance judged
+#: by an independent classifier")
 DEFAULT_GUIDANCE_CAP = 0.25
 #: the largest cap the GUI offers (core only refuses a negative one)
 MAX_GUIDANCE_CAP = 5.0
