@@ -320,6 +320,9 @@ def test_guidance_needs_and_uses_the_classifier(tmp_path, inputs, tiny_weights, 
     assert rec["sampler"]["h"] == 50.0  # the classifier's default from its metadata
     assert rec["sampler"]["guidance_sigma_min"] == 0.0  # its card names no interval: the whole run
     assert rec["sampler"]["guidance_cap"] == DEFAULT_GUIDANCE_CAP  # the one table's cap
+    acted = rec["sampler"]["guidance_capped"]  # how often it acted: per sample and evaluation
+    assert acted["evaluations"] == rec["timings"]["nfe"] * len(rec["sampler"]["seeds"])
+    assert 0 <= acted["capped"] <= acted["evaluations"]
     code, _, err = run(["enhance", inputs / "face.png", "--out", tmp_path / "g2", "--weights", tiny_weights["score"],
                         "--classifier", tiny_weights["classifier"], "--attr", "male=1", "--guidance-min-sigma",
                         "0.3", "--guidance-cap", "0", "--steps", "2", "--quiet"], capsys)

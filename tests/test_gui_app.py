@@ -413,6 +413,9 @@ def test_run_shows_live_frames_and_samples_then_rerun(qtbot, window, fast_weight
     assert window.run.settings["attributes"]["male"] == 1 and window.run.settings["h"] == 50.0
     assert window.run.settings["guidance_sigma_min"] == pytest.approx(0.25)
     assert window.run.settings["guidance_cap"] == pytest.approx(0.4)  # on the run's record
+    acted = window.run.settings["guidance_capped"]  # how often it acted, and the status line says so
+    assert acted["evaluations"] == 2 * 5 and 0 <= acted["capped"] <= 10
+    assert ("guidance cap acted" in window.status_label.text()) == (acted["capped"] > 0)
     qtbot.waitUntil(lambda: "cs" in window.compare.item("s2").metrics, timeout=30_000)  # vs the reference
     assert -1.0 <= window.compare.item("s1").metrics["cs"] <= 1.0
     assert "CS" in window.compare.tiles["s1"].metrics.text()

@@ -237,6 +237,8 @@ def test_guidance_cap_limits_each_samples_push_to_a_share_of_the_models_score():
     assert torch.allclose(S.guided_score_fn(base, clf, sde, {"male": 1}, h=1e4, max_ratio=0.0)(x, t), free(x, t))
     base_part, guided = capped.split(x, t)  # split gives the capped score too
     assert torch.allclose(guided, capped(x, t)) and torch.equal(base_part, b)
+    assert capped.evaluations == 9 and capped.capped == 9  # 3 calls of 3 samples, every one capped
+    assert loose.evaluations == 3 and loose.capped == 0
     with pytest.raises(ValueError, match="cap"):
         S.guided_score_fn(base, clf, sde, {"male": 1}, h=1.0, max_ratio=-1.0)
 

@@ -517,6 +517,8 @@ class Enhancer:
         rec = settings.to_dict()
         rec["h"] = h
         rec["guidance_sigma_min"] = g_min
+        if hasattr(score, "capped"):  # guided: how often the guidance cap acted (per sample and step)
+            rec["guidance_capped"] = {"evaluations": score.evaluations, "capped": score.capped}
         rec["sde_params"] = sde.to_dict()
         rec["attributes"] = {n: settings.attributes.get(n) for n in ATTRIBUTE_NAMES}
         return res, seconds, rec

@@ -268,15 +268,16 @@ def guided_score_fn(
     return GuidedScore(score_fn, guidance, max_ratio=max_ratio)
 
 
-def cap_guidance(base: torch.Tensor, guidance: torch.Tensor, max_ratio: float) -> torch.Tensor:
+def cap_guidance(base: torch.Tensor, guidance: torch.Tensor, max_ratio: float) -> tuple[torch.Tensor, int]:
     """``guidance`` with each sample's norm limited to ``max_ratio`` times the norm of the same
-    sample's ``base`` score (scaled down, direction kept); ``max_ratio`` <= 0: unchanged."""
+    sample's ``base`` score (scaled down, direction kept; ``max_ratio`` <= 0: unchanged), and how
+    many samples of the batch the cap scaled down."""
     if max_ratio <= 0:
-        return guidance
+        return guidance, 0
     nb = base.flatten(1).norm(dim=1)
     ng = guidance.flatten(1).norm(dim=1).clamp_min(torch.finfo(guidance.dtype).tiny)
     scale = (float(max_ratio) * nb / ng).clamp(max=1.0)
-    return guidance * bcast(scale, guidance)
+    return guidance * bcast(scale, guidance), int((scale < 1.0).sum())
 
 
 class GuidedScore:
@@ -294,10 +295,17 @@ class GuidedScore:
         if max_ratio < 0:
             raise ValueError("The guidance cap cannot be negative.")
         self.base, self.guidance, self.max_ratio = base, guidance, float(max_ratio)
+        #: per-sample score evaluations so far, and how many of them the cap scaled down (the run
+        #: record reports both, so an analyst sees how often the cap acted)
+        self.evaluations = 0
+        self.capped = 0
 
     def split(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = self.base(x, t)
-        return b, b + cap_guidance(b, self.guidance(x, t).to(b.dtype), self.max_ratio)
+        g, n_capped = cap_guidance(b, self.guidance(x, t).to(b.dtype), self.max_ratio)
+        self.evaluations += int(x.shape[0])
+        self.capped += n_capped
+        return b, b + g
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.split(x, t)[1]
