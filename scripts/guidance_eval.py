@@ -99,7 +99,8 @@ def main() -> int:
                                                                "flipped": c[1]}
                for (attr, want), c in counts.items()}
     doc = {"h": a.h, "guidance_sigma_min": a.guidance_min_sigma if a.guidance_min_sigma is not None
-           else enh.default_guidance_sigma_min, "guidance_cap": a.guidance_cap, "sampler": SamplerSettings().to_dict(), "model": enh.model_info,
+           else enh.default_guidance_sigma_min, "guidance_cap": a.guidance_cap,
+           "sampler": SamplerSettings().to_dict(), "model": enh.model_info,
            "classifier": enh.classifier_info, "judge": {k: judge.get(k) for k in ("what", "trained_on", "features", "accuracy")},
            "faces": len(plan), "summary": summary, "per_face": results,
            "seconds": round(time.perf_counter() - t0, 1)}

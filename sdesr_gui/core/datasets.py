@@ -536,8 +536,8 @@ def _jitter_colours(hr: torch.Tensor, factors: np.ndarray) -> torch.Tensor:
     b, c, s = (f[:, k].view(-1, 1, 1, 1) for k in range(3))
     luma = torch.tensor([0.299, 0.587, 0.114], dtype=hr.dtype, device=hr.device).view(1, 3, 1, 1)
     x = hr * b
-    grey = (x * luma).sum(1, keepdim=True)
-    x = grey.mean((2, 3), keepdim=True) + (x - grey.mean((2, 3), keepdim=True)) * c
+    mean_grey = (x * luma).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    x = mean_grey + (x - mean_grey) * c
     grey = (x * luma).sum(1, keepdim=True)
     x = grey + (x - grey) * s
     return x.clamp_(0.0, 1.0)
@@ -653,8 +653,8 @@ class FaceDataset(torch.utils.data.Dataset):
               device: Optional[torch.device] = None) -> dict[str, torch.Tensor]:
         """A collated batch for ``indices``; all randomness from ``rng``.
 
-        ``rng=None`` means no augmentation: no flip, shift, zoom or colour jitter, centre crop, and ``"realistic"`` falls
-        back to bicubic. ``crop``/``flip``/``degradation`` override the dataset's settings.
+        ``rng=None`` means no augmentation: no flip, shift, zoom or colour jitter, centre crop, and
+        ``"realistic"`` falls back to bicubic. ``crop``/``flip``/``degradation`` override the dataset's settings.
         ``device``: where the tensors are made (a GPU trainer makes the bicubic LR there; the
         realistic degradations run on the CPU, image by image, and their LR is moved).
         """

@@ -24,13 +24,14 @@ import torch
 from . import faces
 from .device import resolve_device  # noqa: F401  (re-exported: the CLI and the GUI import it here)
 from .models.checkpoint import CheckpointError, file_sha256, load_checkpoint
-from .presets import (DEFAULT_GUIDANCE_CAP, DEFAULT_GUIDANCE_SIGMA_MIN, DEFAULT_H, DEFAULT_MEAN_MIRROR, DEFAULT_MIRROR, DEFAULT_SAMPLER,
-                      DEFAULT_STEPS, MAX_SAMPLES, SAMPLER_PRESETS)
+from .presets import (DEFAULT_GUIDANCE_CAP, DEFAULT_GUIDANCE_SIGMA_MIN, DEFAULT_H, DEFAULT_MEAN_MIRROR,
+                      DEFAULT_MIRROR, DEFAULT_SAMPLER, DEFAULT_STEPS, MAX_SAMPLES, SAMPLER_PRESETS)
 from .sampling import (
     CORRECTORS,
     FAST_MAX_NFE,
     FAST_METHODS,
     MEAN_ESTIMATE_SEED,
+    GuidedScore,
     PREDICTORS,
     NoiseSource,
     SampleResult,
@@ -517,7 +518,7 @@ class Enhancer:
         rec = settings.to_dict()
         rec["h"] = h
         rec["guidance_sigma_min"] = g_min
-        if hasattr(score, "capped"):  # guided: how often the guidance cap acted (per sample and step)
+        if isinstance(score, GuidedScore):  # how often the guidance cap acted (per sample and step)
             rec["guidance_capped"] = {"evaluations": score.evaluations, "capped": score.capped}
         rec["sde_params"] = sde.to_dict()
         rec["attributes"] = {n: settings.attributes.get(n) for n in ATTRIBUTE_NAMES}

@@ -32,8 +32,9 @@ from PySide6.QtWidgets import (
 
 from ..core.metrics import format_metric, format_value, metric_tooltip
 from ..core.models import training_steps
-from ..core.presets import (DEFAULT_GUIDANCE_CAP, DEFAULT_GUIDANCE_SIGMA_MIN, DEFAULT_H, MAX_GUIDANCE_CAP, DEFAULT_MEAN_MIRROR, DEFAULT_MIRROR,
-                            DEFAULT_SAMPLER, MAX_CORRECTOR_STEPS, MAX_H, MAX_SAMPLES, SAMPLER_PRESETS)
+from ..core.presets import (DEFAULT_GUIDANCE_CAP, DEFAULT_GUIDANCE_SIGMA_MIN, DEFAULT_H, DEFAULT_MEAN_MIRROR,
+                            DEFAULT_MIRROR, DEFAULT_SAMPLER, MAX_CORRECTOR_STEPS, MAX_GUIDANCE_CAP, MAX_H,
+                            MAX_SAMPLES, SAMPLER_PRESETS)
 from ..core.sde import DEFAULT_SDE, SDES
 from ..core.uncertainty import CAPTION
 from .imaging import pixmap_from_rgb

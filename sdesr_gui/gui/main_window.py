@@ -540,7 +540,7 @@ class MainWindow(QMainWindow):
         why = (sel.details or {}).get("scale_why", "") if scale != 8 or "not installed" in \
             str((sel.details or {}).get("scale_why", "")) else ""
         chose = f"; {out.choice['text']}" if out.choice else ""
-        capped = (getattr(out, "settings", None) or {}).get("guidance_capped") or {}
+        capped = out.settings.get("guidance_capped") or {}
         cap = (f"; the guidance cap acted at {capped['capped']} of {capped['evaluations']} guided steps "
                "(samples × evaluations)") if capped.get("capped") else ""
         self.set_status(f"{len(out.samples)} sample(s), {out.nfe} network evaluations, {out.seconds:.1f} s "
