@@ -1,7 +1,9 @@
 """Build the gallery and probe folders of the README's Rank-1 table from a prepared dataset.
 
 Gallery: the first source photo (by file name) of every identity in the dataset (train and
-validation), one per identity, in ``OUT/gallery/<identity>/``. Probes: up to ``--per-id`` other
+validation), one per identity, in ``OUT/gallery/<identity>/``; with ``--val-gallery`` of the
+validation identities only (the issue's own baseline used a small gallery of this kind; the
+full one adds the 394 training identities as distractors, people the model has learned). Probes: up to ``--per-id`` other
 source photos of each validation identity, in ``OUT/probes/<identity>/``. The folders hold
 symbolic links to the original photos (nothing is copied, the originals are only read), so
 ``sdesr eval-match --gallery OUT/gallery --probes OUT/probes`` aligns the raw photos itself.
@@ -18,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 
-def build(dataset: Path, out: Path, per_id: int = 3) -> dict:
+def build(dataset: Path, out: Path, per_id: int = 3, val_gallery: bool = False) -> dict:
     rows = list(csv.DictReader(open(dataset / "manifest.csv", newline="")))
     by_id: dict[str, list[str]] = defaultdict(list)
     split: dict[str, str] = {}
@@ -29,6 +31,8 @@ def build(dataset: Path, out: Path, per_id: int = 3) -> dict:
         raise SystemExit(f"{out} is not empty; give a new folder")
     n_g = n_p = 0
     for ident, files in sorted(by_id.items(), key=lambda kv: kv[0]):
+        if val_gallery and split[ident] != "val":
+            continue
         files = sorted(set(files), key=lambda f: Path(f).name)
         (out / "gallery" / ident).mkdir(parents=True, exist_ok=True)
         (out / "gallery" / ident / Path(files[0]).name).symlink_to(Path(files[0]).resolve())
@@ -48,11 +52,13 @@ def main(argv=None) -> int:
     ap.add_argument("dataset", type=Path, help="a dataset made by `sdesr prepare` (manifest.csv)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--per-id", type=int, default=3, help="probe photos per validation identity (3)")
+    ap.add_argument("--val-gallery", action="store_true",
+                    help="gallery of the validation identities only (default: every identity)")
     a = ap.parse_args(argv)
     if not (a.dataset / "manifest.csv").is_file():
         print(f"error: {a.dataset} has no manifest.csv (make it with `sdesr prepare`)", file=sys.stderr)
         return 2
-    print(build(a.dataset, a.out, a.per_id))
+    print(build(a.dataset, a.out, a.per_id, a.val_gallery))
     return 0
 
 

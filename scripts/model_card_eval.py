@@ -49,9 +49,14 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def val_rows(dataset: Path) -> list[dict]:
-    rows = [r for r in read_manifest(dataset) if r["split"] == "val"]
+def split_rows(dataset: Path, split: str = "val") -> list[dict]:
+    """The rows of one split of a prepared dataset, sorted by file (deterministic)."""
+    rows = [r for r in read_manifest(dataset) if r["split"] == split]
     return sorted(rows, key=lambda r: r["file"])
+
+
+def val_rows(dataset: Path) -> list[dict]:
+    return split_rows(dataset, "val")
 
 
 def spread(rows: list, n: int) -> list:
@@ -283,6 +288,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--parts", default="main,classifier,guidance,sweep")
     ap.add_argument("--faces", type=int, default=200)
+    ap.add_argument("--split", choices=["val", "train"], default="val",
+                    help="faces of the main/mean/sweep parts from this split (train: how much the model "
+                         "memorises, against the same measure on val)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--pc-faces", type=int, default=4)
     ap.add_argument("--pc-steps", type=int, default=1000)
@@ -313,9 +321,11 @@ def main(argv=None) -> int:
     enh = Enhancer.from_files(args.weights or wd / SCORE_WEIGHTS_NAME,
                               args.classifier or wd / CLASSIFIER_WEIGHTS_NAME)
     rows = val_rows(args.dataset)
-    chosen = spread(rows, args.faces)
     parts = set(args.parts.split(","))
-    report = {"dataset": str(args.dataset.name), "val_faces_total": len(rows),
+    if args.split != "val" and parts - {"main", "mean", "sweep"}:
+        ap.error("--split train is for the main, mean and sweep parts only")
+    chosen = spread(split_rows(args.dataset, args.split), args.faces)
+    report = {"dataset": str(args.dataset.name), "split": args.split, "val_faces_total": len(rows),
               "val_identities": len({r["identity"] for r in rows}),
               "eval_identities": len({r["identity"] for r in chosen}),
               "model": enh.model_info, "classifier": enh.classifier_info,

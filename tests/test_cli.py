@@ -523,6 +523,16 @@ def test_evaluate_reports_bicubic_and_sampler(tmp_path, astronaut_face, tiny_wei
     est = enh.mean_estimate(_faces.degrade(hr0))
     assert rep["per_face"]["mean estimate"]["psnr"][1] == pytest.approx(float(_metrics.psnr(est, hr0)[0]), rel=1e-4)
     assert rep["summary"]["bicubic"]["psnr"]["n"] == 3 and "bicubic" in out
+    # --no-samples: bicubic and the same mean estimate, no sampler row
+    code, out, err = run(["evaluate", d, "--weights", tiny_weights["score"], "--no-samples",
+                          "--json", tmp_path / "m.json", "--quiet"], capsys)
+    assert code == 0, err
+    mrep = json.loads((tmp_path / "m.json").read_text())
+    assert set(mrep["summary"]) == {"bicubic", "mean estimate"} and mrep["settings"] is None
+    assert mrep["mean_mirror"] is True
+    assert mrep["per_face"]["mean estimate"]["psnr"] == rep["per_face"]["mean estimate"]["psnr"]
+    code, _, err = run(["evaluate", d, "--weights", tiny_weights["score"], "--no-samples", "--no-mean"], capsys)
+    assert code == 2 and "nothing to evaluate" in err and "Traceback" not in err
     # the bicubic row equals the metric computed directly
     from sdesr_gui.core import faces, metrics
     hr = faces.to_tensor(np.asarray(Image.open(d / "f0.png")))

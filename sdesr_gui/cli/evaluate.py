@@ -41,6 +41,8 @@ def cmd_evaluate(args) -> int:
     from ..core.video import load_still
 
     settings = settings_from_args(args)
+    if args.no_samples and args.no_mean:
+        raise UsageError("--no-samples with --no-mean leaves nothing to evaluate but bicubic; drop one of them")
     files = _hr_faces_from(args.inputs, args.split)[: args.limit]
     imgs = []
     for p in files:
@@ -57,7 +59,8 @@ def cmd_evaluate(args) -> int:
 
         embed_fn = get_embedder("dlib").embed_fn()
     with tqdm(total=len(imgs), desc="evaluate", unit="face", file=sys.stderr, disable=args.quiet) as bar:
-        res = evaluate(enh, imgs, {args.name or settings.sampler: settings}, batch=args.batch,
+        res = evaluate(enh, imgs, {} if args.no_samples else {args.name or settings.sampler: settings},
+                       batch=args.batch,
                        progress=lambda d, n: bar.update(d - bar.n), embed_fn=embed_fn,
                        mean_estimate=not args.no_mean, mean_mirror=settings.mean_mirror,
                        degradation=args.degrade)
@@ -70,7 +73,8 @@ def cmd_evaluate(args) -> int:
         how = ("averaged with its mirror image's, two evaluations" if settings.mean_mirror else "one evaluation")
         print(f"(mean estimate: the model's posterior-mean estimate, {how} per face; an estimate, not a sample)")
     if args.json:
-        report = {"faces": len(imgs), "settings": settings.to_dict(), "model": enh.model_info,
+        report = {"faces": len(imgs), "settings": None if args.no_samples else settings.to_dict(),
+                  "mean_mirror": None if args.no_mean else settings.mean_mirror, "model": enh.model_info,
                   "degradation": {"strength": args.degrade, **STRENGTHS[args.degrade].to_dict(),
                                   "seed": "per face: its index in the list (0, 1, ...)"},
                   "summary": summary, "metric_legend": metric_legend(metric_keys_in(summary)),
@@ -88,6 +92,9 @@ def register(sub) -> None:
     v.add_argument("--limit", type=int, default=200, help="at most this many faces (200)")
     v.add_argument("--no-mean", action="store_true",
                    help="leave out the mean-estimate row (the model's posterior-mean estimate; see --mean-mirror)")
+    v.add_argument("--no-samples", action="store_true",
+                   help="bicubic and the mean estimate only (no sampler run: one or two network "
+                   "evaluations per face)")
     v.add_argument("--name", help="label of this setting in the table")
     v.add_argument("--degrade", default="clean", choices=["clean", "mild", "moderate", "strong"],
                    help="how the LR is made from each HR face: clean bicubic (default) or a fixed footage-grade "
