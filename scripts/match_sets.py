@@ -2,9 +2,9 @@
 
 Gallery: the first source photo (by file name) of every identity in the dataset (train and
 validation), one per identity, in ``OUT/gallery/<identity>/``; with ``--val-gallery`` of the
-validation identities only (the issue's own baseline used a small gallery of this kind; the
-full one adds the 394 training identities as distractors, people the model has learned). Probes: up to ``--per-id`` other
-source photos of each validation identity, in ``OUT/probes/<identity>/``. The folders hold
+validation identities only (a gallery of the people being looked for; the full one adds every
+training identity as a distractor, people the model has learned). Probes: up to ``--per-id``
+other source photos of each validation identity, in ``OUT/probes/<identity>/``. The folders hold
 symbolic links to the original photos (nothing is copied, the originals are only read), so
 ``sdesr eval-match --gallery OUT/gallery --probes OUT/probes`` aligns the raw photos itself.
 
