@@ -226,6 +226,28 @@ def test_enhance_writes_the_uncertainty_map_of_k_samples(tmp_path, inputs, tiny_
     assert lr_block["map"] is True and "against_hr" not in lr_block  # no HR, no error claimed
 
 
+def test_enhance_started_from_the_mean_estimate(tmp_path, inputs, tiny_weights, capsys):
+    """--start-sigma: recorded with the sampler; the map of such samples carries no calibration
+    factor and says what it understates; PC refuses it in one sentence (exit 2), writing nothing."""
+    from sdesr_gui.core import uncertainty
+
+    out = tmp_path / "out"
+    code, _, err = run(["enhance", inputs / "face.png", "--out", out, "--weights", tiny_weights["score"],
+                        "--samples", "2", "--steps", "3", "--start-sigma", "0.05", "--quiet"], capsys)
+    assert code == 0, err
+    rec = json.loads((out / "face.json").read_text())
+    assert rec["sampler"]["start_sigma"] == 0.05 and rec["sampler"]["sampler"] == "fast"
+    assert rec["uncertainty"]["note"] == uncertainty.NEAR_MEAN_NOTE and rec["uncertainty"]["std_scale"] == 1.0
+    code, _, err = run(["enhance", inputs / "face.png", "--out", tmp_path / "pc", "--weights", tiny_weights["score"],
+                        "--sampler", "pc", "--steps", "3", "--start-sigma", "0.05", "--quiet"], capsys)
+    one_line_error(code, err, "fast sampler only")
+    assert not (tmp_path / "pc").exists()
+    # the model's calibration factor is for posterior samples only
+    info = {uncertainty.SCALE_KEY: 1.8}
+    assert uncertainty.run_scale(info, {"start_sigma": None}) == 1.8
+    assert uncertainty.run_scale(info, {"start_sigma": 0.3}) == 1.0
+
+
 def test_enhance_with_one_sample_claims_no_uncertainty_map(tmp_path, inputs, tiny_weights, capsys):
     out = tmp_path / "out"
     code, _, err = run(["enhance", inputs / "face.png", "--out", out, "--weights", tiny_weights["score"],

@@ -129,6 +129,35 @@ def test_mirror_averaged_sampling_is_recorded_and_changes_the_samples(enhancer):
     assert mir.nfe == plain.nfe  # evaluations of the sampler's schedule; each is twice the work
 
 
+def test_samples_started_from_the_mean_estimate(enhancer):
+    """start_sigma: the fast sampler starts from the mean estimate diffused to that level, so its
+    samples stay nearer the mean estimate than posterior samples do, and the lower the level the
+    nearer; run() and run_many() agree, the record says so, PC and bad levels are refused."""
+    lr = lr_face(4)
+
+    def rms_to_mean(res):
+        return float((res.samples - res.mean).pow(2).mean().sqrt())
+
+    post = enhancer.run(lr, SamplerSettings(steps=6, samples=3, seed=2))
+    near = [enhancer.run(lr, SamplerSettings(steps=6, samples=3, seed=2, start_sigma=s)) for s in (0.1, 0.01)]
+    assert post.settings["start_sigma"] is None
+    assert [r.settings["start_sigma"] for r in near] == [0.1, 0.01]
+    assert rms_to_mean(post) > rms_to_mean(near[0]) > rms_to_mean(near[1])
+    assert all(torch.equal(r.mean, post.mean) for r in near)  # the same estimate, computed first
+    assert not torch.allclose(near[1].samples[0], near[1].samples[1], atol=1e-4)  # still samples
+    # run_many (evaluations, batches of faces) gives face i with seed + i the same sample
+    many = enhancer.run_many(torch.cat([lr_face(5), lr]), SamplerSettings(steps=6, seed=1, start_sigma=0.01))
+    assert torch.allclose(many[1], near[1].samples[0], atol=1e-5)
+    # refusals, one sentence each
+    with pytest.raises(ValueError, match="^Starting from the mean estimate is offered for the fast sampler only.$"):
+        SamplerSettings(sampler="pc", start_sigma=0.5).validate()
+    with pytest.raises(ValueError, match="^The start noise level must be above 0.$"):
+        SamplerSettings(start_sigma=0.0).validate()
+    with pytest.raises(ValueError, match="^The start noise level must be at most 348, the top of the VE SDE's range.$"):
+        enhancer.run(lr, SamplerSettings(steps=2, start_sigma=400.0))
+    assert "start_sigma" not in SamplerSettings(sampler="pc").to_dict()
+
+
 def test_mirror_denoise_is_the_flip_average():
     from sdesr_gui.core.sampling import mirror_denoise
 

@@ -714,6 +714,11 @@ def test_settings_persist(qtbot, tmp_path, monkeypatch):
     win.controls.mirror.setChecked(True)
     assert win.controls.take_settings().guidance_cap == DEFAULT_GUIDANCE_CAP
     win.controls.g_cap.setValue(0.0)  # "no cap"
+    # the start from the mean estimate: off (pure noise) by default, the fast sampler's only
+    assert win.controls.start_sigma.text() == "pure noise (posterior)"
+    assert not win.controls.start_sigma.isEnabled()  # PC is chosen above
+    win.controls.start_sigma.setValue(0.3)
+    assert win.controls.take_settings().start_sigma is None  # PC: not used
     win._add_recent(str(SAMPLE_FACE))
     win.close()
     win2 = MainWindow(settings=QSettings(ini, QSettings.Format.IniFormat), gallery_cache_dir=tmp_path / "c")
@@ -724,6 +729,11 @@ def test_settings_persist(qtbot, tmp_path, monkeypatch):
     assert win2.controls.sde_key() == "subvp" and win2.controls.take_settings().sde == "subvp"
     assert win2.controls.mirror.isChecked() and win2.controls.take_settings().mirror
     assert win2.controls.g_cap.value() == 0.0 and win2.controls.g_cap.text() == "no cap"
+    assert win2.controls.start_sigma.value() == pytest.approx(0.3)
+    win2.controls.preset.setCurrentIndex(win2.controls.preset.findData("fast"))
+    assert win2.controls.start_sigma.isEnabled() and win2.controls.take_settings().start_sigma == pytest.approx(0.3)
+    win2.controls.start_sigma.setValue(0.0)
+    assert win2.controls.take_settings().start_sigma is None
     assert win2._recent()[0] == str(SAMPLE_FACE)
     assert any(a.text().endswith(SAMPLE_FACE.name) for a in win2.recent_menu.actions())
 

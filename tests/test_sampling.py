@@ -82,6 +82,22 @@ def test_fast_sampler_with_churn_recovers_gaussian(method):
     assert_target(res.samples, tol_std=0.03 if method == "dpmpp_2m" else 0.13)
 
 
+@pytest.mark.parametrize("sde", [VESDE(), VPSDE(), SubVPSDE()], ids=lambda s: s.name)
+def test_fast_sampler_started_from_the_mean(sde):
+    """x_init = the target's mean diffused to sigma0 (not pure noise at the top): the ODE of a
+    Gaussian target scales x - MU by sqrt(S0^2 + sigma^2) / sqrt(S0^2 + sigma0^2), so the samples
+    keep the mean and shrink their std from S0 to sigma0 S0 / sqrt(S0^2 + sigma0^2)."""
+    for sigma0 in (0.2, 0.05):
+        res = S.fast_sample(gaussian_score(sde), sde, SHAPE, S.NoiseSource(range(K)), n_steps=20,
+                            sigma_max=sigma0, x_init=torch.full(SHAPE, MU))
+        assert float(res.samples.mean()) == pytest.approx(MU, abs=0.005)
+        assert float(res.samples.std()) == pytest.approx(sigma0 * S0 / math.hypot(S0, sigma0), rel=0.03)
+    # from the top of the range the start hardly matters: the posterior again
+    res = S.fast_sample(gaussian_score(sde), sde, SHAPE, S.NoiseSource(range(K)), n_steps=40,
+                        x_init=torch.full(SHAPE, MU + 0.3))
+    assert_target(res.samples)
+
+
 def test_fast_sampler_refuses_more_than_40_evaluations():
     with pytest.raises(ValueError, match="at most 40 network evaluations"):
         S.fast_sample(gaussian_score(VESDE()), VESDE(), SHAPE, S.NoiseSource([0]), n_steps=41)

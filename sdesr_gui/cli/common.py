@@ -58,7 +58,8 @@ def settings_from_args(args):
         sampler=args.sampler, steps=args.steps, corrector_steps=args.corrector_steps, snr=args.r,
         predictor=args.predictor, corrector=args.corrector, fast_method=args.fast_method, churn=args.churn,
         h=args.h, guidance_sigma_min=args.guidance_min_sigma, attributes=attrs, samples=args.samples, seed=args.seed, sde=args.sde,
-        guidance_cap=args.guidance_cap, mirror=args.mirror, mean_mirror=args.mean_mirror)
+        guidance_cap=args.guidance_cap, mirror=args.mirror, mean_mirror=args.mean_mirror,
+        start_sigma=args.start_sigma)
     try:
         s.validate()
     except ValueError as e:
@@ -137,6 +138,10 @@ def add_sampler_args(e: argparse.ArgumentParser) -> None:
     e.add_argument("--fast-method", choices=list(FAST_METHODS), default=d.fast_method)
     e.add_argument("--churn", type=float, default=d.churn,
                    help=f"stochastic churn of the fast sampler ({_num(d.churn)})")
+    e.add_argument("--start-sigma", type=float, default=d.start_sigma, metavar="SIGMA",
+                   help="fast sampler: start from the mean estimate diffused to noise level SIGMA instead of "
+                   "from pure noise, so only the detail that noise hides is drawn anew: samples nearer the "
+                   "mean estimate, with less spread than the posterior's (default: off, posterior samples)")
     e.add_argument("--h", type=float, default=d.h, help="guidance scale (default: the classifier's model card)")
     e.add_argument("--guidance-min-sigma", type=float, default=d.guidance_sigma_min, metavar="SIGMA",
                    help="guide only while the noise level is at least SIGMA, so the last steps stay the "

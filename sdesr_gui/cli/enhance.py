@@ -187,8 +187,10 @@ def _write_uncertainty(out: Path, stem: str, res, prep, rec, written: list, mode
     k = int(res.samples.shape[0])
     if k < 2:
         return uncertainty.no_map_record(k)
-    umap = uncertainty.uncertainty_map(res.samples, scale=uncertainty.model_scale(model_info))
+    umap = uncertainty.uncertainty_map(res.samples, scale=uncertainty.run_scale(model_info, res.settings))
     block = umap.to_dict()
+    if res.settings.get("start_sigma") is not None:
+        block["note"] = uncertainty.NEAR_MEAN_NOTE
     p = out / f"{stem}_std.npy"
     digest = uncertainty.save_std_npy(p, umap.std)
     written.append(p)

@@ -25,7 +25,8 @@ from . import faces
 from .device import resolve_device  # noqa: F401  (re-exported: the CLI and the GUI import it here)
 from .models.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from .presets import (DEFAULT_GUIDANCE_CAP, DEFAULT_GUIDANCE_SIGMA_MIN, DEFAULT_H, DEFAULT_MEAN_MIRROR,
-                      DEFAULT_MIRROR, DEFAULT_SAMPLER, DEFAULT_STEPS, MAX_SAMPLES, SAMPLER_PRESETS)
+                      DEFAULT_MIRROR, DEFAULT_SAMPLER, DEFAULT_START_SIGMA, DEFAULT_STEPS, MAX_SAMPLES,
+                      SAMPLER_PRESETS)
 from .sampling import (
     CORRECTORS,
     FAST_MAX_NFE,
@@ -118,6 +119,9 @@ class SamplerSettings:
     corrector: str = _PC.corrector  # a CORRECTORS name (pc)
     fast_method: str = _FAST.fast_method  # a FAST_METHODS name (fast)
     churn: float = _FAST.churn  # (fast)
+    # fast: start from the mean estimate diffused to this noise level instead of from pure noise at
+    # the SDE's sigma_max (None): samples nearer the mean, with less of the posterior's spread
+    start_sigma: float | None = DEFAULT_START_SIGMA
     h: float | None = None  # guidance scale; None = the classifier's model-card default
     guidance_sigma_min: float | None = None  # guide while sigma >= this; None = the model card's
     guidance_cap: float = DEFAULT_GUIDANCE_CAP  # guidance <= this x the model's score norm; 0 = no cap
@@ -165,6 +169,11 @@ class SamplerSettings:
             raise ValueError("The guidance cap cannot be negative.")
         if self.churn < 0:
             raise ValueError("Churn cannot be negative.")
+        if self.start_sigma is not None:
+            if SAMPLER_PRESETS[self.sampler].is_pc:
+                raise ValueError("Starting from the mean estimate is offered for the fast sampler only.")
+            if not self.start_sigma > 0:
+                raise ValueError("The start noise level must be above 0.")
         for name, value in self.attributes.items():
             if value not in (None, 0, 1):
                 raise ValueError(f"Attribute {name!r} must be 1, 0 or unknown.")
@@ -177,7 +186,7 @@ class SamplerSettings:
             for k in ("corrector_steps", "snr", "predictor", "corrector"):
                 d.pop(k)
         else:
-            for k in ("fast_method", "churn"):
+            for k in ("fast_method", "churn", "start_sigma"):
                 d.pop(k)
         return d
 
@@ -467,9 +476,12 @@ class Enhancer:
         mean estimate (once per run, after the samples: a cancel never waits for it)."""
         lr = lr.to(self.device, torch.float32)
         y_up = faces.upsample(lr, faces.FRAME_SIZE)
+        # without a start from the mean estimate it comes after the samples: a cancel never waits for it
+        mean = self.mean_estimate(lr, mirror=settings.mean_mirror) if settings.start_sigma is not None else None
         res, seconds, rec = self._sample(y_up.expand(settings.samples, -1, -1, -1), settings.seeds(), settings,
-                                         callback, cancel)
-        mean = self.mean_estimate(lr, mirror=settings.mean_mirror)
+                                         callback, cancel, mean=mean)
+        if mean is None:
+            mean = self.mean_estimate(lr, mirror=settings.mean_mirror)
         rec["mean_estimate"] = self.mean_record(settings.mean_mirror)
         return EnhanceResult(res.samples.clamp(0, 1).cpu(), y_up.cpu(), lr.cpu(), settings.seeds(),
                              res.nfe, seconds, rec, mean)
@@ -479,7 +491,11 @@ class Enhancer:
         lr = lr.to(self.device, torch.float32)
         y_up = faces.upsample(lr, faces.FRAME_SIZE)
         seeds = [int(settings.seed) + i for i in range(lr.shape[0])]
-        res, _, _ = self._sample(y_up, seeds, settings, None, cancel)
+        mean = None
+        if settings.start_sigma is not None:
+            mean = mean_estimate(self.model, y_up, self.mean_sigma, seed=MEAN_ESTIMATE_SEED,
+                                 mirror=settings.mean_mirror).clamp(0, 1)
+        res, _, _ = self._sample(y_up, seeds, settings, None, cancel, mean=mean)
         return res.samples.clamp(0, 1).cpu()
 
     def sampling_sde(self, name: str) -> SDE:
@@ -488,7 +504,9 @@ class Enhancer:
         check_choice("SDE", name, SDES)
         return self.sde if name == "ve" else make_sde(name)
 
-    def _sample(self, y_up, seeds, settings, callback, cancel):
+    def _sample(self, y_up, seeds, settings, callback, cancel, mean=None):
+        """``mean``: the mean estimate(s) [1 or B, 3, 128, 128], needed when ``settings.start_sigma``
+        is set (the fast sampler then starts from them diffused to that noise level)."""
         settings.validate()
         active = {k: v for k, v in settings.attributes.items() if v is not None}
         if active and self.classifier is None:
@@ -506,9 +524,15 @@ class Enhancer:
         start = time.perf_counter()
         with torch.no_grad():
             if not SAMPLER_PRESETS[settings.sampler].is_pc:
+                begin = {}
+                if settings.start_sigma is not None:
+                    if settings.start_sigma > sde.sigma_max:
+                        raise ValueError(f"The start noise level must be at most {sde.sigma_max:g}, the top of "
+                                         f"the {settings.sde.upper()} SDE's range.")
+                    begin = {"sigma_max": float(settings.start_sigma), "x_init": mean.to(self.device)}
                 res: SampleResult = fast_sample(
                     score, sde, shape, noise, n_steps=settings.n_steps(), method=settings.fast_method,
-                    churn=settings.churn, device=self.device, callback=callback, cancel=cancel)
+                    churn=settings.churn, device=self.device, callback=callback, cancel=cancel, **begin)
             else:
                 res = pc_sample(
                     score, sde, shape, noise, n_steps=settings.n_steps(), predictor=settings.predictor,

@@ -32,6 +32,7 @@ __all__ = [
     "MAX_CORRECTOR_STEPS",
     "DEFAULT_MIRROR",
     "DEFAULT_MEAN_MIRROR",
+    "DEFAULT_START_SIGMA",
 ]
 
 
@@ -125,3 +126,7 @@ DEFAULT_MIRROR = False
 #: the mean estimate: the average of the estimate of the LR and of its mirror image (two network
 #: evaluations in one batch; +0.12 dB PSNR on 200 validation faces)
 DEFAULT_MEAN_MIRROR = True
+#: the fast sampler starts from pure noise at the SDE's sigma_max (None: posterior samples), or from
+#: the mean estimate diffused to this noise level (samples nearer the mean, with less spread; the
+#: model card, "Samples started from the mean estimate", measures the trade-off)
+DEFAULT_START_SIGMA: float | None = None

@@ -651,6 +651,7 @@ def fast_sample(
     churn: float = 0.0,
     churn_range: tuple[float, float] = (0.05, 50.0),
     s_noise: float = 1.0,
+    x_init: torch.Tensor | None = None,
     device=None,
     callback: Callable[[StepInfo], None] | None = None,
     cancel=None,
@@ -668,6 +669,12 @@ def fast_sample(
     the noise level is raised by gamma = min(churn / n, sqrt(2) - 1) with fresh noise.
     On a Gaussian target with sigma_max 348 the ODE solvers' error in the sample std is about
     2 % for DPM-Solver++(2M) with 40 steps and 9 % for Heun with 20 (tests/test_sampling.py).
+
+    ``x_init`` (broadcastable to ``shape``, in x_0 units) starts the run at ``sigma_max`` from
+    ``x_init + sigma_max z`` instead of from pure noise: the forward diffusion of an estimate,
+    so only the detail the noise at ``sigma_max`` hides is drawn anew ("come closer, diffuse
+    faster", Chung et al. 2022).  With ``x_init`` = the posterior mean and a ``sigma_max`` under
+    the SDE's own, samples stay nearer the mean than posterior samples do.
     """
     check_choice("fast-sampler method", method, FAST_METHODS)
     max_steps = fast_max_steps(method)
@@ -679,6 +686,8 @@ def fast_sample(
     smax = sde.sigma_max if sigma_max is None else float(sigma_max)
     sigmas = karras_sigmas(n_steps, smin, smax, rho)
     x = noise.randn(shape, device=device) * smax  # x_hat at sigma_max
+    if x_init is not None:  # the VE-form x_hat of x_init diffused to sigma_max
+        x = x + x_init.to(device=x.device, dtype=x.dtype)
     ones = torch.ones(len(noise), dtype=x.dtype, device=x.device)
     run = FastRun(score_fn, sde, sigmas, noise, ones, churn=churn, churn_range=churn_range, s_noise=s_noise,
                   callback=callback, cancel=cancel)

@@ -93,11 +93,12 @@ class ResultItem:
     uncertainty: Any = None  # kind "uncertainty": its core.uncertainty.UncertaintyMap (image = the colour map)
 
 
-def uncertainty_item(samples: list[ResultItem], scale: float = 1.0) -> Optional[ResultItem]:
+def uncertainty_item(samples: list[ResultItem], scale: float = 1.0, near_mean: bool = False) -> Optional[ResultItem]:
     """The map of where ``samples`` disagree as an item (its image the cividis colour map,
     128x128, its ``uncertainty`` the numbers); None below two samples: no map is claimed.
-    ``scale``: the model's calibration factor (``core.uncertainty.model_scale``)."""
-    from .uncertainty import CAPTION, DEFAULT_VMAX, colorize, uncertainty_map
+    ``scale``: the model's calibration factor (``core.uncertainty.run_scale``); ``near_mean``:
+    the samples started from the mean estimate (its note then says what the map is not)."""
+    from .uncertainty import CAPTION, DEFAULT_VMAX, NEAR_MEAN_NOTE, colorize, uncertainty_map
 
     if len(samples) < 2:
         return None
@@ -105,14 +106,14 @@ def uncertainty_item(samples: list[ResultItem], scale: float = 1.0) -> Optional[
     return ResultItem(UNCERTAINTY_KEY, UNCERTAINTY_TITLE, colorize(umap.std, DEFAULT_VMAX), "uncertainty",
                       note=f"std over {umap.samples} samples"
                       + (f" × {umap.scale:g} (the model's calibration factor)" if umap.scale != 1.0 else "")
-                      + f": {CAPTION}", uncertainty=umap)
+                      + f": {CAPTION}" + (f" Here {NEAR_MEAN_NOTE}." if near_mean else ""), uncertainty=umap)
 
 
-def with_uncertainty(items: list[ResultItem], scale: float = 1.0) -> list[ResultItem]:
+def with_uncertainty(items: list[ResultItem], scale: float = 1.0, near_mean: bool = False) -> list[ResultItem]:
     """``items`` with the map of their samples in place of any older one, right after the mean
     estimate (or the bicubic); unchanged but for a removed map when there are fewer than two."""
     items = [it for it in items if it.kind != "uncertainty"]
-    u = uncertainty_item([it for it in items if it.kind == "sample"], scale)
+    u = uncertainty_item([it for it in items if it.kind == "sample"], scale, near_mean)
     if u is not None:
         after = [i for i, it in enumerate(items) if it.kind in ("lr", "bicubic", "mean")]
         items.insert(after[-1] + 1 if after else 0, u)
@@ -455,7 +456,7 @@ class Session:
             run.bicubic_metrics = dict(bic.metrics)
         if mean is not None:
             run.mean_metrics = dict(mean.metrics)
-        self._set_items(with_uncertainty(self._run_items() + samples, self._map_scale()))
+        self._set_items(with_uncertainty(self._run_items() + samples, *self._map_args()))
         self._emit("run")
 
     # ---------------------------------------------------------------- runs
@@ -509,7 +510,7 @@ class Session:
                 keys.append(f"s{self._sample_counter}")
                 items.append(ResultItem(keys[-1], f"Sample {self._sample_counter}", img, "sample",
                                         seed=int(seed), metrics=dict(m), generated=True))
-            self._set_items(with_uncertainty(items, self._map_scale()))
+            self._set_items(with_uncertainty(items, *self._map_args()))
             self._set_header(self.run_header(not self.run.ran_on(self.selection)))
         else:  # one more sample; the run's mean estimate (and every other image) stays
             src = self.item(out.tag[1])
@@ -527,7 +528,7 @@ class Session:
             # the map is of the run's current samples: it is made again with the new one
             self._set_items(with_uncertainty(self.items + [ResultItem(
                 keys[0], f"Sample {self._sample_counter}", out.samples[0], "sample", seed=int(out.seeds[0]),
-                metrics=dict(out.metrics[0]), generated=True, note=note, settings=own)], self._map_scale()))
+                metrics=dict(out.metrics[0]), generated=True, note=note, settings=own)], *self._map_args()))
             self._emit("added", keys[0])
         self._emit("run")
         return keys
@@ -562,11 +563,16 @@ class Session:
         imgs = [it.image for it in self.samples() if wanted is None or it.key in wanted]
         return uncertainty_map(imgs, scale=self._map_scale()) if len(imgs) >= 2 else None
 
+    def _map_args(self) -> tuple[float, bool]:
+        """(scale, near_mean) of the run's map for :func:`with_uncertainty`."""
+        near = self.run is not None and (self.run.settings or {}).get("start_sigma") is not None
+        return self._map_scale(), near
+
     def _map_scale(self) -> float:
         """The calibration factor of the run's score model (1 without a run or a factor)."""
-        from .uncertainty import model_scale
+        from .uncertainty import run_scale
 
-        return model_scale(self.run.model) if self.run is not None else 1.0
+        return run_scale(self.run.model, self.run.settings) if self.run is not None else 1.0
 
     def forbidden_folders(self, gallery: Optional[Path] = None) -> list[Path]:
         return forbidden_folders(self.run.input_path if self.run is not None else None, gallery)

@@ -39,6 +39,8 @@ __all__ = [
     "SCALE_KEY",
     "SCALE_WHAT",
     "model_scale",
+    "run_scale",
+    "NEAR_MEAN_NOTE",
     "THRESHOLD_REASON",
     "DEFAULT_VMAX",
     "PATCH",
@@ -104,6 +106,20 @@ def model_scale(info: Any) -> float:
     except (TypeError, ValueError, AttributeError):
         return 1.0
     return v if np.isfinite(v) and 0.1 <= v <= 10.0 else 1.0
+
+
+#: what the map of samples started from the mean estimate (``start_sigma``) is, and is not
+NEAR_MEAN_NOTE = ("the samples started from the mean estimate at a lower noise level (start_sigma), so they "
+                  "differ only in the detail drawn below it: the map understates what the LR leaves open and "
+                  "carries no calibration factor")
+
+
+def run_scale(model_info: Any, settings: Any) -> float:
+    """The map scale of one run's samples: the model's calibration factor (:func:`model_scale`)
+    for posterior samples, 1.0 for samples started from the mean estimate (a ``start_sigma`` in
+    ``settings``, a dict or a SamplerSettings), whose smaller spread it was not fitted to."""
+    start = settings.get("start_sigma") if isinstance(settings, dict) else getattr(settings, "start_sigma", None)
+    return 1.0 if start is not None else model_scale(model_info)
 
 
 class NotEnoughSamples(InputError):

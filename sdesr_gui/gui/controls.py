@@ -33,8 +33,8 @@ from PySide6.QtWidgets import (
 from ..core.metrics import format_metric, format_value, metric_tooltip
 from ..core.models import training_steps
 from ..core.presets import (DEFAULT_GUIDANCE_CAP, DEFAULT_GUIDANCE_SIGMA_MIN, DEFAULT_H, DEFAULT_MEAN_MIRROR,
-                            DEFAULT_MIRROR, DEFAULT_SAMPLER, MAX_CORRECTOR_STEPS, MAX_GUIDANCE_CAP, MAX_H,
-                            MAX_SAMPLES, SAMPLER_PRESETS)
+                            DEFAULT_MIRROR, DEFAULT_SAMPLER, DEFAULT_START_SIGMA, MAX_CORRECTOR_STEPS,
+                            MAX_GUIDANCE_CAP, MAX_H, MAX_SAMPLES, SAMPLER_PRESETS)
 from ..core.sde import DEFAULT_SDE, SDES
 from ..core.uncertainty import CAPTION
 from .imaging import pixmap_from_rgb
@@ -134,6 +134,11 @@ R_TIP = ("r: the Langevin corrector's signal-to-noise ratio (Paper PC). Higher r
 M_TIP = "M: Langevin corrector steps per predictor step (Paper PC)"
 R_FAST_NOTE = ("Not used now: the Fast preset solves the probability-flow ODE and has no Langevin corrector, "
                "so r and M do nothing. Choose Paper PC to use them.")
+START_TIP = ("Pure noise (the default): every sample is a draw from the model's posterior, as different from the "
+             "others as the LR allows. A noise level σ > 0 starts each sample from the mean estimate with noise of "
+             "that level added, so only the detail that noise hides is drawn anew: samples nearer the mean "
+             "estimate (higher PSNR, less invented detail) that differ less from each other, so the uncertainty "
+             "map then understates what the LR leaves open. The model card measures the trade-off.")
 
 class TriStateAttribute(QCheckBox):
     """present (checked) / absent (unchecked) / unknown (partial, the default)."""
@@ -253,6 +258,13 @@ class ControlsPanel(QWidget):
                                "this only removes the network's own lopsidedness: samples come out a little closer to "
                                "the face (+0.1 dB on validation faces) at twice the network work."
                                + (" The mean estimate is always mirror-averaged." if DEFAULT_MEAN_MIRROR else ""))
+        self.start_sigma = QDoubleSpinBox()
+        self.start_sigma.setRange(0.0, 10.0)
+        self.start_sigma.setDecimals(2)
+        self.start_sigma.setSingleStep(0.05)
+        self.start_sigma.setValue(DEFAULT_START_SIGMA or 0.0)  # 0: pure noise
+        self.start_sigma.setSpecialValueText("pure noise (posterior)")
+        self.start_sigma.setToolTip(START_TIP)
         sform = QFormLayout()
         sform.addRow("Preset", self.preset)
         sform.addRow("SDE", self.sde)
@@ -263,6 +275,7 @@ class ControlsPanel(QWidget):
         sform.addRow("Guide while σ ≥", self.g_sigma)
         sform.addRow("Guidance cap (× score)", self.g_cap)
         sform.addRow("Denoiser", self.mirror)
+        sform.addRow("Start from the estimate at σ", self.start_sigma)
         sbox = QGroupBox("Sampler")
         sbox.setLayout(sform)
 
@@ -551,6 +564,8 @@ class ControlsPanel(QWidget):
         why = "" if pc else R_FAST_NOTE
         for w in (self.corrector, self.r_slider, self.r_label):
             w.setToolTip((R_TIP if w is not self.corrector else M_TIP) + (f"\n\n{why}" if why else ""))
+        self.start_sigma.setEnabled(not pc)
+        self.start_sigma.setToolTip(START_TIP + ("\n\nThe fast sampler only." if pc else ""))
         self._update_labels()
 
     def _remember_steps(self, v: int) -> None:
@@ -580,7 +595,12 @@ class ControlsPanel(QWidget):
             corrector_steps=int(self.corrector.value()), snr=self.r_value(), h=float(self.h_slider.value()),
             guidance_sigma_min=float(self.g_sigma.value()), guidance_cap=float(self.g_cap.value()),
             attributes=self.attributes(), samples=int(self.samples.value()), seed=int(self.seed.value()),
-            mirror=self.mirror.isChecked())
+            mirror=self.mirror.isChecked(), start_sigma=self.start_sigma_value(key))
+
+    def start_sigma_value(self, key: str | None = None) -> float | None:
+        """The fast sampler's start noise level, None for pure noise (0 in the box, or PC)."""
+        v = float(self.start_sigma.value())
+        return v if v > 0 and not SAMPLER_PRESETS[key or self.sampler_key()].is_pc else None
 
     def device_name(self) -> str:
         return self.device.currentData() or "cpu"
@@ -639,6 +659,7 @@ class ControlsPanel(QWidget):
         s.setValue("controls/guidance_cap", self.g_cap.value())
         s.setValue("controls/samples", self.samples.value())
         s.setValue("controls/mirror", self.mirror.isChecked())
+        s.setValue("controls/start_sigma", self.start_sigma.value())
         s.setValue("controls/seed", self.seed.value())
         s.setValue("controls/random_seed", self.random_seed.isChecked())
         s.setValue("controls/device", self.device_name())
@@ -689,6 +710,10 @@ class ControlsPanel(QWidget):
             pass
         self.samples.setValue(get_int("controls/samples", 4))
         self.mirror.setChecked(str(s.value("controls/mirror", str(DEFAULT_MIRROR))).lower() == "true")
+        try:
+            self.start_sigma.setValue(float(s.value("controls/start_sigma", DEFAULT_START_SIGMA or 0.0)))
+        except (TypeError, ValueError):
+            pass
         self.seed.setValue(get_int("controls/seed", 0))
         self.random_seed.setChecked(str(s.value("controls/random_seed", "false")).lower() == "true")
         dev = self.device.findData(s.value("controls/device", "cpu"))

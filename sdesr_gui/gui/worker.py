@@ -133,7 +133,7 @@ class SamplerJob(QThread):
         from ..core import faces, metrics
         from ..core.enhance import Enhancer
         from ..core.sampling import SamplingCancelled
-        from ..core.uncertainty import DEFAULT_VMAX, colorize, model_scale, running_std_map
+        from ..core.uncertainty import DEFAULT_VMAX, colorize, run_scale, running_std_map
 
         req = self.request
         try:
@@ -157,7 +157,7 @@ class SamplerJob(QThread):
             self.status.emit(f"Sampling {req.settings.samples} sample(s), {total} steps…")
             start = time.perf_counter()
             self.progress.emit(0, total, 0.0, -1.0)
-            map_scale = model_scale(enh.model_info)
+            map_scale = run_scale(enh.model_info, req.settings)
 
             def callback(info) -> None:
                 self.last_step = info.step
