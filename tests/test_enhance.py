@@ -139,22 +139,23 @@ def test_samples_started_from_the_mean_estimate(enhancer):
         return float((res.samples - res.mean).pow(2).mean().sqrt())
 
     post = enhancer.run(lr, SamplerSettings(steps=6, samples=3, seed=2))
-    near = [enhancer.run(lr, SamplerSettings(steps=6, samples=3, seed=2, start_sigma=s)) for s in (0.1, 0.01)]
+    near = [enhancer.run(lr, SamplerSettings(steps=6, samples=3, seed=2, start_sigma=s)) for s in (0.1, 0.02)]
     assert post.settings["start_sigma"] is None
-    assert [r.settings["start_sigma"] for r in near] == [0.1, 0.01]
+    assert [r.settings["start_sigma"] for r in near] == [0.1, 0.02]
     assert rms_to_mean(post) > rms_to_mean(near[0]) > rms_to_mean(near[1])
     assert all(torch.equal(r.mean, post.mean) for r in near)  # the same estimate, computed first
     assert not torch.allclose(near[1].samples[0], near[1].samples[1], atol=1e-4)  # still samples
     # run_many (evaluations, batches of faces) gives face i with seed + i the same sample
-    many = enhancer.run_many(torch.cat([lr_face(5), lr]), SamplerSettings(steps=6, seed=1, start_sigma=0.01))
+    many = enhancer.run_many(torch.cat([lr_face(5), lr]), SamplerSettings(steps=6, seed=1, start_sigma=0.02))
     assert torch.allclose(many[1], near[1].samples[0], atol=1e-5)
     # refusals, one sentence each
     with pytest.raises(ValueError, match="^Starting from the mean estimate is offered for the fast sampler only.$"):
         SamplerSettings(sampler="pc", start_sigma=0.5).validate()
     with pytest.raises(ValueError, match="^The start noise level must be above 0.$"):
         SamplerSettings(start_sigma=0.0).validate()
-    with pytest.raises(ValueError, match="^The start noise level must be at most 348, the top of the VE SDE's range.$"):
-        enhancer.run(lr, SamplerSettings(steps=2, start_sigma=400.0))
+    for bad in (400.0, 0.005):
+        with pytest.raises(ValueError, match="^The start noise level must be above 0.01 and at most 348, the VE SDE's range.$"):
+            enhancer.run(lr, SamplerSettings(steps=2, start_sigma=bad))
     assert "start_sigma" not in SamplerSettings(sampler="pc").to_dict()
 
 

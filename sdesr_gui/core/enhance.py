@@ -526,9 +526,9 @@ class Enhancer:
             if not SAMPLER_PRESETS[settings.sampler].is_pc:
                 begin = {}
                 if settings.start_sigma is not None:
-                    if settings.start_sigma > sde.sigma_max:
-                        raise ValueError(f"The start noise level must be at most {sde.sigma_max:g}, the top of "
-                                         f"the {settings.sde.upper()} SDE's range.")
+                    if not sde.sigma_min < settings.start_sigma <= sde.sigma_max:
+                        raise ValueError(f"The start noise level must be above {sde.sigma_min:.3g} and at most "
+                                         f"{sde.sigma_max:.3g}, the {settings.sde.upper()} SDE's range.")
                     begin = {"sigma_max": float(settings.start_sigma), "x_init": mean.to(self.device)}
                 res: SampleResult = fast_sample(
                     score, sde, shape, noise, n_steps=settings.n_steps(), method=settings.fast_method,

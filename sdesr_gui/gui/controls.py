@@ -275,7 +275,7 @@ class ControlsPanel(QWidget):
         sform.addRow("Guide while σ ≥", self.g_sigma)
         sform.addRow("Guidance cap (× score)", self.g_cap)
         sform.addRow("Denoiser", self.mirror)
-        sform.addRow("Start from the estimate at σ", self.start_sigma)
+        sform.addRow("Start from estimate at σ", self.start_sigma)
         sbox = QGroupBox("Sampler")
         sbox.setLayout(sform)
 
