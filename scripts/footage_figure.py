@@ -4,6 +4,12 @@
     python scripts/footage_figure.py --out docs/footage_before_after.png \
         --model "v2 (clean-trained)=old.safetensors" --model "footage 8x=weights/sdesr_ve_8x.safetensors" \
         [--model "16x=weights/sdesr_ve_16x.safetensors"] [--frame 30] [--samples 2] [--seed 0]
+    python scripts/footage_figure.py --out docs/footage_start_sigma.png \
+        --model "posterior=weights/sdesr_ve_8x_footage.safetensors" \
+        --model "start at 0.5=weights/sdesr_ve_8x_footage.safetensors@0.5"
+
+A model given as FILE@SIGMA samples from the mean estimate diffused to noise level SIGMA
+(``--start-sigma``) instead of from pure noise.
 
 One row per model: the LR the model read (nearest), bicubic, the mean estimate and samples
 (fast sampler, app defaults, fixed seeds). The face is the clip's largest detected face in
@@ -52,16 +58,21 @@ def main() -> int:
     rows = []
     for spec in a.model:
         label, _, path = spec.partition("=")
+        start = None
+        if "@" in path:
+            path, _, level = path.rpartition("@")
+            start = float(level)
         enh = Enhancer.from_files(path)
         s = at_scale(sel, enh.scale_factor)
-        st = SamplerSettings(samples=a.samples, seed=a.seed)
+        st = SamplerSettings(samples=a.samples, seed=a.seed, start_sigma=start)
         res = enh.run(faces.to_tensor(s.lr), st)
         n = s.lr.shape[0]
         tiles = [(f"LR {n}x{n}", faces.to_uint8(faces.to_tensor(s.lr))[0].repeat(CELL // n, 0).repeat(CELL // n, 1)),
                  ("bicubic", faces.to_uint8(res.bicubic)[0]), ("mean estimate", faces.to_uint8(res.mean)[0])]
         tiles += [(f"sample {i + 1}", im) for i, im in enumerate(faces.to_uint8(res.samples))]
         rows.append((label, tiles))
-        print(f"{label}: {Path(path).name}, {enh.scale_factor}x", flush=True)
+        print(f"{label}: {Path(path).name}, {enh.scale_factor}x"
+              + (f", start from the mean estimate at sigma {start:g}" if start is not None else ""), flush=True)
 
     cols = max(len(t) for _, t in rows)
     w = LEFT + cols * (CELL + PAD)

@@ -154,7 +154,9 @@ class SamplerJob(QThread):
             load_s = time.perf_counter() - t0
             check_cancel(self._cancel, SamplingCancelled)
             total = req.settings.n_steps()
-            self.status.emit(f"Sampling {req.settings.samples} sample(s), {total} steps…")
+            start_at = req.settings.start_sigma
+            self.status.emit(f"Sampling {req.settings.samples} sample(s), {total} steps"
+                             + (f", from the mean estimate at σ {start_at:g}" if start_at is not None else "") + "…")
             start = time.perf_counter()
             self.progress.emit(0, total, 0.0, -1.0)
             map_scale = run_scale(enh.model_info, req.settings)
