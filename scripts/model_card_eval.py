@@ -83,8 +83,10 @@ def make_embed_fn(name: str):
 
 
 def run_main(enh, imgs, embed_fn, args, report):
-    fast = SamplerSettings(sampler="fast", seed=0, mirror=args.mirror, mean_mirror=args.mean_mirror)
-    log(f"main: bicubic + fast ({fast.n_steps()} steps{', mirror-averaged' if args.mirror else ''}) on {len(imgs)} faces")
+    fast = SamplerSettings(sampler="fast", seed=0, mirror=args.mirror, mean_mirror=args.mean_mirror,
+                           start_sigma=args.start_sigma)
+    log(f"main: bicubic + fast ({fast.n_steps()} steps{', mirror-averaged' if args.mirror else ''}"
+        f"{f', from the mean estimate at sigma {args.start_sigma:g}' if args.start_sigma else ''}) on {len(imgs)} faces")
     res = evaluate(enh, imgs, {"fast": fast}, embed_fn=embed_fn, batch=args.batch, mean_estimate=True,
                    mean_mirror=args.mean_mirror,
                    progress=lambda d, n: log(f"  fast {d}/{n}") if d % 40 == 0 else None)
@@ -302,6 +304,9 @@ def main(argv=None) -> int:
     ap.add_argument("--embedder", default="dlib")
     ap.add_argument("--mirror", action="store_true",
                     help="main: the fast sampler with the mirror-averaged denoiser (twice the work)")
+    ap.add_argument("--start-sigma", type=float, default=None, metavar="SIGMA",
+                    help="main: the fast sampler starts from the mean estimate diffused to SIGMA "
+                         "(default: pure noise, posterior samples)")
     ap.add_argument("--mean-mirror", action=argparse.BooleanOptionalAction, default=True,
                     help="the mean estimate averaged with its mirror image's (the app's default; "
                          "--no-mean-mirror: one evaluation)")
