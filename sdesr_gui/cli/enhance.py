@@ -189,7 +189,7 @@ def _write_uncertainty(out: Path, stem: str, res, prep, rec, written: list, mode
         return uncertainty.no_map_record(k)
     umap = uncertainty.uncertainty_map(res.samples, scale=uncertainty.run_scale(model_info, res.settings))
     block = umap.to_dict()
-    if res.settings.get("start_sigma") is not None:
+    if uncertainty.started_near_mean(res.settings):
         block["note"] = uncertainty.NEAR_MEAN_NOTE
     p = out / f"{stem}_std.npy"
     digest = uncertainty.save_std_npy(p, umap.std)

@@ -425,7 +425,7 @@ class Enhancer:
         return float(self.sde.sigma_max)
 
     def mean_estimate(self, lr: torch.Tensor, mirror: bool = DEFAULT_MEAN_MIRROR) -> torch.Tensor:
-        """The model's posterior-mean estimate of one LR face [1, 3, 16, 16]: [1, 3, 128, 128] in [0, 1], CPU.
+        """The model's posterior-mean estimate of LR faces [B, 3, 16, 16]: [B, 3, 128, 128] in [0, 1], CPU.
 
         The denoiser at the model's own sigma_max given the LR, with a fixed seeded noise field
         (:func:`~.sampling.mean_estimate`), the same image every time; with ``mirror`` (the
@@ -491,10 +491,7 @@ class Enhancer:
         lr = lr.to(self.device, torch.float32)
         y_up = faces.upsample(lr, faces.FRAME_SIZE)
         seeds = [int(settings.seed) + i for i in range(lr.shape[0])]
-        mean = None
-        if settings.start_sigma is not None:
-            mean = mean_estimate(self.model, y_up, self.mean_sigma, seed=MEAN_ESTIMATE_SEED,
-                                 mirror=settings.mean_mirror).clamp(0, 1)
+        mean = self.mean_estimate(lr, mirror=settings.mean_mirror) if settings.start_sigma is not None else None
         res, _, _ = self._sample(y_up, seeds, settings, None, cancel, mean=mean)
         return res.samples.clamp(0, 1).cpu()
 

@@ -565,8 +565,9 @@ class Session:
 
     def _map_args(self) -> tuple[float, bool]:
         """(scale, near_mean) of the run's map for :func:`with_uncertainty`."""
-        near = self.run is not None and (self.run.settings or {}).get("start_sigma") is not None
-        return self._map_scale(), near
+        from .uncertainty import started_near_mean
+
+        return self._map_scale(), self.run is not None and started_near_mean(self.run.settings or {})
 
     def _map_scale(self) -> float:
         """The calibration factor of the run's score model (1 without a run or a factor)."""

@@ -40,6 +40,7 @@ __all__ = [
     "SCALE_WHAT",
     "model_scale",
     "run_scale",
+    "started_near_mean",
     "NEAR_MEAN_NOTE",
     "THRESHOLD_REASON",
     "DEFAULT_VMAX",
@@ -114,12 +115,19 @@ NEAR_MEAN_NOTE = ("the samples started from the mean estimate at a lower noise l
                   "carries no calibration factor")
 
 
+def started_near_mean(settings: Any) -> bool:
+    """Whether a run's samples started from the mean estimate: a ``start_sigma`` in ``settings``
+    (a run record's dict or a SamplerSettings; None or missing = posterior samples)."""
+    if isinstance(settings, dict):
+        return settings.get("start_sigma") is not None
+    return getattr(settings, "start_sigma", None) is not None
+
+
 def run_scale(model_info: Any, settings: Any) -> float:
     """The map scale of one run's samples: the model's calibration factor (:func:`model_scale`)
-    for posterior samples, 1.0 for samples started from the mean estimate (a ``start_sigma`` in
-    ``settings``, a dict or a SamplerSettings), whose smaller spread it was not fitted to."""
-    start = settings.get("start_sigma") if isinstance(settings, dict) else getattr(settings, "start_sigma", None)
-    return 1.0 if start is not None else model_scale(model_info)
+    for posterior samples, 1.0 for samples started from the mean estimate
+    (:func:`started_near_mean`), whose smaller spread it was not fitted to."""
+    return 1.0 if started_near_mean(settings) else model_scale(model_info)
 
 
 class NotEnoughSamples(InputError):
