@@ -13,7 +13,7 @@ DATASET is a prepared dataset (``sdesr prepare``; its manifest says which identi
 training split of the shipped model), GALLERY a folder with sub-folders per identity, PROBES a
 folder of photos of validation identities (sub-folder = identity), as ``sdesr eval-match``
 takes them (``scripts/match_sets.py`` makes both). Each probe is compared as its HR photo, the
-bicubic blow-up of its 16x16 LR, one fast sample (seed = probe number) and the mean estimate.
+bicubic blow-up of its LR (16x16, or 8x8 for the 16x model), one fast sample (seed = probe number) and the mean estimate.
 
 For every probe and kind, over the gallery identities other than the probe's own:
 
@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     weights = a.weights or find_default_weights()
     enh = Enhancer.from_files(weights)
     hr_t = faces.frames_to_tensor(hr)
-    lr = faces.degrade(hr_t)
+    lr = faces.degrade(hr_t, enh.lr_size)  # the model's LR: 16x16 for 8x, 8x8 for the 16x model
     settings = SamplerSettings(sampler="fast", seed=0)
     kinds = {"hr": hr, "bicubic": faces.to_uint8(faces.upsample(lr))}
     sr = []

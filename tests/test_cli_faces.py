@@ -263,3 +263,23 @@ def test_bench_gallery(capsys) -> None:
     assert code == 0, err
     r = json.loads(out)
     assert r["faces"] == 300 and r["query"]["median_ms"] > 0 and "cpu" in r["device"]
+
+
+def test_eval_match_gives_the_16x_model_its_8x8_lr(gallery: Path, tmp_path: Path, tiny_weights, capsys) -> None:
+    """eval-match degrades each probe to the chosen model's LR size (8x8 for the 16x model); its
+    bicubic row is the blow-up of that same LR."""
+    probes = tmp_path / "probes"
+    (probes / "astronaut").mkdir(parents=True)
+    Image.fromarray(data.astronaut()[20:460, 40:480]).save(probes / "astronaut" / "crop.png")
+    reports = {}
+    for key in ("score16", "score"):
+        reports[key] = tmp_path / f"{key}.json"
+        code, out, err = run(["eval-match", "--gallery", gallery, "--probes", probes, "--weights", tiny_weights[key],
+                              "--steps", "2", "--json", reports[key], "--cache-dir", tmp_path / "cache", "--quiet",
+                              "--calibration", "none"], capsys)
+        assert code == 0, err
+    r16, r8 = (json.loads(reports[k].read_text()) for k in ("score16", "score"))
+    assert r16["model"]["lr_size"] == 8 and r8["model"]["lr_size"] == 16
+    # an 8x8 LR keeps less of the face than a 16x16 one: its bicubic blow-up is further from the HR
+    assert r16["results"]["bicubic"]["cs_to_hr"] < r8["results"]["bicubic"]["cs_to_hr"]
+    assert r16["results"]["hr"]["cs_to_hr"] == pytest.approx(1.0, abs=1e-5)

@@ -221,3 +221,24 @@ def test_a_selection_at_16x_reads_8x8_from_its_crop(astronaut_face):
     assert lr8.kind == "lr" and lr8.scale == 16 and "16× model" in lr8.note
     with pytest.raises(InputError, match="too few pixels"):
         selection.at_scale(lr8, 8)
+
+
+def test_a_model_refuses_an_lr_of_the_other_scale(tiny_weights):
+    """A 16x16 LR given to the 16x model (or 8x8 to the 8x one) is refused in one sentence, never
+    super-resolved from the wrong degradation; the model's own size runs."""
+    from sdesr_gui.core.errors import InputError
+
+    e16 = Enhancer.from_files(tiny_weights["score16"])
+    e8 = Enhancer.from_files(tiny_weights["score"])
+    lr16 = torch.rand(2, 3, 16, 16)
+    lr8 = torch.rand(2, 3, 8, 8)
+    st = SamplerSettings(steps=2)
+    for enh, wrong, right in ((e16, lr16, lr8), (e8, lr8, lr16)):
+        for call in (lambda x: enh.mean_estimate(x), lambda x: enh.run_many(x, st),
+                     lambda x: enh.run(x[:1], st)):
+            with pytest.raises(InputError, match=rf"{enh.lr_size}x{enh.lr_size} LR faces; it was given a "
+                                                 rf"{wrong.shape[-1]}x{wrong.shape[-1]} one"):
+                call(wrong)
+            assert call(right) is not None
+    with pytest.raises(InputError, match="LR faces"):
+        e8.mean_estimate(torch.rand(3, 16, 16))  # no batch dimension

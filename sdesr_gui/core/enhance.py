@@ -408,6 +408,19 @@ class Enhancer:
     def scale_factor(self) -> int:
         return faces.FRAME_SIZE // self.lr_size
 
+    def _lr_input(self, lr: torch.Tensor) -> torch.Tensor:
+        """``lr`` on this model's device as float32, refused unless it is [B, 3, n, n] with n this
+        model's LR side: a 16x16 face given to the 16x model (or 8x8 to the 8x) would be
+        super-resolved from the wrong degradation without any sign of it."""
+        from .errors import InputError
+
+        n = self.lr_size
+        if lr.ndim != 4 or lr.shape[1] != 3 or lr.shape[-2:] != (n, n):
+            got = "x".join(str(int(v)) for v in lr.shape[-2:]) if lr.ndim >= 2 else str(tuple(lr.shape))
+            raise InputError(f"This {self.scale_factor}x model super-resolves {n}x{n} LR faces; "
+                             f"it was given a {got} one.")
+        return lr.to(self.device, torch.float32)
+
     @property
     def default_h(self) -> float:
         v = (self.classifier_info or {}).get("default_h")
@@ -433,7 +446,7 @@ class Enhancer:
         accurate single image the model gives (highest PSNR / SSIM), blurrier than a sample and
         with no invented detail -- an estimate, not a sample.
         """
-        lr = lr.to(self.device, torch.float32)
+        lr = self._lr_input(lr)
         y_up = faces.upsample(lr, faces.FRAME_SIZE)
         return mean_estimate(self.model, y_up, self.mean_sigma, seed=MEAN_ESTIMATE_SEED,
                              mirror=mirror).clamp(0, 1).cpu()
@@ -474,7 +487,7 @@ class Enhancer:
             callback: Callable[[StepInfo], None] | None = None, cancel=None) -> EnhanceResult:
         """Sample ``settings.samples`` super-resolutions of one LR face [1, 3, 16, 16], plus its
         mean estimate (once per run, after the samples: a cancel never waits for it)."""
-        lr = lr.to(self.device, torch.float32)
+        lr = self._lr_input(lr)
         y_up = faces.upsample(lr, faces.FRAME_SIZE)
         # without a start from the mean estimate it comes after the samples: a cancel never waits for it
         mean = self.mean_estimate(lr, mirror=settings.mean_mirror) if settings.start_sigma is not None else None
@@ -488,7 +501,7 @@ class Enhancer:
 
     def run_many(self, lr: torch.Tensor, settings: SamplerSettings, *, cancel=None) -> torch.Tensor:
         """One sample for each of B LR faces [B, 3, 16, 16] in one batch; face i uses seed + i."""
-        lr = lr.to(self.device, torch.float32)
+        lr = self._lr_input(lr)
         y_up = faces.upsample(lr, faces.FRAME_SIZE)
         seeds = [int(settings.seed) + i for i in range(lr.shape[0])]
         mean = self.mean_estimate(lr, mirror=settings.mean_mirror) if settings.start_sigma is not None else None
