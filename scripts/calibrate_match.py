@@ -97,7 +97,7 @@ def embed_kinds(dataset, probes, gallery, emb, enh, settings, cache, split, batc
                             lambda: emb.embed_aligned(load(gallery)))
     print(f"[{split}] gallery: {len(gallery)} photos embedded ({time.perf_counter() - t0:.0f} s)", flush=True)
     hr = load(probes)
-    lr = faces.degrade(faces.frames_to_tensor(hr), enh.lr_size)
+    lr = enh.degrade(faces.frames_to_tensor(hr))
     out["hr"] = cached(cache, _key(split, "hr", pfiles, emb.cache_key), lambda: emb.embed_aligned(hr))
     out["bicubic"] = cached(cache, _key(split, "bicubic", pfiles, emb.cache_key),
                             lambda: emb.embed_aligned(faces.to_uint8(faces.upsample(lr))))

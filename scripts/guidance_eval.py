@@ -75,7 +75,7 @@ def main() -> int:
     counts: dict = {}
     for i, (attr, r) in enumerate(plan):
         hr = faces.frames_to_tensor([load_still(a.dataset / r["file"])])
-        lr = faces.degrade(hr, enh.lr_size)
+        lr = enh.degrade(hr)
         seed = a.seed + i
         want = 1 - int(r[attr])
         base = enh.run(lr, SamplerSettings(seed=seed)).samples

@@ -110,6 +110,12 @@ def cluster_se(values: np.ndarray, groups: list[str]) -> float:
     return float(np.sqrt(len(uniq) / (len(uniq) - 1) * np.sum(dev ** 2)) / n)
 
 
+def _paired(rows_a: list[dict], rows_b: list[dict], key: str, ids: list[str]) -> dict:
+    """Mean and identity-clustered s.e. of ``key`` of one kind minus another, probe by probe."""
+    d = np.array([r[key] for r in rows_a], float) - np.array([r[key] for r in rows_b], float)
+    return {"mean": float(np.mean(d)), "se": cluster_se(d, ids)}
+
+
 def summarize(per: dict[str, list[dict]], ids: list[str], base_rate: float) -> dict:
     out: dict = {"base_rate_top_impostor_train": base_rate, "kinds": {}, "paired": {}}
     for k, rows in per.items():
@@ -118,20 +124,9 @@ def summarize(per: dict[str, list[dict]], ids: list[str], base_rate: float) -> d
             v = np.array([r[key] for r in rows], dtype=float)
             row[key] = {"mean": float(np.nanmean(v)), "se": cluster_se(v, ids)}
         out["kinds"][k] = row
-    for k in per:
-        if k == "hr":
-            continue
-        row = {}
-        for key in PAIRED:
-            d = np.array([a[key] for a in per[k]], float) - np.array([b[key] for b in per["hr"]], float)
-            row[key] = {"mean": float(np.mean(d)), "se": cluster_se(d, ids)}
-        out["paired"][f"{k} - hr"] = row
-    if "sr" in per and "bicubic" in per:
-        row = {}
-        for key in PAIRED:
-            d = np.array([a[key] for a in per["sr"]], float) - np.array([b[key] for b in per["bicubic"]], float)
-            row[key] = {"mean": float(np.mean(d)), "se": cluster_se(d, ids)}
-        out["paired"]["sr - bicubic"] = row
+    pairs = [(k, "hr") for k in per if k != "hr"] + ([("sr", "bicubic")] if {"sr", "bicubic"} <= set(per) else [])
+    for a, b in pairs:
+        out["paired"][f"{a} - {b}"] = {key: _paired(per[a], per[b], key, ids) for key in PAIRED}
     return out
 
 
@@ -197,7 +192,7 @@ def main(argv=None) -> int:
     weights = a.weights or find_default_weights()
     enh = Enhancer.from_files(weights)
     hr_t = faces.frames_to_tensor(hr)
-    lr = faces.degrade(hr_t, enh.lr_size)  # the model's LR: 16x16 for 8x, 8x8 for the 16x model
+    lr = enh.degrade(hr_t)  # the model's LR: 16x16 for 8x, 8x8 for the 16x model
     settings = SamplerSettings(sampler="fast", seed=0)
     kinds = {"hr": hr, "bicubic": faces.to_uint8(faces.upsample(lr))}
     sr = []

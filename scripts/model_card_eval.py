@@ -183,7 +183,7 @@ def run_guidance(enh, dataset, rows, args, report):
         truth = np.array([1] * len(spread(pos, k)) + [0] * len(spread(neg, k)))
         imgs = load(dataset, chosen)
         hr = torch.cat([faces.to_tensor(im) for im in imgs])
-        lr = faces.degrade(hr, enh.lr_size)
+        lr = enh.degrade(hr)
         rows_a = []
         unguided = None
         for target in (1, 0):

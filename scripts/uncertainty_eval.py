@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     t_all = time.perf_counter()
     for i, r in enumerate(rows):
         hr = faces.to_tensor(load_still(dataset / r["file"]))
-        lr = faces.degrade(hr, enh.lr_size)
+        lr = enh.degrade(hr)
         t0 = time.perf_counter()
         res = enh.run(lr, settings)
         umap = uncertainty.uncertainty_map(res.samples, scale=scale)

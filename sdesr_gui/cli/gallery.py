@@ -370,7 +370,7 @@ def cmd_eval_match(args) -> int:
         raise UsageError(f"no face was found in any probe image in {probes_dir}")
     t0 = time.perf_counter()
     hr_t = faces.frames_to_tensor(hr)
-    lr = faces.degrade(hr_t, enh.lr_size if enh is not None else faces.LR_SIZE)  # the model's LR (8x8 for 16x)
+    lr = enh.degrade(hr_t) if enh is not None else faces.degrade(hr_t)  # the model's LR (8x8 for 16x)
     kinds = {"hr": hr, "bicubic": faces.to_uint8(faces.upsample(lr))}
     sr_seconds = None
     n_samples = max(1, int(settings.samples)) if settings is not None else 1

@@ -408,6 +408,11 @@ class Enhancer:
     def scale_factor(self) -> int:
         return faces.FRAME_SIZE // self.lr_size
 
+    def degrade(self, hr: torch.Tensor) -> torch.Tensor:
+        """This model's LR of HR face frames [B, 3, 128, 128] (bicubic, 8-bit): 16x16 for the 8x
+        model, 8x8 for the 16x."""
+        return faces.degrade(hr, self.lr_size)
+
     def _lr_input(self, lr: torch.Tensor) -> torch.Tensor:
         """``lr`` on this model's device as float32, refused unless it is [B, 3, n, n] with n this
         model's LR side: a 16x16 face given to the 16x model (or 8x8 to the 8x) would be
