@@ -215,7 +215,7 @@ class GalleryPanel(QWidget):
         self.milvus_uri = ""
         self.workers = 1
 
-        self.folder_label = QLabel("No gallery folder chosen.")
+        self.folder_label = QLabel("No folder chosen.")
         self.folder_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.folder_label.setMinimumWidth(100)  # a long path is clipped (its tooltip has it whole)
         self.choose_btn = QPushButton("Choose gallery folder…")
@@ -231,7 +231,7 @@ class GalleryPanel(QWidget):
         self.top_k.setValue(10)
         self.top_k.setPrefix("top ")
         self.progress = QProgressBar()
-        self.progress.setMaximumWidth(220)
+        self.progress.setMaximumWidth(160)
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat("")
@@ -243,9 +243,8 @@ class GalleryPanel(QWidget):
         self.match_btn.clicked.connect(self.match)
         self.top_k.valueChanged.connect(lambda _: self.match() if self.result is not None else None)
         row = QHBoxLayout()
-        for w in (self.choose_btn, self.folder_label):
-            row.addWidget(w)
-        row.addStretch(1)
+        row.addWidget(self.choose_btn)
+        row.addWidget(self.folder_label, 1)  # the path gets the row's spare width, not empty space
         for w in (self.index_btn, self.cancel_btn, self.progress, self.search_btn, self.top_k, self.match_btn):
             row.addWidget(w)
 
