@@ -283,6 +283,35 @@ def test_enhance_plans_the_uncertainty_outputs_and_removes_them_on_failure(tmp_p
     assert list(out2.iterdir()) == []  # the stem's samples, mean, bicubic and std.npy were removed
 
 
+def test_enhance_says_when_a_sample_does_not_match_its_input(tmp_path, inputs, tiny_weights, capsys, monkeypatch):
+    """A sample whose LR residual is far above the mean estimate's (a diverged sampler) gets an
+    ``lr_mismatch`` block in the record and a warning on stderr, with --quiet too; a sample that
+    reproduces the LR as well as the mean estimate gets neither. (The run's samples are replaced
+    by the mean estimate and its colour negative, so the test does not depend on the tiny model.)"""
+    import torch
+
+    from sdesr_gui.core.enhance import Enhancer
+
+    real_run = Enhancer.run
+
+    def run_with_one_bad_sample(self, lr, settings, **kw):
+        res = real_run(self, lr, settings, **kw)
+        res.samples = torch.cat([res.mean, 1 - res.mean])
+        return res
+
+    monkeypatch.setattr(Enhancer, "run", run_with_one_bad_sample)
+    code, _, err = run(["enhance", inputs / "face.png", "--out", tmp_path / "out", "--weights", tiny_weights["score"],
+                        "--samples", "2", "--steps", "2", "--seed", "5", "--quiet"], capsys)
+    assert code == 0, err
+    rec = json.loads((tmp_path / "out" / "face.json").read_text())
+    s1, s2 = (o for o in rec["outputs"] if o["kind"] == "sample")
+    assert "lr_mismatch" not in s1
+    bad = s2["lr_mismatch"]
+    assert bad["lr_rms"] == pytest.approx(s2["consistency"] ** 0.5, abs=0.01) and bad["lr_rms"] > bad["limit"]
+    (line,) = [ln for ln in err.splitlines() if ln.strip()]
+    assert line.startswith("warning: face.png: sample 2 (seed 6) does not match the input") and "Traceback" not in err
+
+
 def test_enhance_samples_under_each_sde(tmp_path, inputs, tiny_weights, capsys):
     for sde in ("ve", "vp", "subvp"):
         code, _, err = run(["enhance", inputs / "lr.png", "--out", tmp_path / sde, "--weights",

@@ -111,3 +111,19 @@ def test_tiles_get_the_height_they_need_and_the_view_scrolls(qtbot, size, zoom):
         assert t.image.height() >= t.image.pixmap().height(), key
         assert t.metrics.height() >= t.metrics.heightForWidth(t.metrics.width()), key
     assert cv.scroll.verticalScrollBar().maximum() > 0  # four tall tiles do not fit in either size
+
+
+def test_a_sample_that_does_not_match_its_input_is_badged_and_explained(qtbot):
+    """The tile of a sample with a warning (core.session.mismatch_warning) shows the badge and
+    says why on hover; the other tiles show none."""
+    items = _items()
+    items[-1].warning = "does not match the input: downsampled to the LR size it is 34.8 grey levels off"
+    cv = CompareView()
+    qtbot.addWidget(cv)
+    cv.show()
+    cv.set_items(items)
+    bad, good = cv.tiles["s2"], cv.tiles["s1"]
+    assert "DOES NOT MATCH INPUT" in bad.title.text() and "GENERATED" in bad.title.text()
+    assert bad.title.toolTip().startswith("Sample 2 does not match the input") and "34.8" in bad.title.toolTip()
+    assert "DOES NOT MATCH" not in good.title.text() and good.title.toolTip() == ""
+    assert "DOES NOT MATCH" not in cv.tiles["bicubic"].title.text()

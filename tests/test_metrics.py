@@ -149,3 +149,29 @@ def test_verification_auc() -> None:
     assert metrics.verification_auc([0.9, 0.5, 0.5, 0.1], [1, 1, 0, 0]) == 0.875
     with pytest.raises(ValueError):
         metrics.verification_auc([0.1, 0.2], [1, 1])
+
+
+def test_lr_mismatch_flags_a_sample_that_does_not_reproduce_its_lr(astronaut_face):
+    """A sample is flagged when its LR residual (RMS, 0-255) is above 3x the mean estimate's plus
+    3 grey levels: the HR frame itself (residual: 8-bit rounding) passes; the same face with its
+    colours inverted does not, and the sentence gives both residuals."""
+    from sdesr_gui.core import faces
+
+    hr = faces.to_tensor(astronaut_face)
+    lr = faces.degrade(hr)
+    blurred = faces.upsample(lr)  # a "mean estimate" that reproduces the LR only roughly
+    good, bad = metrics.image_metrics(torch.cat([hr, 1 - hr]), lr)
+    mean = metrics.image_metrics(blurred, lr)[0]
+    assert metrics.lr_mismatch(good, mean) is None
+    flag = metrics.lr_mismatch(bad, mean)
+    ref = math.sqrt(mean["consistency"])
+    assert flag["lr_rms"] == pytest.approx(math.sqrt(bad["consistency"]), abs=0.01)
+    assert flag["mean_estimate_lr_rms"] == pytest.approx(ref, abs=0.01)
+    assert flag["limit"] == pytest.approx(3 * ref + 3, abs=0.01) and flag["lr_rms"] > 50
+    assert "does not match the input" in flag["text"] and f"{ref:.1f}" in flag["text"]
+    # the limit itself: at 3 x 2 + 3 = 9 grey levels a sample passes, just above it does not
+    assert metrics.lr_mismatch({"consistency": 81.0}, {"consistency": 4.0}) is None
+    assert metrics.lr_mismatch({"consistency": 81.5}, {"consistency": 4.0}) is not None
+    # without both numbers nothing is claimed
+    assert metrics.lr_mismatch({"psnr": 10.0}, {"consistency": 4.0}) is None
+    assert metrics.lr_mismatch({"consistency": 900.0}, {}) is None

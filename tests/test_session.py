@@ -309,3 +309,41 @@ def test_a_run_rescaled_for_its_model_still_belongs_to_the_selected_face():
     other = selection.whole_image(face(4))
     s.set_selection(other, {"index": 0, "count": 1})
     assert "The selected face has changed" in s.header
+
+
+def test_a_sample_that_does_not_match_its_input_is_flagged_in_tile_header_and_export(tmp_path):
+    """A sample whose consistency with the LR is far worse than the run's mean estimate's (a
+    diverged sampler) carries a warning: on its item, in the header and in the export (run.json
+    and the report); a matching sample and a re-run that matches carry none."""
+    src = tmp_path / "evidence" / "cam.png"
+    src.parent.mkdir()
+    atomic_save_png(src, face(0))
+    s = Session()
+    s.set_input(src, "still")
+    sel = selection.whole_image(face(5))
+    s.set_selection(sel, {"index": 0})
+    plan = s.plan_run()
+    settings = {"sampler": "pc", "sde": "ve", "h": 0.0, "seed": 3, "mean_estimate": MEAN_RECORD}
+    out = outcome(sel, [3, 4], settings, mean=face(50))
+    # mean estimate 2 grey levels RMS off the LR: the limit is 3 x 2 + 3 = 9 grey levels
+    out.mean_metrics = {"consistency": 4.0}
+    out.metrics = [{"consistency": 80.0}, {"consistency": 1200.0}]  # 8.9 (within) and 34.6 grey levels
+    s.record_result(out, sel, plan.context, MODEL, None)
+    assert s.item("s1").warning == ""
+    assert "does not match the input" in s.item("s2").warning and "34.6" in s.item("s2").warning
+    assert "Sample 2 does not match the input" in s.header and "Sample 1" not in s.header
+    assert s.item("mean").warning == "" and s.item("bicubic").warning == ""
+
+    again = s.plan_run("s2")
+    rerun = outcome(sel, [4], dict(settings, sampler="fast"), tag=again.tag, mean=face(51))
+    rerun.mean_metrics, rerun.metrics = {"consistency": 4.0}, [{"consistency": 5.0}]
+    s.record_result(rerun, sel, None, MODEL, None)
+    assert s.item("s3").warning == ""
+
+    res = write_export(s.plan_export(tmp_path / "out", keys=["s1", "s2", "s3"]))
+    rec = json.loads((res.folder / "run.json").read_text())
+    warned = {o["sample"]: o.get("warning") for o in rec["outputs"] if o["kind"] == "sample"}
+    assert warned["Sample 1"] is None and warned["Sample 3"] is None
+    assert "Sample 2 does not match the input" in warned["Sample 2"]
+    html = (res.folder / "report.html").read_text(encoding="utf-8")
+    assert html.count("DOES NOT MATCH INPUT") == 1

@@ -211,6 +211,7 @@ figcaption{font-size:12px;margin-top:6px} td.small{font-size:12px;max-width:420p
 figure.map{width:auto} figure img.map{width:auto;height:auto;image-rendering:auto}
 .tag{display:inline-block;font-size:11px;font-weight:600;padding:1px 6px;border-radius:4px}
 .gen{background:#b3261e;color:#fff} .real{background:#2e7d32;color:#fff} .interp{background:#5c6bc0;color:#fff}
+.warn{background:#e65100;color:#fff}
 """
 
 
@@ -414,6 +415,8 @@ def build_html_report(job: ExportJob, outputs: Sequence[dict[str, Any]], pngs: M
             tag = "<span class='tag gen'>GENERATED</span>"
             if kind == "mean":
                 tag += " <span class='tag interp'>ESTIMATE, NOT A SAMPLE</span>"
+            if o.get("warning"):  # a sample that does not reproduce its LR input
+                tag += " <span class='tag warn'>DOES NOT MATCH INPUT</span>"
         elif kind == "bicubic":
             tag = "<span class='tag interp'>INTERPOLATED</span>"
         else:

@@ -50,6 +50,7 @@ __all__ = [
     "Session",
     "base_items",
     "forbidden_folders",
+    "mismatch_warning",
     "uncertainty_item",
     "with_uncertainty",
     "write_export",
@@ -91,6 +92,17 @@ class ResultItem:
     settings: Optional[dict[str, Any]] = None  # a re-run's own sampler settings
     generated: bool = False
     uncertainty: Any = None  # kind "uncertainty": its core.uncertainty.UncertaintyMap (image = the colour map)
+    warning: str = ""  # a sample that does not reproduce its LR input: why (core.metrics.lr_mismatch)
+
+
+def mismatch_warning(sample_metrics: Mapping[str, float], mean_metrics: Mapping[str, float]) -> str:
+    """The sentence a sample's tile, the header and the export show when the sample does not
+    reproduce its LR input (its run's mean estimate, made from the same LR, is the yardstick);
+    "" when it does."""
+    from .metrics import lr_mismatch
+
+    bad = lr_mismatch(sample_metrics, mean_metrics or {})
+    return bad["text"] if bad else ""
 
 
 def uncertainty_item(samples: list[ResultItem], scale: float = 1.0, near_mean: bool = False) -> Optional[ResultItem]:
@@ -383,6 +395,11 @@ class Session:
             where += f", frame {run.frame.get('index', 0)}"
         text = (f"Samples of {where} ({run.selection.kind} face). Generated samples are plausible faces, "
                 "not recovered detail.")
+        bad = [it.title for it in self.items if it.kind == "sample" and it.warning]
+        if bad:
+            one = len(bad) == 1
+            text += (f" ⚠ {', '.join(bad)} {'does' if one else 'do'} not match the input (the sampler went wrong "
+                     f"for {'it' if one else 'them'}): do not rely on {'it' if one else 'them'}.")
         if current_differs:
             text += " The selected face has changed: press Run to sample it."
         return text
@@ -509,7 +526,8 @@ class Session:
                 self._sample_counter += 1
                 keys.append(f"s{self._sample_counter}")
                 items.append(ResultItem(keys[-1], f"Sample {self._sample_counter}", img, "sample",
-                                        seed=int(seed), metrics=dict(m), generated=True))
+                                        seed=int(seed), metrics=dict(m), generated=True,
+                                        warning=mismatch_warning(m, out.mean_metrics)))
             self._set_items(with_uncertainty(items, *self._map_args()))
             self._set_header(self.run_header(not self.run.ran_on(self.selection)))
         else:  # one more sample; the run's mean estimate (and every other image) stays
@@ -528,7 +546,11 @@ class Session:
             # the map is of the run's current samples: it is made again with the new one
             self._set_items(with_uncertainty(self.items + [ResultItem(
                 keys[0], f"Sample {self._sample_counter}", out.samples[0], "sample", seed=int(out.seeds[0]),
-                metrics=dict(out.metrics[0]), generated=True, note=note, settings=own)], *self._map_args()))
+                metrics=dict(out.metrics[0]), generated=True, note=note, settings=own,
+                # measured against the mean estimate this re-run's own model made of the same LR
+                warning=mismatch_warning(out.metrics[0], out.mean_metrics))], *self._map_args()))
+            if self.item(keys[0]).warning:
+                self._set_header(self.run_header(not self.run.ran_on(self.selection)))
             self._emit("added", keys[0])
         self._emit("run")
         return keys
@@ -608,6 +630,8 @@ class Session:
                 info["sampler"] = it.settings
             if it.note:
                 info["note"] = it.note
+            if it.warning:
+                info["warning"] = f"{it.title} {it.warning}."
             images.append(ExportImage(f"{it.key}_seed{it.seed}", it.image, "sample", True, it.title, info))
         exported = [it for it in self.samples() if it.key in keys]
         images_u, block = self._uncertainty_export(exported)
