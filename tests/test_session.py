@@ -185,9 +185,9 @@ def test_run_context_from_a_mapping():
 MEAN_RECORD = {"what": "posterior-mean estimate: ...; an estimate, not a sample", "sigma": 348.0, "noise_seed": 0}
 
 
-def test_a_run_with_a_mean_estimate_shows_and_exports_it(tmp_path):
-    """The mean estimate is its own tile beside bicubic, never a sample; kept across re-runs,
-    measured against a new reference and exported as generated, labelled as an estimate."""
+def still_session(tmp_path):
+    """A session with a still input in its own 'evidence' folder and its whole image selected:
+    (session, selection, run plan)."""
     src = tmp_path / "evidence" / "cam.png"
     src.parent.mkdir()
     atomic_save_png(src, face(0))
@@ -195,7 +195,13 @@ def test_a_run_with_a_mean_estimate_shows_and_exports_it(tmp_path):
     s.set_input(src, "still")
     sel = selection.whole_image(face(5))
     s.set_selection(sel, {"index": 0})
-    plan = s.plan_run()
+    return s, sel, s.plan_run()
+
+
+def test_a_run_with_a_mean_estimate_shows_and_exports_it(tmp_path):
+    """The mean estimate is its own tile beside bicubic, never a sample; kept across re-runs,
+    measured against a new reference and exported as generated, labelled as an estimate."""
+    s, sel, plan = still_session(tmp_path)
     settings = {"sampler": "fast", "sde": "ve", "h": 0.0, "seed": 3, "mean_estimate": MEAN_RECORD}
     mean = face(50)
     s.record_result(outcome(sel, [3, 4], settings, mean=mean), sel, plan.context, MODEL, None)
@@ -315,14 +321,7 @@ def test_a_sample_that_does_not_match_its_input_is_flagged_in_tile_header_and_ex
     """A sample whose consistency with the LR is far worse than the run's mean estimate's (a
     diverged sampler) carries a warning: on its item, in the header and in the export (run.json
     and the report); a matching sample and a re-run that matches carry none."""
-    src = tmp_path / "evidence" / "cam.png"
-    src.parent.mkdir()
-    atomic_save_png(src, face(0))
-    s = Session()
-    s.set_input(src, "still")
-    sel = selection.whole_image(face(5))
-    s.set_selection(sel, {"index": 0})
-    plan = s.plan_run()
+    s, sel, plan = still_session(tmp_path)
     settings = {"sampler": "pc", "sde": "ve", "h": 0.0, "seed": 3, "mean_estimate": MEAN_RECORD}
     out = outcome(sel, [3, 4], settings, mean=face(50))
     # mean estimate 2 grey levels RMS off the LR: the limit is 3 x 2 + 3 = 9 grey levels
