@@ -471,7 +471,7 @@ def image_metrics(images: torch.Tensor, lr: torch.Tensor | None = None,
 #: A sample "does not match its input" when the RMS difference (0-255 grey levels) between the
 #: sample downsampled to the LR size and the LR exceeds this factor times the mean estimate's own
 #: RMS difference, plus LR_MISMATCH_MARGIN. A posterior sample reproduces its LR about as well
-#: as the mean estimate does: 544 measured samples of the clean, footage and 16x models (fast
+#: as the mean estimate does: 608 measured samples of the clean, footage and 16x models (fast
 #: sampler and PC, clean and degraded LR, the JSONs in docs/) all stay under this limit, the
 #: nearest 0.9 grey levels below it; a diverged sampler's image does not (a PC N = 2000 sample of
 #: a profile face: 34.9 grey levels off, the mean estimate 4.8, limit 17.4; weights/README.md,
