@@ -574,6 +574,12 @@ def test_evaluate_reports_bicubic_and_sampler(tmp_path, astronaut_face, tiny_wei
     est = enh.mean_estimate(_faces.degrade(hr0))
     assert rep["per_face"]["mean estimate"]["psnr"][1] == pytest.approx(float(_metrics.psnr(est, hr0)[0]), rel=1e-4)
     assert rep["summary"]["bicubic"]["psnr"]["n"] == 3 and "bicubic" in out
+    # samples that do not reproduce their LR are counted against each face's mean estimate
+    flagged = [i for i, (c, r) in enumerate(zip(rep["per_face"]["fast"]["consistency"],
+                                                 rep["per_face"]["mean estimate"]["consistency"]))
+               if c ** 0.5 > 3 * r ** 0.5 + 3]
+    assert rep["lr_mismatch_faces"] == {"fast": flagged}
+    assert f"fast: {len(flagged)} of 3 samples do not match their input" in out
     # --no-samples: bicubic and the same mean estimate, no sampler row
     code, out, err = run(["evaluate", d, "--weights", tiny_weights["score"], "--no-samples",
                           "--json", tmp_path / "m.json", "--quiet"], capsys)

@@ -175,3 +175,18 @@ def test_lr_mismatch_flags_a_sample_that_does_not_reproduce_its_lr(astronaut_fac
     # without both numbers nothing is claimed
     assert metrics.lr_mismatch({"psnr": 10.0}, {"consistency": 4.0}) is None
     assert metrics.lr_mismatch({"consistency": 900.0}, {}) is None
+
+
+def test_an_evaluation_counts_the_samples_that_do_not_match_their_input():
+    """EvalResult.mismatches: per sampler row, the faces whose sample's LR residual is above the
+    limit set by the same face's mean estimate; nothing without the mean-estimate row."""
+    from sdesr_gui.core.evaluation import MEAN_ROW, EvalResult
+
+    res = EvalResult(per_face={"bicubic": {"consistency": [30.0, 30.0, 30.0]},
+                               MEAN_ROW: {"consistency": [1.0, 4.0, 23.0]},
+                               "pc": {"consistency": [2.0, 82.0, 1214.5]},
+                               "fast": {"consistency": [1.0, 4.0, 20.0]}})
+    # limits: 3 x 1 + 3 = 6, 3 x 2 + 3 = 9, 3 x 4.8 + 3 = 17.4 grey levels (RMS)
+    assert res.mismatches() == {"pc": [1, 2], "fast": []}
+    del res.per_face[MEAN_ROW]
+    assert res.mismatches() == {}

@@ -36,7 +36,7 @@ def cmd_evaluate(args) -> int:
 
     from ..core.degradations import STRENGTHS
     from ..core.evaluation import evaluate, format_table
-    from ..core.metrics import metric_keys_in, metric_legend
+    from ..core.metrics import LR_MISMATCH_FACTOR, LR_MISMATCH_MARGIN, metric_keys_in, metric_legend
     from ..core.provenance import to_json, versions, device_info, atomic_write_text
     from ..core.video import load_still
 
@@ -72,13 +72,18 @@ def cmd_evaluate(args) -> int:
     if not args.no_mean:
         how = ("averaged with its mirror image's, two evaluations" if settings.mean_mirror else "one evaluation")
         print(f"(mean estimate: the model's posterior-mean estimate, {how} per face; an estimate, not a sample)")
+    mismatched = res.mismatches()
+    for name, idx in mismatched.items():  # samples that do not reproduce their LR (a diverged sampler)
+        print(f"{name}: {len(idx)} of {len(imgs)} samples do not match their input"
+              + (f" (faces {', '.join(str(i) for i in idx)}, counted from 0)" if idx else "")
+              + f": LR residual above {LR_MISMATCH_FACTOR:g}x the mean estimate's + {LR_MISMATCH_MARGIN:g} grey levels")
     if args.json:
         report = {"faces": len(imgs), "settings": None if args.no_samples else settings.to_dict(),
                   "mean_mirror": None if args.no_mean else settings.mean_mirror, "model": enh.model_info,
                   "degradation": {"strength": args.degrade, **STRENGTHS[args.degrade].to_dict(),
                                   "seed": "per face: its index in the list (0, 1, ...)"},
                   "summary": summary, "metric_legend": metric_legend(metric_keys_in(summary)),
-                  "seconds": res.seconds, "per_face": res.per_face,
+                  "seconds": res.seconds, "per_face": res.per_face, "lr_mismatch_faces": mismatched,
                   "files": [str(p) for p in files], "versions": versions(), "device": device_info(str(enh.device))}
         atomic_write_text(args.json, to_json(report))
     return 0

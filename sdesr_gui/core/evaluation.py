@@ -41,6 +41,17 @@ class EvalResult:
     def summary(self) -> dict:
         return {m: {k: summarize(v) for k, v in d.items()} for m, d in self.per_face.items()}
 
+    def mismatches(self) -> dict[str, list[int]]:
+        """Per sampler row, the faces (0-based) whose sample does not match its input
+        (:func:`metrics.lr_mismatch` against the same face's mean estimate); {} without the
+        mean-estimate row."""
+        if MEAN_ROW not in self.per_face:
+            return {}
+        ref = self.per_face[MEAN_ROW]["consistency"]
+        return {m: [i for i, (c, r) in enumerate(zip(d["consistency"], ref))
+                    if metrics.lr_mismatch({"consistency": c}, {"consistency": r})]
+                for m, d in self.per_face.items() if m not in ("bicubic", MEAN_ROW)}
+
 
 def evaluate(
     enhancer: Enhancer,
