@@ -94,6 +94,11 @@ class ResultItem:
     uncertainty: Any = None  # kind "uncertainty": its core.uncertainty.UncertaintyMap (image = the colour map)
     warning: str = ""  # a sample that does not reproduce its LR input: why (core.metrics.lr_mismatch)
 
+    @property
+    def warning_sentence(self) -> str:
+        """The warning as one sentence naming the image (the tile's tooltip, the export); "" without one."""
+        return f"{self.title} {self.warning}." if self.warning else ""
+
 
 def mismatch_warning(sample_metrics: Mapping[str, float], mean_metrics: Mapping[str, float]) -> str:
     """The sentence a sample's tile, the header and the export show when the sample does not
@@ -631,7 +636,7 @@ class Session:
             if it.note:
                 info["note"] = it.note
             if it.warning:
-                info["warning"] = f"{it.title} {it.warning}."
+                info["warning"] = it.warning_sentence
             images.append(ExportImage(f"{it.key}_seed{it.seed}", it.image, "sample", True, it.title, info))
         exported = [it for it in self.samples() if it.key in keys]
         images_u, block = self._uncertainty_export(exported)

@@ -277,7 +277,7 @@ class Tile(QFrame):
             tag = "<span style='background:#1f3a5f;color:#ffe94a'>&nbsp;BRIGHT = INVENTED&nbsp;</span>"
         if self.item.warning:  # a sample that does not reproduce its LR input (core.metrics.lr_mismatch)
             tag += "<br><span style='background:#e65100;color:white'>&nbsp;⚠ DOES NOT MATCH INPUT&nbsp;</span>"
-        self.title.setToolTip(f"{self.item.title} {self.item.warning}." if self.item.warning else "")
+        self.title.setToolTip(self.item.warning_sentence)
         seed = f" · seed {self.item.seed}" if self.item.seed is not None else ""
         self.title.setText(f"<b>{self.item.title}</b>{seed}<br>{tag}" if tag else f"<b>{self.item.title}</b>{seed}")
         umap = self.item.uncertainty if self.item.kind == "uncertainty" else None
