@@ -7,7 +7,8 @@ first ``--faces`` validation faces (face i with seed i, as ``sdesr evaluate``) a
 with seed 10,000 + i.  Reported per start, against bicubic of the same LR (difference ± s.e.
 over faces): PSNR, SSIM, consistency, CS (dlib); and the spread, the per-pixel standard
 deviation of a sample (RMS of the two seeds' difference over sqrt 2, 0-255 units), and the RMS
-distance of a sample to the mean estimate.  ``--degrade`` takes the LR from a fixed strength of
+distance of a sample to the mean estimate.  ``--fast-methods`` runs every start with each of
+several fast methods (rows then carry the method's name).  ``--degrade`` takes the LR from a fixed strength of
 the degraded validation set (``core.degradations.STRENGTHS``).
 
     python scripts/start_sigma_eval.py --dataset DATASET --out docs/start_sigma_clean.json
@@ -48,6 +49,9 @@ def parse_args(argv=None):
     ap.add_argument("--sigmas", default="none,2,1,0.5,0.3,0.2,0.1",
                     help="starts, comma-separated: none (pure noise) or a noise level")
     ap.add_argument("--steps", type=int, default=40, help="fast-sampler steps of every start (40)")
+    ap.add_argument("--fast-methods", default=SamplerSettings().fast_method,
+                    help="fast-sampler methods, comma-separated (core.sampling.FAST_METHODS); every start "
+                         "is run with each (default: the app's)")
     ap.add_argument("--degrade", default="clean", choices=list(degradations.STRENGTHS))
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
@@ -91,15 +95,16 @@ def main(argv=None) -> int:
 
     add("bicubic", ref)
     add("mean estimate", score(mean))
-    for text in a.sigmas.split(","):
+    methods = [m.strip() for m in a.fast_methods.split(",")]
+    for method, text in ((m, t) for m in methods for t in a.sigmas.split(",")):
         s0 = None if text.strip() == "none" else float(text)
-        st = SamplerSettings(sampler="fast", steps=a.steps, start_sigma=s0)
+        st = SamplerSettings(sampler="fast", steps=a.steps, start_sigma=s0, fast_method=method)
         t0 = time.perf_counter()
         x0 = torch.cat([enh.run_many(lr[i:i + a.batch], replace(st, seed=i)) for i in range(0, len(lr), a.batch)])
         secs = time.perf_counter() - t0
         x1 = torch.cat([enh.run_many(lr[i:i + a.batch], replace(st, seed=SECOND_SEED + i))
                         for i in range(0, len(lr), a.batch)])
-        add(f"start {text.strip()}", score(x0), spread=float((x0 - x1).pow(2).mean().sqrt() / np.sqrt(2) * 255),
+        add(f"start {text.strip()}" + (f", {method}" if len(methods) > 1 else ""), score(x0), spread=float((x0 - x1).pow(2).mean().sqrt() / np.sqrt(2) * 255),
             rms_to_mean=float((x0 - mean).pow(2).mean().sqrt() * 255), seconds=secs)
         write_json_atomic(a.out, report)
     return 0
