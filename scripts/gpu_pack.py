@@ -9,7 +9,7 @@
 (``images.bin`` + ``images.json``: one file instead of 9,500 keeps the transfer small) and a
 manifest trimmed to the columns training reads. ``unpack`` writes them back as a prepared dataset
 folder that ``sdesr train score`` opens. Face photos must never be committed: keep ``.gpu/``
-ignored (``.git/info/exclude``).
+ignored (``.gitignore`` lists it).
 """
 
 from __future__ import annotations
