@@ -23,6 +23,11 @@ the threshold, as JSON (``--json`` or stdout) plus one markdown line.  Targets: 
 
     python scripts/uncertainty_eval.py --dataset /root/sdesr_work/celeba128 --faces 12 --threads 1
     python scripts/uncertainty_eval.py --dataset ... --weights W --fit 24 --store-scale W_scaled.safetensors
+    python scripts/uncertainty_eval.py --dataset ... --faces 24 --fast-method dpmpp_2m_sde   # another sampler
+
+The sampler options are the CLI's (``sdesr enhance --help``; K = ``--samples``, 6 here): the
+check can be run for any sampler the app offers, and a stored fit records the settings it was
+measured with.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ if str(ROOT) not in sys.path:
 
 from sdesr_gui.core import faces, uncertainty  # noqa: E402
 from sdesr_gui.core.datasets import read_manifest  # noqa: E402
-from sdesr_gui.core.enhance import SCORE_WEIGHTS_NAME, Enhancer, SamplerSettings, weights_dir  # noqa: E402
+from sdesr_gui.cli.common import UsageError, add_sampler_args, settings_from_args  # noqa: E402
+from sdesr_gui.core.enhance import (CLASSIFIER_WEIGHTS_NAME, SCORE_WEIGHTS_NAME, Enhancer,  # noqa: E402
+                                    find_default_weights, weights_dir)
 from sdesr_gui.core.metrics import psnr  # noqa: E402
 from sdesr_gui.core.provenance import device_info, to_json, versions, write_json_atomic  # noqa: E402
 from sdesr_gui.core.video import load_still  # noqa: E402
@@ -74,9 +81,8 @@ def main(argv=None) -> int:
     ap.add_argument("--store-scale", metavar="OUT", default=None,
                     help="with --fit: write a copy of --weights to OUT whose metadata carries the fitted scale "
                     "(uncertainty_scale; the tensors are copied unchanged)")
-    ap.add_argument("--samples", type=int, default=6, help="K (6)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=None, help="fast-sampler steps (default: the preset's)")
+    add_sampler_args(ap)  # the CLI's sampler options (sampler, SDE, fast method, churn, guidance, ...)
+    ap.set_defaults(samples=6)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", metavar="FILE", help="write the report here (default: stdout)")
@@ -95,12 +101,19 @@ def main(argv=None) -> int:
     if a.store_scale and not a.fit:
         print("--store-scale needs --fit N: the scale is measured on the fit faces", file=sys.stderr)
         return 2
-    enh = Enhancer.from_files(a.weights, device=a.device)
+    try:
+        settings = settings_from_args(a)
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if settings.samples < 2:
+        print("the map needs at least two samples per face (--samples K >= 2)", file=sys.stderr)
+        return 2
+    clf = a.classifier or (find_default_weights(CLASSIFIER_WEIGHTS_NAME) if settings.attributes else None)
+    enh = Enhancer.from_files(a.weights, clf, device=a.device)
     # the evaluation checks the map as the app shows it (times the model's stored scale); a fit
     # measures the unscaled std
     scale = 1.0 if a.fit else uncertainty.model_scale(enh.model_info)
-    settings = SamplerSettings(sampler="fast", samples=a.samples, seed=a.seed, steps=a.steps)
-    settings.validate()
     per_face, stds = [], []
     t_all = time.perf_counter()
     for i, r in enumerate(rows):
@@ -131,7 +144,7 @@ def main(argv=None) -> int:
     all_std = np.concatenate([s.ravel() for s in stds])
     face = uncertainty.region_masks()["face"]
     summary = {
-        "faces": len(per_face), "samples": a.samples, "std_scale": scale,
+        "faces": len(per_face), "samples": settings.samples, "std_scale": scale,
         "role": "fit (faces disjoint from the evaluation faces, map unscaled)" if a.fit else "evaluation",
         "ratio_pooled": round(pooled, 4),
         "ratio_per_face": {"mean": round(float(ratios.mean()), 4), "median": round(float(np.median(ratios)), 4),
@@ -161,7 +174,8 @@ def main(argv=None) -> int:
         fitted = round(pooled, 3)
         update_metadata(a.weights, a.store_scale, {
             uncertainty.SCALE_KEY: fitted,
-            "uncertainty_scale_fit": {"faces": len(per_face), "samples": a.samples, "ratio_pooled": round(pooled, 4),
+            "uncertainty_scale_fit": {"faces": len(per_face), "samples": settings.samples, "ratio_pooled": round(pooled, 4),
+                                      "settings": settings.to_dict(),
                                       "from": Path(a.weights).name, "sha256": file_sha256(a.weights),
                                       "what": uncertainty.SCALE_WHAT}})
         report["stored_scale"] = {"file": a.store_scale, "uncertainty_scale": fitted}
@@ -170,7 +184,7 @@ def main(argv=None) -> int:
         write_json_atomic(a.json, report)
     else:
         sys.stdout.write(to_json(report))
-    print(f"| {summary['faces']} faces, K = {a.samples} | calibration RMS(mean - HR) / RMS(std) = "
+    print(f"| {summary['faces']} faces, K = {settings.samples} | calibration RMS(mean - HR) / RMS(std) = "
           f"{summary['ratio_pooled']:.2f} (per face {summary['ratio_per_face']['min']:.2f} to "
           f"{summary['ratio_per_face']['max']:.2f}) | patch Spearman {summary['spearman_patch_mean']:.2f} "
           f"(per face {summary['spearman_patch_per_face']['min']:.2f} to "
