@@ -104,7 +104,8 @@ def main(argv=None) -> int:
         secs = time.perf_counter() - t0
         x1 = torch.cat([enh.run_many(lr[i:i + a.batch], replace(st, seed=SECOND_SEED + i))
                         for i in range(0, len(lr), a.batch)])
-        add(f"start {text.strip()}" + (f", {method}" if len(methods) > 1 else ""), score(x0), spread=float((x0 - x1).pow(2).mean().sqrt() / np.sqrt(2) * 255),
+        name = f"start {text.strip()}" + (f", {method}" if len(methods) > 1 else "")
+        add(name, score(x0), spread=float((x0 - x1).pow(2).mean().sqrt() / np.sqrt(2) * 255),
             rms_to_mean=float((x0 - mean).pow(2).mean().sqrt() * 255), seconds=secs)
         write_json_atomic(a.out, report)
     return 0

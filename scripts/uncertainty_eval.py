@@ -46,9 +46,9 @@ if str(ROOT) not in sys.path:
 
 from sdesr_gui.core import faces, uncertainty  # noqa: E402
 from sdesr_gui.core.datasets import read_manifest  # noqa: E402
-from sdesr_gui.cli.common import UsageError, add_sampler_args, settings_from_args  # noqa: E402
-from sdesr_gui.core.enhance import (CLASSIFIER_WEIGHTS_NAME, SCORE_WEIGHTS_NAME, Enhancer,  # noqa: E402
-                                    find_default_weights, weights_dir)
+from sdesr_gui.cli.common import UsageError, add_sampler_args, load_enhancer, settings_from_args  # noqa: E402
+from sdesr_gui.core.enhance import SCORE_WEIGHTS_NAME, weights_dir  # noqa: E402
+from sdesr_gui.core.errors import SdesrError  # noqa: E402
 from sdesr_gui.core.metrics import psnr  # noqa: E402
 from sdesr_gui.core.provenance import device_info, to_json, versions, write_json_atomic  # noqa: E402
 from sdesr_gui.core.video import load_still  # noqa: E402
@@ -109,8 +109,11 @@ def main(argv=None) -> int:
     if settings.samples < 2:
         print("the map needs at least two samples per face (--samples K >= 2)", file=sys.stderr)
         return 2
-    clf = a.classifier or (find_default_weights(CLASSIFIER_WEIGHTS_NAME) if settings.attributes else None)
-    enh = Enhancer.from_files(a.weights, clf, device=a.device)
+    try:  # the CLI's loader: the default classifier only when an attribute is set, as `sdesr evaluate`
+        enh = load_enhancer(a, need_classifier=any(v is not None for v in settings.attributes.values()))
+    except SdesrError as e:  # a missing or unreadable model file: its one sentence
+        print(e, file=sys.stderr)
+        return 2
     # the evaluation checks the map as the app shows it (times the model's stored scale); a fit
     # measures the unscaled std
     scale = 1.0 if a.fit else uncertainty.model_scale(enh.model_info)

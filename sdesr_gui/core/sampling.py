@@ -602,15 +602,23 @@ def sample_dpmpp_2m(run: FastRun, x: torch.Tensor) -> torch.Tensor:
 
     def update(x, den, sig_hat, sig_next):
         h = math.log(sig_hat / sig_next)
-        if not last:
-            d_est = den
-        else:
-            r = last["h"] / h
-            d_est = (1.0 + 1.0 / (2.0 * r)) * den - (1.0 / (2.0 * r)) * last["den"]
-        last.update(den=den, h=h)
+        d_est = _multistep_estimate(den, h, last)
         return (sig_next / sig_hat) * x - math.expm1(-h) * d_est
 
     return run.loop(x, update)
+
+
+def _multistep_estimate(den: torch.Tensor, h: float, last: dict) -> torch.Tensor:
+    """DPM-Solver++(2M)'s second-order estimate of x_0 over a log-step h from this step's
+    denoising and the previous one's (kept in ``last``, which this updates): with r = h_prev / h,
+    (1 + 1/(2r)) D - (1/(2r)) D_prev; the first step has only D."""
+    if not last:
+        d_est = den
+    else:
+        r = last["h"] / h
+        d_est = (1.0 + 1.0 / (2.0 * r)) * den - (1.0 / (2.0 * r)) * last["den"]
+    last.update(den=den, h=h)
+    return d_est
 
 
 @fast_method("dpmpp_2m_sde", evals_per_step=1, label="DPM-Solver++(2M) SDE")
@@ -623,9 +631,7 @@ def sample_dpmpp_2m_sde(run: FastRun, x: torch.Tensor) -> torch.Tensor:
     last: dict = {}
 
     def update(x, den, sig_hat, sig_next):
-        h = math.log(sig_hat / sig_next)
-        d_est = den if not last else den + (den - last["den"]) * (h / last["h"]) / 2.0
-        last.update(den=den, h=h)
+        d_est = _multistep_estimate(den, math.log(sig_hat / sig_next), last)
         q = (sig_next / sig_hat) ** 2
         return q * x + (1.0 - q) * d_est + sig_next * math.sqrt(1.0 - q) * run.s_noise * run.noise.randn_like(x)
 
