@@ -132,10 +132,10 @@ class _Stub:
 
     lr_size = 16  # an 8x model
 
-    def run_many(self, lr, st, cancel=None):
+    def run_many(self, lr, st, cancel=None, seeds=None):
         import torch
 
-        g = torch.Generator().manual_seed(st.seed)
+        g = torch.Generator().manual_seed(st.seed if seeds is None else seeds[0])
         return (faces.upsample(lr) + 0.01 * torch.randn(lr.shape[0], 3, 128, 128, generator=g)).clamp(0, 1)
 
 

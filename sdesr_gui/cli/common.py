@@ -92,6 +92,24 @@ def load_enhancer(args, need_classifier: bool, scale: int | None = None):
     return enh
 
 
+def load_footage_enhancer(mode: str, base):
+    """The shipped footage 8x model beside ``base`` (the clean-trained 8x Enhancer, whose
+    classifier and device it shares) for ``--footage auto`` / ``on``; None for ``off``, or for
+    ``auto`` when it is not installed (``on`` without it is a usage error)."""
+    from ..core.enhance import FOOTAGE_WEIGHTS_NAME, Enhancer, find_default_weights, weights_dir
+
+    if mode == "off":
+        return None
+    fw = find_default_weights(FOOTAGE_WEIGHTS_NAME)
+    if fw is None:
+        if mode == "on":
+            raise UsageError(f"--footage on needs the footage model "
+                             f"({weights_dir() / FOOTAGE_WEIGHTS_NAME} is missing)")
+        return None
+    return Enhancer.from_files(fw, base.classifier_info.get("path") if base.classifier_info else None,
+                               device=base.device)
+
+
 # ------------------------------------------------------------------------------------------
 # arguments shared by several verbs
 # ------------------------------------------------------------------------------------------

@@ -6,16 +6,15 @@ import sys
 import time
 from pathlib import Path
 
-from .common import UsageError, add_model_args, add_sampler_args, check_out_dir, load_enhancer, settings_from_args, \
-    unique_stems, warn
+from .common import UsageError, add_model_args, add_sampler_args, check_out_dir, load_enhancer, load_footage_enhancer, \
+    settings_from_args, unique_stems, warn
 
 
 def cmd_enhance(args) -> int:
     from tqdm import tqdm
 
     from ..core import faces, metrics
-    from ..core.enhance import FOOTAGE_WEIGHTS_NAME, Enhancer, find_default_weights, prepare_face, \
-        scale_for_input, weights_dir
+    from ..core.enhance import prepare_face, scale_for_input
     from ..core.provenance import atomic_save_png, make_run_record, sha256_file, write_json_atomic
     from ..core.errors import InputError
     from ..core.video import is_video_file, iter_image_files, load_still
@@ -63,13 +62,8 @@ def cmd_enhance(args) -> int:
         enhancers[sc] = load_enhancer(args, need_classifier=active, scale=sc)
     # at 8x, the footage model (blur, noise, compression) for an LR it judges degraded
     footage = None
-    if not args.weights and args.footage != "off" and any(sc == 8 for sc, _ in scales):
-        fw = find_default_weights(FOOTAGE_WEIGHTS_NAME)
-        if fw is None and args.footage == "on":
-            raise UsageError(f"--footage on needs the footage model ({weights_dir() / FOOTAGE_WEIGHTS_NAME} is missing)")
-        if fw is not None:
-            footage = Enhancer.from_files(fw, enhancers[8].classifier_info.get("path") if enhancers[8].classifier_info
-                                          else None, device=enhancers[8].device)
+    if not args.weights and any(sc == 8 for sc, _ in scales):
+        footage = load_footage_enhancer(args.footage, enhancers[8])
     prepared = [prepare_face(img, lr_size=enhancers[sc].lr_size) for img, (sc, _) in zip(images, scales)]
     input_hashes = [sha256_file(p) for p in files]
     for p, prep, note, (sc, why) in zip(files, prepared, notes, scales):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import UsageError, add_sampling_job_args, load_enhancer, settings_from_args
+from .common import UsageError, add_sampling_job_args, load_enhancer, load_footage_enhancer, settings_from_args
 
 
 def _hr_faces_from(paths: list[str], split: str | None) -> list[Path]:
@@ -35,7 +35,7 @@ def cmd_evaluate(args) -> int:
     from tqdm import tqdm
 
     from ..core.degradations import STRENGTHS
-    from ..core.evaluation import evaluate, format_table
+    from ..core.evaluation import evaluate, format_differences, format_table
     from ..core.metrics import LR_MISMATCH_FACTOR, LR_MISMATCH_MARGIN, metric_keys_in, metric_legend
     from ..core.provenance import to_json, versions, device_info, atomic_write_text
     from ..core.video import load_still
@@ -53,6 +53,14 @@ def cmd_evaluate(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     enh = load_enhancer(args, need_classifier=any(v is not None for v in settings.attributes.values()))
+    footage = None
+    if args.footage != "off":  # what the app delivers: each face to the model it would pick
+        if enh.scale_factor != 8:
+            raise UsageError(f"--footage {args.footage} is for the 8x model; {enh.model_info.get('name', 'this')} "
+                             f"is {enh.scale_factor}x")
+        footage = load_footage_enhancer(args.footage, enh)
+        if footage is None:
+            raise UsageError("--footage auto needs the footage model, which is not installed")
     embed_fn = None
     if args.cs:  # identity kept: cosine of dlib embeddings of output and HR (the app's default embedder)
         from ..core.gallery import get_embedder
@@ -63,8 +71,9 @@ def cmd_evaluate(args) -> int:
                        batch=args.batch,
                        progress=lambda d, n: bar.update(d - bar.n), embed_fn=embed_fn,
                        mean_estimate=not args.no_mean, mean_mirror=settings.mean_mirror,
-                       degradation=args.degrade)
+                       degradation=args.degrade, footage=footage, footage_mode=args.footage)
     summary = res.summary()
+    diffs = res.differences("bicubic")
     if args.degrade != "clean" or enh.scale_factor != 8:
         print(f"{enh.scale_factor}x ({enh.lr_size}x{enh.lr_size} -> 128x128), LR degradation: {args.degrade} "
               f"({STRENGTHS[args.degrade].describe()})")
@@ -72,6 +81,17 @@ def cmd_evaluate(args) -> int:
     if not args.no_mean:
         how = ("averaged with its mirror image's, two evaluations" if settings.mean_mirror else "one evaluation")
         print(f"(mean estimate: the model's posterior-mean estimate, {how} per face; an estimate, not a sample)")
+    print()
+    print(format_differences(diffs))
+    choice = None
+    if footage is not None:
+        n_foot = sum(c["model"] == "footage" for c in res.choices)
+        choice = {"mode": args.footage, "clean_model": enh.model_info.get("path"),
+                  "footage_model": footage.model_info.get("path"), "threshold": footage.footage_threshold,
+                  "faces_to_footage_model": n_foot, "per_face": res.choices}
+        print(f"model choice ({args.footage}): the footage model took {n_foot} of {len(res.choices)} faces, "
+              f"the clean-trained model {len(res.choices) - n_foot}"
+              + (f" (LR degradation estimate above {footage.footage_threshold:g})" if args.footage == "auto" else ""))
     mismatched = res.mismatches()
     for name, idx in mismatched.items():  # samples that do not reproduce their LR (a diverged sampler)
         print(f"{name}: {len(idx)} of {len(imgs)} samples do not match their input"
@@ -82,7 +102,8 @@ def cmd_evaluate(args) -> int:
                   "mean_mirror": None if args.no_mean else settings.mean_mirror, "model": enh.model_info,
                   "degradation": {"strength": args.degrade, **STRENGTHS[args.degrade].to_dict(),
                                   "seed": "per face: its index in the list (0, 1, ...)"},
-                  "summary": summary, "metric_legend": metric_legend(metric_keys_in(summary)),
+                  "summary": summary, "vs_bicubic": diffs, "model_choice": choice,
+                  "metric_legend": metric_legend(metric_keys_in(summary)),
                   "seconds": res.seconds, "per_face": res.per_face, "lr_mismatch_faces": mismatched,
                   "files": [str(p) for p in files], "versions": versions(), "device": device_info(str(enh.device))}
         atomic_write_text(args.json, to_json(report))
@@ -106,5 +127,9 @@ def register(sub) -> None:
                    "strength (blur, noise, JPEG / H.264-like compression; core.degradations.STRENGTHS)")
     v.add_argument("--cs", action="store_true",
                    help="also CS: cosine of dlib face embeddings of output and HR (identity kept; slower)")
+    v.add_argument("--footage", default="off", choices=["off", "auto", "on"],
+                   help="8x: off (default): every face to the one model; auto: each face to the model the app "
+                   "picks for its LR (the footage model when it judges the LR degraded, as `sdesr enhance "
+                   "--footage auto`), so the table measures what the app delivers; on: the footage model")
     add_sampling_job_args(v, "write the full report (per-face values) here")
     v.set_defaults(func=cmd_evaluate)

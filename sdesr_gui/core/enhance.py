@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -504,11 +504,17 @@ class Enhancer:
         return EnhanceResult(res.samples.clamp(0, 1).cpu(), y_up.cpu(), lr.cpu(), settings.seeds(),
                              res.nfe, seconds, rec, mean)
 
-    def run_many(self, lr: torch.Tensor, settings: SamplerSettings, *, cancel=None) -> torch.Tensor:
-        """One sample for each of B LR faces [B, 3, 16, 16] in one batch; face i uses seed + i."""
+    def run_many(self, lr: torch.Tensor, settings: SamplerSettings, *, cancel=None,
+                 seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """One sample for each of B LR faces [B, 3, 16, 16] in one batch; face i uses seed + i, or
+        ``seeds[i]`` when given (a face's sample depends on its seed only, not on its batch)."""
         lr = self._lr_input(lr)
         y_up = faces.upsample(lr, faces.FRAME_SIZE)
-        seeds = [int(settings.seed) + i for i in range(lr.shape[0])]
+        if seeds is None:
+            seeds = [int(settings.seed) + i for i in range(lr.shape[0])]
+        elif len(seeds) != lr.shape[0]:
+            raise ValueError(f"{len(seeds)} seeds for {lr.shape[0]} faces")
+        seeds = [int(s) for s in seeds]
         mean = self.mean_estimate(lr, mirror=settings.mean_mirror) if settings.start_sigma is not None else None
         res, _, _ = self._sample(y_up, seeds, settings, None, cancel, mean=mean)
         return res.samples.clamp(0, 1).cpu()

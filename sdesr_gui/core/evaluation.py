@@ -19,7 +19,7 @@ from . import degradations, faces, metrics
 from .enhance import Enhancer, SamplerSettings
 from .presets import DEFAULT_MEAN_MIRROR
 
-__all__ = ["EvalResult", "evaluate", "summarize", "MEAN_ROW"]
+__all__ = ["EvalResult", "evaluate", "summarize", "paired_difference", "format_differences", "MEAN_ROW"]
 
 #: the name of the mean-estimate row of an evaluation
 MEAN_ROW = "mean estimate"
@@ -33,13 +33,33 @@ def summarize(values: Sequence[float]) -> dict:
     return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0, "n": int(a.size)}
 
 
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Mean of ``a - b`` over the faces where both are finite, with its standard error
+    (std / sqrt(n)): how far one method is from another on the same faces and LR, and how
+    sure that is (about 2 s.e. either side is the 95 % interval)."""
+    x = np.asarray(list(a), dtype=np.float64) - np.asarray(list(b), dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return {"mean": float("nan"), "se": float("nan"), "n": 0}
+    se = float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else float("nan")
+    return {"mean": float(x.mean()), "se": se, "n": int(x.size)}
+
+
 @dataclass
 class EvalResult:
     per_face: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # method -> metric -> values
     seconds: dict[str, float] = field(default_factory=dict)
+    #: per face, the model choice of the footage mode (``footage_verdict`` and the model used); [] without
+    choices: list[dict] = field(default_factory=list)
 
     def summary(self) -> dict:
         return {m: {k: summarize(v) for k, v in d.items()} for m, d in self.per_face.items()}
+
+    def differences(self, ref: str = "bicubic") -> dict:
+        """Every other row minus ``ref``, face by face: {method: {metric: paired_difference}}."""
+        base = self.per_face[ref]
+        return {m: {k: paired_difference(v, base[k]) for k, v in d.items() if k in base}
+                for m, d in self.per_face.items() if m != ref}
 
     def mismatches(self) -> dict[str, list[int]]:
         """Per sampler row, the faces (0-based) whose sample does not match its input
@@ -67,6 +87,8 @@ def evaluate(
     mean_mirror: bool = DEFAULT_MEAN_MIRROR,
     degradation: str = "clean",
     seed: int = 0,
+    footage: Enhancer | None = None,
+    footage_mode: str = "auto",
 ) -> EvalResult:
     """Evaluate bicubic and each named sampler setting on 128x128 uint8 HR faces.
 
@@ -77,7 +99,17 @@ def evaluate(
     ``mean_mirror``, two network evaluations per face; one without; an estimate, not a sample).
     ``degradation`` names a strength of :data:`degradations.STRENGTHS`; face i gets its noise
     from seed ``seed * 1_000_003 + i`` (the degraded validation set).
+
+    ``footage``: the footage 8x model beside ``enhancer`` (the clean-trained one), to measure
+    what the app delivers: with ``footage_mode`` "auto" each face goes to the model the app
+    picks for its LR (:meth:`Enhancer.footage_verdict`, as ``sdesr enhance --footage auto``),
+    with "on" to the footage model; ``EvalResult.choices`` records each face's verdict.
     """
+    if footage is not None:
+        if footage_mode not in ("auto", "on"):
+            raise ValueError(f"footage_mode must be 'auto' or 'on', not {footage_mode!r}")
+        if footage.lr_size != enhancer.lr_size:
+            raise ValueError("the footage model and the clean-trained model must take the same LR size")
     if degradation not in degradations.STRENGTHS:
         raise ValueError(f"unknown degradation {degradation!r} (one of {', '.join(degradations.STRENGTHS)})")
     base = degradations.STRENGTHS[degradation]
@@ -98,13 +130,27 @@ def evaluate(
         lr = torch.stack([degradations.degrade(hr[i], replace(base, seed=seed * 1_000_003 + start + i), lr_size)
                           for i in range(hr.shape[0])])
         outs = {"bicubic": faces.upsample(lr)}
+        # which model takes each face: the clean-trained one unless the footage mode says otherwise
+        models = [enhancer] * lr.shape[0]
+        if footage is not None:
+            for i in range(lr.shape[0]):
+                v = footage.footage_verdict(lr[i:i + 1]) if footage_mode == "auto" else \
+                    {"degraded": True, "text": "footage mode on: the footage model"}
+                res.choices.append({**v, "model": "footage" if v["degraded"] else "clean"})
+                if v["degraded"]:
+                    models[i] = footage
+        groups = [(e, [i for i, m in enumerate(models) if m is e]) for e in dict.fromkeys(models)]
         if mean_estimate:
             t0 = time.perf_counter()
-            outs[MEAN_ROW] = torch.cat([enhancer.mean_estimate(lr[i:i + 1], mean_mirror) for i in range(lr.shape[0])])
+            outs[MEAN_ROW] = torch.cat([models[i].mean_estimate(lr[i:i + 1], mean_mirror) for i in range(lr.shape[0])])
             res.seconds[MEAN_ROW] += time.perf_counter() - t0
         for name, st in settings.items():
             t0 = time.perf_counter()
-            outs[name] = enhancer.run_many(lr, replace(st, samples=1, seed=st.seed + start), cancel=cancel)
+            out = torch.empty(lr.shape[0], 3, faces.FRAME_SIZE, faces.FRAME_SIZE)
+            for enh, idx in groups:  # face i keeps seed settings.seed + i whichever model takes it
+                out[idx] = enh.run_many(lr[idx], replace(st, samples=1), cancel=cancel,
+                                        seeds=[st.seed + start + i for i in idx])
+            outs[name] = out
             res.seconds[name] += time.perf_counter() - t0
         emb_hr = embed_fn(hr) if embed_fn is not None else None
         for name, sr in outs.items():
@@ -138,4 +184,26 @@ def format_table(summary: dict) -> str:
     gists = "; ".join(f"{metrics.METRICS[k].label}: {metrics.METRICS[k].gist}" for k in keys)
     lines.append(f"{gists}.")
     lines.append("↑ higher is better, ↓ lower is better; each cell is the mean ± std over the faces.")
+    return "\n".join(lines)
+
+
+def format_differences(diffs: dict, ref: str = "bicubic") -> str:
+    """Plain-text table of :meth:`EvalResult.differences`: each row minus ``ref`` on the same
+    faces, mean ± standard error; a row beats ``ref`` on a metric when its difference points the
+    metric's better way by more than about 2 s.e."""
+    keys = [k for k in ("psnr", "ssim", "consistency", "cs") if any(k in d for d in diffs.values())]
+    heads = [metrics.metric_header(k) for k in keys]
+    widths = [max(17, len(h)) for h in heads]
+    lines = [f"{'minus ' + ref:24s} " + " ".join(f"{h:>{w}s}" for h, w in zip(heads, widths))]
+    for m, d in diffs.items():
+        cells = []
+        for k, w in zip(keys, widths):
+            if k in d and d[k]["n"]:
+                se = f"{d[k]['se']:6.3f}" if np.isfinite(d[k]["se"]) else f"{'-':>6s}"  # one face: no s.e.
+                cells.append(f"{d[k]['mean']:+8.3f} ± {se}".rjust(w))
+            else:
+                cells.append(f"{'-':>{w}s}")
+        lines.append(f"{m:24s} " + " ".join(cells))
+    lines.append(f"each cell: the mean difference from {ref} on the same faces and LR ± its standard error "
+                 "(about 2 s.e. either side is the 95 % interval).")
     return "\n".join(lines)
