@@ -166,21 +166,23 @@ def evaluate(
     return res
 
 
+def _metric_rows(first: str, keys: list[str], rows: dict, cell: Callable[[dict], str]) -> list[str]:
+    """A header (each metric's unit and direction, core.metrics.METRICS) and one line per row of
+    ``rows`` ({name: {metric: stats}}); ``cell`` formats one metric's stats, "-" where missing."""
+    heads = [metrics.metric_header(k) for k in keys]
+    widths = [max(17, len(h)) for h in heads]
+    lines = [f"{first:24s} " + " ".join(f"{h:>{w}s}" for h, w in zip(heads, widths))]
+    for m, d in rows.items():
+        lines.append(f"{m:24s} " + " ".join(cell(d[k]).rjust(w) if k in d and d[k]["n"] else f"{'-':>{w}s}"
+                                            for k, w in zip(keys, widths)))
+    return lines
+
+
 def format_table(summary: dict) -> str:
     """Plain-text table: one row per method, mean +- std per metric; the headers carry each
     metric's unit and direction (core.metrics.METRICS) and a last line says what they measure."""
     keys = ["psnr", "ssim", "consistency", "cs"]
-    heads = [metrics.metric_header(k) for k in keys]
-    widths = [max(17, len(h)) for h in heads]
-    lines = [f"{'method':24s} " + " ".join(f"{h:>{w}s}" for h, w in zip(heads, widths))]
-    for m, d in summary.items():
-        cells = []
-        for k, w in zip(keys, widths):
-            if k in d and d[k]["n"]:
-                cells.append(f"{d[k]['mean']:8.3f} ± {d[k]['std']:6.3f}".rjust(w))
-            else:
-                cells.append(f"{'-':>{w}s}")
-        lines.append(f"{m:24s} " + " ".join(cells))
+    lines = _metric_rows("method", keys, summary, lambda c: f"{c['mean']:8.3f} ± {c['std']:6.3f}")
     gists = "; ".join(f"{metrics.METRICS[k].label}: {metrics.METRICS[k].gist}" for k in keys)
     lines.append(f"{gists}.")
     lines.append("↑ higher is better, ↓ lower is better; each cell is the mean ± std over the faces.")
@@ -192,18 +194,11 @@ def format_differences(diffs: dict, ref: str = "bicubic") -> str:
     faces, mean ± standard error; a row beats ``ref`` on a metric when its difference points the
     metric's better way by more than about 2 s.e."""
     keys = [k for k in ("psnr", "ssim", "consistency", "cs") if any(k in d for d in diffs.values())]
-    heads = [metrics.metric_header(k) for k in keys]
-    widths = [max(17, len(h)) for h in heads]
-    lines = [f"{'minus ' + ref:24s} " + " ".join(f"{h:>{w}s}" for h, w in zip(heads, widths))]
-    for m, d in diffs.items():
-        cells = []
-        for k, w in zip(keys, widths):
-            if k in d and d[k]["n"]:
-                se = f"{d[k]['se']:6.3f}" if np.isfinite(d[k]["se"]) else f"{'-':>6s}"  # one face: no s.e.
-                cells.append(f"{d[k]['mean']:+8.3f} ± {se}".rjust(w))
-            else:
-                cells.append(f"{'-':>{w}s}")
-        lines.append(f"{m:24s} " + " ".join(cells))
+    def cell(c: dict) -> str:
+        se = f"{c['se']:6.3f}" if np.isfinite(c["se"]) else f"{'-':>6s}"  # one face: no s.e.
+        return f"{c['mean']:+8.3f} ± {se}"
+
+    lines = _metric_rows("minus " + ref, keys, diffs, cell)
     lines.append(f"each cell: the mean difference from {ref} on the same faces and LR ± its standard error "
                  "(about 2 s.e. either side is the 95 % interval).")
     return "\n".join(lines)
