@@ -36,6 +36,7 @@ from model_card_eval import load, make_embed_fn, split_rows  # noqa: E402
 
 from sdesr_gui.core import degradations, faces, metrics  # noqa: E402
 from sdesr_gui.core.enhance import SCORE_WEIGHTS_NAME, Enhancer, SamplerSettings, weights_dir  # noqa: E402
+from sdesr_gui.core.evaluation import paired_difference  # noqa: E402
 from sdesr_gui.core.provenance import write_json_atomic  # noqa: E402
 
 SECOND_SEED = 10_000  # the second sample of face i (for the spread) uses this + i
@@ -85,8 +86,10 @@ def main(argv=None) -> int:
               "rows": {}}
 
     def add(name: str, r: dict, **extra) -> None:
-        row = {k: [float(v.mean()), float((v - ref[k]).mean()), float((v - ref[k]).std(ddof=1) / np.sqrt(len(v)))]
-               for k, v in r.items()}
+        row = {}
+        for k, v in r.items():
+            d = paired_difference(v, ref[k])
+            row[k] = [float(v.mean()), d["mean"], d["se"]]
         row.update(extra)
         report["rows"][name] = row
         print(name, "  ".join(f"{k} {v[0]:.4f} ({v[1]:+.4f} ± {v[2]:.4f})" for k, v in row.items()
